@@ -1,0 +1,3 @@
+"""Portside: a private container image registry speaking the OCI Distribution Specification v1.1."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""What the handlers read from a request: the repository name, digests, ranges, bodies, paging."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Final
+
+from starlette.requests import Request
+
+from portside.registry.errors import PaginationNumberInvalid, TooLarge, UploadOutOfOrder
+from portside.registry.names import Digest, parse_name
+from portside.registry.service import Registry
+
+CONTENT_RANGE: Final = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
+
+
+def registry(request: Request) -> Registry:
+    found: Registry = request.app.state.registry
+    return found
+
+
+def name(request: Request) -> str:
+    return parse_name(request.path_params["name"])
+
+
+def digest_param(request: Request, field: str = "digest") -> Digest:
+    return Digest.parse(request.query_params.get(field, ""))
+
+
+def content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def content_range(request: Request) -> tuple[int, int] | None:
+    """The (start, length) of a chunk's `Content-Range: <start>-<end>`, if the request has one."""
+    value = request.headers.get("content-range")
+    if value is None:
+        return None
+    match = CONTENT_RANGE.fullmatch(value.strip())
+    if match is None or int(match[2]) < int(match[1]):
+        raise UploadOutOfOrder({"content-range": value[:100], "reason": "malformed"})
+    start, end = int(match[1]), int(match[2])
+    return start, end - start + 1
+
+
+def body(request: Request) -> AsyncIterator[bytes]:
+    return request.stream()
+
+
+async def small_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes limit."""
+    length = content_length(request)
+    if length is not None and length > limit:
+        raise TooLarge({"limit": limit, "length": length})
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge({"limit": limit})
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def paging(request: Request) -> tuple[int | None, str | None]:
+    """The `n` and `last` query parameters of a listing."""
+    n = request.query_params.get("n")
+    if n is not None and (not n.isdigit() or len(n) > 9):
+        raise PaginationNumberInvalid({"n": n[:20]})
+    return (None if n is None else int(n)), request.query_params.get("last") or None

@@ -1,0 +1,115 @@
+"""GET, HEAD and DELETE /v2/<name>/blobs/<digest> (spec end-2, end-10)."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from portside.api import requests
+from portside.registry.blobs import BlobContent
+from portside.registry.errors import DeleteDisabled
+from portside.registry.names import Digest
+from portside.registry.service import Registry
+
+BYTES_RANGE: Final = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+PATHSEND: Final = "http.response.pathsend"
+
+
+class Unsatisfiable(Exception):
+    """A Range that selects no byte of the blob: 416 with `Content-Range: bytes */<size>`."""
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end), inclusive, of a single byte range, or None to send everything. Other forms
+    (several ranges, other units) are ignored, as RFC 9110 allows."""
+    if header is None:
+        return None
+    match = BYTES_RANGE.fullmatch(header.strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:  # suffix: the last N bytes
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - suffix), size - 1
+    start = int(match[1])
+    end = int(match[2]) if match[2] else size - 1
+    if start >= size or end < start:
+        raise Unsatisfiable
+    return start, min(end, size - 1)
+
+
+class BlobResponse(Response):
+    """Sends a blob: the whole file through the server's pathsend when it has one (no copy
+    through Python), else a stream from the store."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        content: BlobContent,
+        status_code: int,
+        headers: dict[str, str],
+        span: tuple[int, int] | None,
+        send_body: bool,
+    ) -> None:
+        super().__init__(status_code=status_code, headers=headers)
+        self._registry = registry
+        self._content = content
+        self._span = span
+        self._send_body = send_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if not self._send_body:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        path = self._content.path
+        if self._span is None and path is not None and PATHSEND in scope.get("extensions", {}):
+            await send({"type": PATHSEND, "path": str(path)})
+            return
+        start, end = self._span or (0, self._content.size - 1)
+        async for chunk in self._registry.blobs.read(self._content, start, end - start + 1):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def get_blob(request: Request) -> Response:
+    registry = requests.registry(request)
+    name = requests.name(request)
+    digest = Digest.parse(request.path_params["digest"])
+    content = await registry.blobs.open(name, digest)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    try:
+        span = _range(request.headers.get("range"), content.size)
+    except Unsatisfiable:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{content.size}"})
+    if span is None:
+        headers["Content-Length"] = str(content.size)
+        status = 200
+    else:
+        start, end = span
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{content.size}"
+        status = 206
+    send_body = request.method != "HEAD"
+    return BlobResponse(registry, content, status, headers, span, send_body)
+
+
+async def delete_blob(request: Request) -> Response:
+    if not request.app.state.delete_enabled:
+        raise DeleteDisabled()
+    registry = requests.registry(request)
+    name = requests.name(request)
+    digest = Digest.parse(request.path_params["digest"])
+    await registry.blobs.delete(name, digest)
+    return Response(status_code=202, headers={"Content-Length": "0"})

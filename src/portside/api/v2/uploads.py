@@ -1,0 +1,97 @@
+"""Blob uploads: POST, GET, PATCH, PUT and DELETE under /v2/<name>/blobs/uploads/ (spec end-4a,
+end-4b, end-5, end-6, end-11, end-13)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from portside.api import requests
+from portside.metadata.base import Upload
+from portside.registry.errors import NameInvalid
+from portside.registry.names import Digest, parse_name
+
+
+def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
+    # Range is inclusive; an empty upload reports 0-0, as distribution does.
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{upload.id}",
+        "Range": f"0-{max(upload.offset - 1, 0)}",
+        "Docker-Upload-UUID": upload.id,
+        "Content-Length": "0",
+    }
+
+
+def _created(name: str, digest: Digest) -> Response:
+    return Response(
+        status_code=201,
+        headers={
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+async def start_upload(request: Request) -> Response:
+    """A new upload (202), a monolithic upload with ?digest= (201), or a mount (201, else 202)."""
+    registry = requests.registry(request)
+    name = requests.name(request)
+    query = request.query_params
+    if "mount" in query:
+        digest = requests.digest_param(request, "mount")
+        source = query.get("from")
+        if source is not None:
+            try:
+                source = parse_name(source)
+            except NameInvalid:
+                source = None
+        # spec: a registry that cannot mount "MUST" fall back to a new upload (202).
+        if source is not None and await registry.uploads.mount(name, digest, source) is not None:
+            return _created(name, digest)
+    elif "digest" in query:
+        digest = requests.digest_param(request)
+        upload = await registry.uploads.start(name)
+        length = requests.content_length(request)
+        await registry.uploads.finish(
+            name, upload.id, digest, requests.body(request), length=length
+        )
+        return _created(name, digest)
+    upload = await registry.uploads.start(name)
+    return Response(status_code=202, headers=_upload_headers(name, upload))
+
+
+async def get_upload(request: Request) -> Response:
+    registry = requests.registry(request)
+    name = requests.name(request)
+    upload = await registry.uploads.get(name, request.path_params["upload_id"])
+    return Response(status_code=204, headers=_upload_headers(name, upload))
+
+
+async def patch_upload(request: Request) -> Response:
+    registry = requests.registry(request)
+    name = requests.name(request)
+    upload_id = request.path_params["upload_id"]
+    span = requests.content_range(request)
+    start, length = span if span is not None else (None, requests.content_length(request))
+    upload = await registry.uploads.append(name, upload_id, requests.body(request), start, length)
+    return Response(status_code=202, headers=_upload_headers(name, upload))
+
+
+async def finish_upload(request: Request) -> Response:
+    registry = requests.registry(request)
+    name = requests.name(request)
+    upload_id = request.path_params["upload_id"]
+    await registry.uploads.get(name, upload_id)  # an unknown upload outranks a missing digest
+    digest = requests.digest_param(request)
+    span = requests.content_range(request)
+    start, length = span if span is not None else (None, requests.content_length(request))
+    await registry.uploads.finish(name, upload_id, digest, requests.body(request), start, length)
+    return _created(name, digest)
+
+
+async def cancel_upload(request: Request) -> Response:
+    registry = requests.registry(request)
+    name = requests.name(request)
+    await registry.uploads.cancel(name, request.path_params["upload_id"])
+    return Response(status_code=204, headers={"Content-Length": "0"})

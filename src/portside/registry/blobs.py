@@ -1,0 +1,49 @@
+"""Reading and deleting blobs in a repository. A repository reads a blob only once it is linked."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from portside.metadata.base import MetadataStore
+from portside.registry import keys
+from portside.registry.errors import BlobUnknown
+from portside.registry.names import Digest
+from portside.storage.base import BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class BlobContent:
+    """How to send a blob: a local file for zero-copy sends, else a byte stream from the store."""
+
+    digest: Digest
+    size: int
+    path: Path | None
+    key: str
+
+
+class Blobs:
+    def __init__(self, storage: BlobStore, metadata: MetadataStore) -> None:
+        self._storage = storage
+        self._metadata = metadata
+
+    async def stat(self, name: str, digest: Digest) -> int:
+        size = await self._metadata.linked_blob_size(name, str(digest))
+        if size is None:
+            raise BlobUnknown({"digest": str(digest)})
+        return size
+
+    async def open(self, name: str, digest: Digest) -> BlobContent:
+        size = await self.stat(name, digest)
+        key = keys.blob(digest)
+        return BlobContent(digest, size, self._storage.local_path(key), key)
+
+    def read(self, content: BlobContent, offset: int, length: int) -> AsyncIterator[bytes]:
+        return self._storage.read(content.key, offset, length)
+
+    async def delete(self, name: str, digest: Digest) -> None:
+        """Unlink the blob from the repository; its bytes go when garbage collection finds them
+        unreferenced."""
+        if not await self._metadata.unlink_blob(name, str(digest)):
+            raise BlobUnknown({"digest": str(digest)})

@@ -1,0 +1,151 @@
+"""The spec's error codes, one exception class per code; the HTTP status is chosen in server/errors.py.
+
+    RegistryError
+    ├── BlobUnknown            BLOB_UNKNOWN
+    ├── BlobUploadInvalid      BLOB_UPLOAD_INVALID
+    │   └── UploadOutOfOrder       a chunk not starting where the upload ends (416)
+    ├── BlobUploadUnknown      BLOB_UPLOAD_UNKNOWN
+    ├── DigestInvalid          DIGEST_INVALID
+    ├── ManifestBlobUnknown    MANIFEST_BLOB_UNKNOWN
+    ├── ManifestInvalid        MANIFEST_INVALID
+    ├── ManifestUnknown        MANIFEST_UNKNOWN
+    ├── NameInvalid            NAME_INVALID
+    ├── NameUnknown            NAME_UNKNOWN
+    ├── SizeInvalid            SIZE_INVALID
+    │   └── TooLarge               a body over a configured limit (413)
+    ├── Unauthorized           UNAUTHORIZED
+    ├── Denied                 DENIED
+    ├── Unsupported            UNSUPPORTED
+    │   └── DeleteDisabled         DELETE with deletes switched off (405)
+    ├── TooManyRequests        TOOMANYREQUESTS
+    └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    """The "Error Codes" table of the OCI distribution spec (code-1 to code-14)."""
+
+    BLOB_UNKNOWN = "BLOB_UNKNOWN"
+    BLOB_UPLOAD_INVALID = "BLOB_UPLOAD_INVALID"
+    BLOB_UPLOAD_UNKNOWN = "BLOB_UPLOAD_UNKNOWN"
+    DIGEST_INVALID = "DIGEST_INVALID"
+    MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
+    MANIFEST_INVALID = "MANIFEST_INVALID"
+    MANIFEST_UNKNOWN = "MANIFEST_UNKNOWN"
+    NAME_INVALID = "NAME_INVALID"
+    NAME_UNKNOWN = "NAME_UNKNOWN"
+    SIZE_INVALID = "SIZE_INVALID"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    DENIED = "DENIED"
+    UNSUPPORTED = "UNSUPPORTED"
+    TOOMANYREQUESTS = "TOOMANYREQUESTS"
+    # Beyond the spec's table (it lets registries add codes); the name distribution uses.
+    PAGINATION_NUMBER_INVALID = "PAGINATION_NUMBER_INVALID"
+
+
+class RegistryError(Exception):
+    """A failure the client can act on, reported in the spec's JSON envelope."""
+
+    code: ClassVar[ErrorCode]
+    message: ClassVar[str]
+
+    def __init__(self, detail: object = None) -> None:
+        super().__init__(self.message if detail is None else f"{self.message}: {detail}")
+        self.detail = detail
+
+
+class BlobUnknown(RegistryError):
+    code = ErrorCode.BLOB_UNKNOWN
+    message = "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code = ErrorCode.BLOB_UPLOAD_INVALID
+    message = "blob upload invalid"
+
+
+class UploadOutOfOrder(BlobUploadInvalid):
+    """A chunk that does not start where the upload ends (the spec says 416)."""
+
+
+class BlobUploadUnknown(RegistryError):
+    code = ErrorCode.BLOB_UPLOAD_UNKNOWN
+    message = "blob upload unknown to registry"
+
+
+class DigestInvalid(RegistryError):
+    code = ErrorCode.DIGEST_INVALID
+    message = "provided digest did not match uploaded content"
+
+
+class ManifestBlobUnknown(RegistryError):
+    code = ErrorCode.MANIFEST_BLOB_UNKNOWN
+    message = "manifest references a manifest or blob unknown to registry"
+
+
+class ManifestInvalid(RegistryError):
+    code = ErrorCode.MANIFEST_INVALID
+    message = "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code = ErrorCode.MANIFEST_UNKNOWN
+    message = "manifest unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code = ErrorCode.NAME_INVALID
+    message = "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code = ErrorCode.NAME_UNKNOWN
+    message = "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code = ErrorCode.SIZE_INVALID
+    message = "provided length did not match content length"
+
+
+class TooLarge(SizeInvalid):
+    """A body over a configured limit (413 Payload Too Large)."""
+
+    message = "content exceeds the registry's size limit"
+
+
+class Unauthorized(RegistryError):
+    code = ErrorCode.UNAUTHORIZED
+    message = "authentication required"
+
+
+class Denied(RegistryError):
+    code = ErrorCode.DENIED
+    message = "requested access to the resource is denied"
+
+
+class Unsupported(RegistryError):
+    code = ErrorCode.UNSUPPORTED
+    message = "the operation is unsupported"
+
+
+class DeleteDisabled(Unsupported):
+    """DELETE while deletes are switched off in config (the spec says 405)."""
+
+    message = "deletes are disabled on this registry"
+
+
+class TooManyRequests(RegistryError):
+    code = ErrorCode.TOOMANYREQUESTS
+    message = "too many requests"
+
+
+
+class PaginationNumberInvalid(RegistryError):
+    code = ErrorCode.PAGINATION_NUMBER_INVALID
+    message = "invalid number of results requested"

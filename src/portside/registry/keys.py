@@ -1,0 +1,29 @@
+"""Where things live in the blob store. Only this module knows what a key means.
+
+    blobs/<algorithm>/<first two of encoded>/<encoded>    a blob's bytes; manifests are blobs too
+    uploads/<upload id>                                   an upload session's bytes so far
+
+Blobs are content-addressed and stored once, whatever repositories link them; the links live in
+metadata. The two-character fan-out keeps folders small on filesystems.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from portside.registry.names import Digest
+
+BLOBS: Final = "blobs"
+UPLOADS: Final = "uploads"
+UPLOAD_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def blob(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
+
+
+def upload(upload_id: str) -> str:
+    if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return f"{UPLOADS}/{upload_id}"

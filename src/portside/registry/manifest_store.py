@@ -1,0 +1,125 @@
+"""Pushing, pulling and deleting manifests and tags in a repository.
+
+A manifest's bytes are a blob in storage; its record (media type, size, subject, artifact type and
+the digests it references) is in metadata, so that reads by tag are one query and one blob read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from portside.metadata.base import Conflict, Manifest, MetadataStore
+from portside.registry import keys
+from portside.registry.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+)
+from portside.registry.manifests import parse
+from portside.registry.names import Digest, is_tag
+from portside.storage.base import BlobStore
+
+# Manifest bytes are immutable per digest; keeping recent ones spares a file read on hot tags.
+CACHE_BYTES: Final = 32 * 1024 * 1024
+
+
+class _ContentCache:
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._capacity = capacity
+        self._size = 0
+
+    def get(self, digest: str) -> bytes | None:
+        found = self._items.get(digest)
+        if found is not None:
+            self._items.move_to_end(digest)
+        return found
+
+    def put(self, digest: str, content: bytes) -> None:
+        if len(content) > self._capacity // 16 or digest in self._items:
+            return
+        self._items[digest] = content
+        self._size += len(content)
+        while self._size > self._capacity:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= len(dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class PushedManifest:
+    digest: Digest
+    subject: str | None
+
+
+class ManifestStore:
+    def __init__(self, storage: BlobStore, metadata: MetadataStore) -> None:
+        self._storage = storage
+        self._metadata = metadata
+        self._cache = _ContentCache(CACHE_BYTES)
+
+    async def stat(self, name: str, reference: str) -> Manifest:
+        """The manifest's record by tag or digest; ManifestUnknown if the repository lacks it."""
+        if ":" in reference:
+            reference = str(Digest.parse(reference))
+        elif not is_tag(reference):
+            raise ManifestUnknown({"reference": reference[:200]})
+        manifest = await self._metadata.get_manifest(name, reference)
+        if manifest is None:
+            raise ManifestUnknown({"reference": reference})
+        return manifest
+
+    async def get(self, name: str, reference: str) -> tuple[Manifest, bytes]:
+        manifest = await self.stat(name, reference)
+        content = self._cache.get(manifest.digest)
+        if content is None:
+            content = await self._storage.get(keys.blob(Digest.parse(manifest.digest)))
+            self._cache.put(manifest.digest, content)
+        return manifest, content
+
+    async def put(
+        self, name: str, reference: str, content_type: str | None, body: bytes
+    ) -> PushedManifest:
+        """Store a manifest under a tag or its digest. Every blob and child manifest it references
+        must be readable in the repository; its subject need not exist (spec: referrers)."""
+        if ":" in reference:
+            expected = Digest.parse(reference)
+            digest = Digest.of(body, expected.algorithm)
+            if digest != expected:
+                raise DigestInvalid({"expected": str(expected), "actual": str(digest)})
+            tag = None
+        elif is_tag(reference):
+            digest, tag = Digest.of(body), reference
+        else:
+            raise ManifestInvalid({"reason": "invalid tag", "tag": reference[:200]})
+        parsed = parse(body, content_type)
+        missing = await self._metadata.missing_references(name, parsed.references)
+        if missing:
+            raise ManifestBlobUnknown({"digests": missing[:50]})
+        await self._storage.put(keys.blob(digest), body)
+        manifest = Manifest(
+            repository=name,
+            digest=str(digest),
+            media_type=parsed.media_type,
+            size=len(body),
+            artifact_type=parsed.artifact_type,
+            subject=parsed.subject,
+            annotations=parsed.annotations,
+        )
+        try:
+            await self._metadata.put_manifest(manifest, parsed.references, tag)
+        except Conflict:
+            # The same manifest was stored concurrently; the stored record is identical.
+            await self._metadata.put_manifest(manifest, parsed.references, tag)
+        return PushedManifest(digest, parsed.subject)
+
+    async def delete(self, name: str, reference: str) -> None:
+        """By digest: the manifest and every tag on it. By tag: that tag only (spec v1.1)."""
+        if ":" in reference:
+            found = await self._metadata.delete_manifest(name, str(Digest.parse(reference)))
+        else:
+            found = is_tag(reference) and await self._metadata.delete_tag(name, reference)
+        if not found:
+            raise ManifestUnknown({"reference": reference[:200]})

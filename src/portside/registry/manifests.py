@@ -1,0 +1,125 @@
+"""Manifest media types and parsing: what a manifest references, its subject and artifact type.
+
+Parsing checks structure only as far as the registry relies on it (descriptors it must resolve);
+everything else in the document is the client's and is stored byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from portside.metadata.base import Reference, ReferenceKind
+from portside.registry.errors import ManifestInvalid
+from portside.registry.names import Digest
+
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+IMAGE_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES: Final = IMAGE_TYPES | INDEX_TYPES
+# Layers a registry does not serve: their bytes come from `urls`, so they need not be pushed.
+FOREIGN_LAYER_TYPES: Final = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedManifest:
+    media_type: str
+    references: Sequence[Reference]
+    subject: str | None
+    artifact_type: str | None
+    annotations: str | None
+
+
+def _descriptor(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ManifestInvalid(f"{where}: expected a descriptor object")
+    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise ManifestInvalid(f"{where}: mediaType must be a non-empty string")
+    if not isinstance(digest, str):
+        raise ManifestInvalid(f"{where}: digest must be a string")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ManifestInvalid(f"{where}: size must be a non-negative integer")
+    try:
+        Digest.parse(digest)
+    except Exception as error:
+        raise ManifestInvalid(f"{where}: invalid digest {digest[:200]!r}") from error
+    return value
+
+
+def _descriptors(document: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    items = document.get(field)
+    if not isinstance(items, list):
+        raise ManifestInvalid(f"{field} must be a list")
+    return [_descriptor(item, f"{field}[{i}]") for i, item in enumerate(items)]
+
+
+def _optional_string(document: dict[str, Any], field: str) -> str | None:
+    value = document.get(field)
+    if value is not None and not isinstance(value, str):
+        raise ManifestInvalid(f"{field} must be a string")
+    return value
+
+
+def parse(body: bytes, content_type: str | None) -> ParsedManifest:
+    """Parse a pushed manifest; ManifestInvalid for anything the registry cannot store faithfully.
+
+    The media type is the document's `mediaType`, else the request's Content-Type; when both are
+    given they must agree (spec: the Content-Type "MUST match the media type of the manifest").
+    """
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ManifestInvalid(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ManifestInvalid("a manifest is a JSON object")
+    declared = _optional_string(document, "mediaType")
+    content_type = (content_type or "").partition(";")[0].strip() or None
+    if declared and content_type and declared != content_type:
+        raise ManifestInvalid(f"mediaType {declared} does not match Content-Type {content_type}")
+    media_type = declared or content_type
+    if media_type not in MANIFEST_TYPES:
+        raise ManifestInvalid(f"unsupported manifest media type {media_type!r}")
+    if document.get("schemaVersion") != 2:
+        raise ManifestInvalid("schemaVersion must be 2")
+
+    references: list[Reference] = []
+    artifact_type = _optional_string(document, "artifactType")
+    if media_type in IMAGE_TYPES:
+        config = _descriptor(document.get("config"), "config")
+        references.append(Reference(config["digest"], ReferenceKind.BLOB))
+        for layer in _descriptors(document, "layers"):
+            if layer["mediaType"] in FOREIGN_LAYER_TYPES and layer.get("urls"):
+                continue
+            references.append(Reference(layer["digest"], ReferenceKind.BLOB))
+        # spec, listing referrers: "If the artifactType is empty or missing in an image manifest,
+        # the value of artifactType MUST be set to the config descriptor mediaType value."
+        artifact_type = artifact_type or config["mediaType"]
+    else:
+        for child in _descriptors(document, "manifests"):
+            references.append(Reference(child["digest"], ReferenceKind.MANIFEST))
+
+    subject = document.get("subject")
+    subject_digest = None if subject is None else _descriptor(subject, "subject")["digest"]
+    annotations = document.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise ManifestInvalid("annotations must be an object")
+    return ParsedManifest(
+        media_type=media_type,
+        references=references,
+        subject=subject_digest,
+        artifact_type=artifact_type,
+        annotations=json.dumps(annotations, separators=(",", ":")) if annotations else None,
+    )

@@ -1,0 +1,33 @@
+"""The registry's domain services over one blob store and one metadata store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from portside.metadata.base import MetadataStore
+from portside.registry.blobs import Blobs
+from portside.registry.discovery import Discovery
+from portside.registry.manifest_store import ManifestStore
+from portside.registry.uploads import Uploads
+from portside.storage.base import BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    blobs: Blobs
+    uploads: Uploads
+    manifests: ManifestStore
+    discovery: Discovery
+    metadata: MetadataStore
+
+    @classmethod
+    def build(
+        cls, storage: BlobStore, metadata: MetadataStore, max_blob_size: int | None = None
+    ) -> Registry:
+        return cls(
+            blobs=Blobs(storage, metadata),
+            uploads=Uploads(storage, metadata, max_blob_size),
+            manifests=ManifestStore(storage, metadata),
+            discovery=Discovery(metadata),
+            metadata=metadata,
+        )

@@ -1,0 +1,50 @@
+"""create_app(settings) → the ASGI app: builds the stores once and hands them down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from portside.api.routes import ROUTES
+from portside.config.settings import Settings
+from portside.metadata.sql import SqlMetadataStore
+from portside.registry.errors import RegistryError
+from portside.registry.service import Registry
+from portside.server.errors import http_error, registry_error
+from portside.server.middleware import RegistryMiddleware
+from portside.storage.base import BlobStore
+from portside.storage.filesystem import FilesystemBlobStore
+
+# Drivers by the config's `storage` name; an unknown name is a config error, never a silent default.
+STORAGE_DRIVERS: dict[str, Callable[[Settings], BlobStore]] = {
+    "local": lambda settings: FilesystemBlobStore(Path(settings.storage_path)),
+}
+
+
+def create_app(settings: Settings) -> Starlette:
+    storage = STORAGE_DRIVERS[settings.storage](settings)
+    metadata = SqlMetadataStore(settings.metadata_url)
+    registry = Registry.build(storage, metadata, settings.max_blob_size)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await metadata.close()
+
+    app = Starlette(
+        debug=settings.debug,
+        routes=ROUTES,
+        middleware=[Middleware(RegistryMiddleware)],
+        exception_handlers={RegistryError: registry_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.issue = settings.issue
+    app.state.delete_enabled = settings.delete_enabled
+    app.state.max_manifest_size = settings.max_manifest_size
+    return app

@@ -1,0 +1,62 @@
+"""ASGI middleware around every request: the access log line and the API version header.
+
+Plain ASGI rather than BaseHTTPMiddleware, so streamed bodies pass through untouched and cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("portside.access")
+
+API_VERSION: Final = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+class RegistryMiddleware:
+    """Adds `Docker-Distribution-API-Version` to /v2 responses (the spec asks for it on 200 and
+    401 of /v2/; distribution sends it everywhere) and logs one line per request with method,
+    path, status, bytes sent and duration. Query strings are not logged: they can carry secrets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        add_version = path.startswith("/v2")
+        status = 500
+        sent = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                if add_version:
+                    message["headers"] = [*message.get("headers", ()), API_VERSION]
+                for key, value in message.get("headers", ()):
+                    if key.lower() == b"content-length":
+                        sent = int(value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(
+                    "%s %s %s %d %d %.1fms",
+                    client[0] if client else "-",
+                    scope["method"],
+                    path,
+                    status,
+                    sent,
+                    (time.perf_counter() - started) * 1000,
+                )
