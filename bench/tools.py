@@ -60,7 +60,12 @@ def curl(
     if body is None:
         command += ["--header", "Content-Length: 0"]
     else:
-        command += ["--upload-file", str(body), "--header", "Content-Type: application/octet-stream"]
+        command += [
+            "--upload-file",
+            str(body),
+            "--header",
+            "Content-Type: application/octet-stream",
+        ]
         if chunked:
             command += ["--header", "Transfer-Encoding: chunked"]
     command.append(url)
@@ -128,7 +133,9 @@ class LoadResult:
     def failure_note(self) -> str | None:
         if not self.failed:
             return None
-        return f"{self.failed} of {self.succeeded + self.failed} requests failed (non-2xx or socket)"
+        return (
+            f"{self.failed} of {self.succeeded + self.failed} requests failed (non-2xx or socket)"
+        )
 
 
 WRK_SCRIPT = """\

@@ -1,0 +1,189 @@
+"""Benchmark Portside against CNCF distribution on this machine: `python bench/run.py --help`.
+
+Both registries run side by side on loopback with filesystem storage; every scenario is measured
+on both in the same round, rounds are repeated, and the table reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from registries import REGISTRY_NAMES, Registry, RegistryStartError, running
+from report import Row, markdown_table, text_table, write_json
+from scenarios import DEFAULT_PROFILE, QUICK_PROFILE, Profile, Scenario, build_scenarios
+from tools import BenchError
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_ROUNDS = 3
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [scenario.name for scenario in build_scenarios(DEFAULT_PROFILE)]
+    parser = argparse.ArgumentParser(
+        description="Benchmark Portside against CNCF distribution (docker-registry) on loopback."
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help=f"measurements per scenario and registry; the table shows the median "
+        f"(default {DEFAULT_ROUNDS})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small blobs and images, 2 s load tests"
+    )
+    parser.add_argument(
+        "--only",
+        type=comma_list,
+        metavar="SCENARIO,...",
+        help="run only these scenarios: " + ", ".join(names),
+    )
+    parser.add_argument(
+        "--registries",
+        type=comma_list,
+        default=list(REGISTRY_NAMES),
+        metavar="NAME,...",
+        help="registries to start (default: portside,distribution)",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table as README-ready markdown"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if unknown := set(args.only or ()) - set(names):
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    if not args.registries or not set(args.registries) <= set(REGISTRY_NAMES):
+        parser.error(f"--registries takes a subset of {', '.join(REGISTRY_NAMES)}")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure_rounds(
+    scenarios: list[Scenario],
+    registries: dict[str, Registry],
+    rows: dict[str, Row],
+    rounds: int,
+    scratch: Path,
+) -> None:
+    names = list(registries)
+    prepared: set[tuple[str, str]] = set()
+    for round_index in range(rounds):
+        # Alternate who goes first, so neither registry always runs right after the other's
+        # writes (page cache, writeback, CPU frequency).
+        order = names if round_index % 2 == 0 else names[::-1]
+        for scenario in scenarios:
+            for name in order:
+                registry = registries[name]
+                cell = rows[scenario.name].cells[name]
+                if cell.errors:
+                    continue  # failed in an earlier round: report that, do not wait on it again
+                try:
+                    if registry.exited():
+                        raise BenchError(f"{name} has exited: {registry.log_tail(5)}")
+                    if (scenario.name, name) not in prepared:
+                        scenario.prepare(registry, scratch)
+                        prepared.add((scenario.name, name))
+                    measurement = scenario.measure(registry, round_index, scratch)
+                except Exception as error:
+                    # Whatever went wrong, it is this registry's cell that failed, not the run.
+                    message = str(error) if isinstance(error, BenchError) else repr(error)
+                    cell.errors.append(f"round {round_index + 1}: {message}")
+                    log(f"[{round_index + 1}/{rounds}] {scenario.name} {name}: ERROR {message}")
+                    continue
+                cell.samples.append(measurement.value)
+                if measurement.note:
+                    cell.notes.append(f"round {round_index + 1}: {measurement.note}")
+                log(
+                    f"[{round_index + 1}/{rounds}] {scenario.name:<22} {name:<12} "
+                    f"{measurement.value:10.1f} {scenario.unit}"
+                    + (f"  ({measurement.note})" if measurement.note else "")
+                )
+
+
+def save_server_logs(registries: dict[str, Registry]) -> None:
+    """Keep the end of each server log: the temp dir holding the full one is about to go."""
+    for name, registry in registries.items():
+        (RESULTS_DIR / f"{name}.log").write_text(registry.log_tail(500) + "\n")
+
+
+def raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile: Profile = QUICK_PROFILE if args.quick else DEFAULT_PROFILE
+    scenarios = [
+        scenario
+        for scenario in build_scenarios(profile)
+        if args.only is None or scenario.name in args.only
+    ]
+    rows = {
+        scenario.name: Row(scenario.name, scenario.title, scenario.unit) for scenario in scenarios
+    }
+    # SIGTERM takes the Ctrl-C path, so the registries are stopped and the temp dir removed.
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    started = time.monotonic()
+    interrupted = False
+    registries: dict[str, Registry] = {}
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="portside-bench-")))
+        scratch = workdir / "scratch"
+        scratch.mkdir()
+        try:
+            for name in args.registries:
+                try:
+                    registries[name] = stack.enter_context(running(name, workdir / name))
+                except RegistryStartError as error:
+                    log(f"{name} did not start, its column will read 'error':\n{error}")
+                    for row in rows.values():
+                        row.cells[name].errors.append(f"did not start: {error}")
+            for registry in registries.values():
+                log(f"{registry.name} {registry.version} at {registry.url}")
+            measure_rounds(scenarios, registries, rows, args.rounds, scratch)
+        except KeyboardInterrupt:
+            interrupted = True
+            log("interrupted: stopping the registries and reporting what was measured")
+        finally:
+            # A second Ctrl-C must not cut the teardown short and leave a registry running.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            save_server_logs(registries)
+    table = markdown_table if args.markdown else text_table
+    print(table(list(rows.values())))
+    run_info: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "rounds": args.rounds,
+        "quick": args.quick,
+        "interrupted": interrupted,
+        "seconds": round(time.monotonic() - started),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "registries": {name: registry.version for name, registry in registries.items()},
+        "profile": dataclasses.asdict(profile),
+    }
+    write_json(RESULTS_DIR / "latest.json", list(rows.values()), run_info)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
