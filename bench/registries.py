@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,8 +49,8 @@ class Registry:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+            text = ""
+        return "\n".join(text.splitlines()[-lines:]) or "(log empty)"
 
 
 def free_port() -> int:
@@ -134,19 +135,16 @@ def wait_until_ready(registry: Registry) -> None:
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Stop the registry and everything it forked (Portside's worker processes)."""
-    if process.poll() is not None:
-        return
-    # start_new_session made the registry a process group leader: signal the whole group.
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    # start_new_session made the registry a process group leader: signal the whole group, which
+    # also reaches workers that outlived a crashed leader.
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 @contextmanager

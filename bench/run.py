@@ -12,6 +12,7 @@ import datetime
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from scenarios import DEFAULT_PROFILE, QUICK_PROFILE, Profile, Scenario, build_s
 from tools import BenchError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUNDS = 3
 
 
@@ -98,7 +100,9 @@ def measure_rounds(
                     continue  # failed in an earlier round: report that, do not wait on it again
                 try:
                     if registry.exited():
-                        raise BenchError(f"{name} has exited: {registry.log_tail(5)}")
+                        code = registry.process.returncode
+                        log_file = RESULTS_DIR / f"{name}.log"
+                        raise BenchError(f"{name} exited with code {code}, see {log_file}")
                     if (scenario.name, name) not in prepared:
                         scenario.prepare(registry, scratch)
                         prepared.add((scenario.name, name))
@@ -123,6 +127,17 @@ def save_server_logs(registries: dict[str, Registry]) -> None:
     """Keep the end of each server log: the temp dir holding the full one is about to go."""
     for name, registry in registries.items():
         (RESULTS_DIR / f"{name}.log").write_text(registry.log_tail(500) + "\n")
+
+
+def checkout_commit() -> str:
+    """The commit measured, so a saved result can be traced back to its code."""
+    done = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     for row in rows.values():
                         row.cells[name].errors.append(f"did not start: {error}")
             for registry in registries.values():
-                log(f"{registry.name} {registry.version} at {registry.url}")
+                log(f"{registry.name}: {registry.version} at {registry.url}")
             measure_rounds(scenarios, registries, rows, args.rounds, scratch)
         except KeyboardInterrupt:
             interrupted = True
@@ -170,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             save_server_logs(registries)
     table = markdown_table if args.markdown else text_table
+    print(
+        f"Median of {args.rounds} round(s){' (interrupted, partial)' if interrupted else ''}; "
+        "ratio = Portside / distribution, every unit is higher-is-better: above 1 Portside is "
+        "faster.\n"
+    )
     print(table(list(rows.values())))
     run_info: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -177,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "interrupted": interrupted,
         "seconds": round(time.monotonic() - started),
+        "commit": checkout_commit(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "registries": {name: registry.version for name, registry in registries.items()},
         "profile": dataclasses.asdict(profile),
