@@ -124,7 +124,7 @@ class Layout:
             else:
                 sink = _Tee(blob, tar_hash)  # type: ignore[assignment]
             with tarfile.open(
-                fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+                fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
             ) as tar:
                 info = tarfile.TarInfo(f"data/{os.urandom(6).hex()}.bin")
                 info.size = size
@@ -265,7 +265,7 @@ def file_sha256(path: Path) -> str:
 
 
 class _RandomReader:
-    """`size` random bytes, read in chunks: os.urandom, or a seeded generator for repeatable data."""
+    """`size` random bytes in chunks, from os.urandom or from a seeded generator."""
 
     def __init__(self, size: int, seed: int | None) -> None:
         self._left = size

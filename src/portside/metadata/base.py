@@ -89,13 +89,16 @@ class MetadataStore(Protocol):
     async def delete_upload(self, id: str) -> bool: ...
 
     # manifests and tags
-    async def missing_references(self, repository: str, references: Sequence[Reference]) -> list[str]:
+    async def missing_references(
+        self, repository: str, references: Sequence[Reference]
+    ) -> list[str]:
         """The digests among references that repository cannot read."""
 
     async def put_manifest(
         self, manifest: Manifest, references: Sequence[Reference], tag: str | None
     ) -> None:
-        """Store the manifest's record and references, link its digest as a blob, point tag at it."""
+        """Store the manifest's record and references, link its digest as a blob, point tag at
+        it. Storing the same manifest again is fine; Conflict if a concurrent write interfered."""
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """By digest when reference contains a colon, else by tag."""
@@ -108,10 +111,11 @@ class MetadataStore(Protocol):
     async def repository_exists(self, repository: str) -> bool: ...
 
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
-        """Tags in lexical order after last, at most n of them."""
+        """Tags in lexical (code point) order after last, at most n of them."""
 
     async def list_repositories(self, n: int | None, last: str | None) -> list[str]:
-        """Names of repositories holding at least one manifest, lexically after last."""
+        """Names of repositories holding at least one manifest, in lexical (code point) order
+        after last, at most n of them."""
 
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None

@@ -15,7 +15,9 @@ def upgrade(url: str) -> None:
     try:
         with engine.connect() as connection:
             config = Config()
-            config.set_main_option("script_location", str(files("portside.metadata") / "migrations"))
+            config.set_main_option(
+                "script_location", str(files("portside.metadata") / "migrations")
+            )
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()

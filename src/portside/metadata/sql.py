@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    Table,
     and_,
     create_engine,
     delete,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from portside.metadata.base import Conflict, Manifest, Reference, ReferenceKind, Upload
@@ -76,6 +79,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def _upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ON CONFLICT clauses, in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _insert_missing(conn: Connection, table: Table, **values: Any) -> bool:
+    """Insert a row unless one with the same key is there, even when a concurrent transaction
+    (another worker, another instance) is inserting it: then wait for it, and skip. Whether
+    the row was inserted (RETURNING tells; rowcount is -1 on PostgreSQL)."""
+    key = next(iter(table.primary_key))
+    statement = _upsert(conn, table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None
+
+
 _MANIFEST_COLUMNS = (
     manifests.c.digest,
     manifests.c.media_type,
@@ -90,6 +109,11 @@ def _manifest(repository: str, row: Any) -> Manifest:
     return Manifest(repository, *row)
 
 
+def _utc(value: datetime) -> datetime:
+    # SQLite stores no time zone: it hands back, naive, the UTC time it was given.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _upload(row: Any) -> Upload:
     return Upload(
         id=row.id,
@@ -97,8 +121,8 @@ def _upload(row: Any) -> Upload:
         offset=row.offset,
         hashed_offset=row.hashed_offset,
         hashed_digest=row.hashed_digest,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
     )
 
 
@@ -141,12 +165,16 @@ class SqlMetadataStore:
     @classmethod
     def _ensure_repository(cls, conn: Connection, name: str) -> int:
         found = cls._repository_id(conn, name)
-        if found is not None:
-            return found
-        result = conn.execute(insert(repositories).values(name=name, created_at=now()))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        if found is None:
+            _insert_missing(conn, repositories, name=name, created_at=now())
+            found = cls._repository_id(conn, name)
+            assert found is not None
+        return found
+
+    def _lexical(self, column: ColumnElement[str]) -> ColumnElement[str]:
+        """column ordered by code point, as the spec's "lexical" order is, whatever the locale
+        of the database (SQLite compares bytes already)."""
+        return column.collate("C") if self.engine.dialect.name == "postgresql" else column
 
     async def repository_exists(self, repository: str) -> bool:
         return await self._read(lambda conn: self._repository_id(conn, repository) is not None)
@@ -169,17 +197,10 @@ class SqlMetadataStore:
 
     @staticmethod
     def _link(conn: Connection, repository_id: int, digest: str, size: int) -> None:
-        if conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest)) is None:
-            conn.execute(insert(blobs).values(digest=digest, size=size, created_at=now()))
-        linked = select(repository_blobs.c.digest).where(
-            repository_blobs.c.repository_id == repository_id, repository_blobs.c.digest == digest
+        _insert_missing(conn, blobs, digest=digest, size=size, created_at=now())
+        _insert_missing(
+            conn, repository_blobs, repository_id=repository_id, digest=digest, created_at=now()
         )
-        if conn.scalar(linked) is None:
-            conn.execute(
-                insert(repository_blobs).values(
-                    repository_id=repository_id, digest=digest, created_at=now()
-                )
-            )
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         def run(conn: Connection) -> None:
@@ -244,12 +265,16 @@ class SqlMetadataStore:
         return await self._write(run)
 
     async def delete_upload(self, id: str) -> bool:
-        result = await self._write(lambda conn: conn.execute(delete(uploads).where(uploads.c.id == id)))
+        result = await self._write(
+            lambda conn: conn.execute(delete(uploads).where(uploads.c.id == id))
+        )
         return result.rowcount > 0
 
     # manifests and tags
 
-    async def missing_references(self, repository: str, references: Sequence[Reference]) -> list[str]:
+    async def missing_references(
+        self, repository: str, references: Sequence[Reference]
+    ) -> list[str]:
         if not references:
             return []
         blob_digests = {r.digest for r in references if r.kind is ReferenceKind.BLOB}
@@ -284,56 +309,50 @@ class SqlMetadataStore:
         def run(conn: Connection) -> None:
             repository_id = self._ensure_repository(conn, manifest.repository)
             self._link(conn, repository_id, manifest.digest, manifest.size)
-            known = select(manifests.c.digest).where(
-                manifests.c.repository_id == repository_id, manifests.c.digest == manifest.digest
+            inserted = _insert_missing(
+                conn,
+                manifests,
+                repository_id=repository_id,
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                size=manifest.size,
+                artifact_type=manifest.artifact_type,
+                subject=manifest.subject,
+                annotations=manifest.annotations,
+                created_at=now(),
             )
-            if conn.scalar(known) is None:
+            if inserted and references:
                 conn.execute(
-                    insert(manifests).values(
-                        repository_id=repository_id,
-                        digest=manifest.digest,
-                        media_type=manifest.media_type,
-                        size=manifest.size,
-                        artifact_type=manifest.artifact_type,
-                        subject=manifest.subject,
-                        annotations=manifest.annotations,
-                        created_at=now(),
-                    )
+                    insert(manifest_references),
+                    [
+                        {
+                            "repository_id": repository_id,
+                            "manifest_digest": manifest.digest,
+                            "digest": r.digest,
+                            "kind": r.kind.value,
+                        }
+                        for r in {r.digest: r for r in references}.values()
+                    ],
                 )
-                if references:
-                    conn.execute(
-                        insert(manifest_references),
-                        [
-                            {
-                                "repository_id": repository_id,
-                                "manifest_digest": manifest.digest,
-                                "digest": r.digest,
-                                "kind": r.kind.value,
-                            }
-                            for r in {r.digest: r for r in references}.values()
-                        ],
-                    )
             if tag is not None:
                 self._set_tag(conn, repository_id, tag, manifest.digest)
 
         try:
             await self._write(run)
-        except IntegrityError as error:  # another instance stored the same manifest first
+        except IntegrityError as error:  # lost a race with another writer
             raise Conflict(manifest.digest) from error
 
     @staticmethod
     def _set_tag(conn: Connection, repository_id: int, tag: str, digest: str) -> None:
-        changed = conn.execute(
-            update(tags)
-            .where(tags.c.repository_id == repository_id, tags.c.name == tag)
-            .values(digest=digest, updated_at=now())
-        )
-        if changed.rowcount == 0:
-            conn.execute(
-                insert(tags).values(
-                    repository_id=repository_id, name=tag, digest=digest, updated_at=now()
-                )
+        stamp = now()
+        conn.execute(
+            _upsert(conn, tags)
+            .values(repository_id=repository_id, name=tag, digest=digest, updated_at=stamp)
+            .on_conflict_do_update(
+                index_elements=[tags.c.repository_id, tags.c.name],
+                set_={"digest": digest, "updated_at": stamp},
             )
+        )
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         if ":" in reference:
@@ -406,19 +425,20 @@ class SqlMetadataStore:
             select(tags.c.name)
             .join(repositories, repositories.c.id == tags.c.repository_id)
             .where(repositories.c.name == repository)
-            .order_by(tags.c.name)
+            .order_by(self._lexical(tags.c.name))
         )
         if last is not None:
-            query = query.where(tags.c.name > last)
+            query = query.where(self._lexical(tags.c.name) > last)
         if n is not None:
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
 
     async def list_repositories(self, n: int | None, last: str | None) -> list[str]:
         has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
-        query = select(repositories.c.name).where(has_manifest).order_by(repositories.c.name)
+        name = self._lexical(repositories.c.name)
+        query = select(repositories.c.name).where(has_manifest).order_by(name)
         if last is not None:
-            query = query.where(repositories.c.name > last)
+            query = query.where(name > last)
         if n is not None:
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
@@ -436,4 +456,3 @@ class SqlMetadataStore:
             query = query.where(manifests.c.artifact_type == artifact_type)
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [_manifest(repository, row) for row in rows]
-

@@ -1,24 +1,24 @@
-"""The spec's error codes, one exception class per code; the HTTP status is chosen in server/errors.py.
+"""The spec's error codes, one exception class per code; server/errors.py chooses HTTP statuses.
 
-    RegistryError
-    ├── BlobUnknown            BLOB_UNKNOWN
-    ├── BlobUploadInvalid      BLOB_UPLOAD_INVALID
-    │   └── UploadOutOfOrder       a chunk not starting where the upload ends (416)
-    ├── BlobUploadUnknown      BLOB_UPLOAD_UNKNOWN
-    ├── DigestInvalid          DIGEST_INVALID
-    ├── ManifestBlobUnknown    MANIFEST_BLOB_UNKNOWN
-    ├── ManifestInvalid        MANIFEST_INVALID
-    ├── ManifestUnknown        MANIFEST_UNKNOWN
-    ├── NameInvalid            NAME_INVALID
-    ├── NameUnknown            NAME_UNKNOWN
-    ├── SizeInvalid            SIZE_INVALID
-    │   └── TooLarge               a body over a configured limit (413)
-    ├── Unauthorized           UNAUTHORIZED
-    ├── Denied                 DENIED
-    ├── Unsupported            UNSUPPORTED
-    │   └── DeleteDisabled         DELETE with deletes switched off (405)
-    ├── TooManyRequests        TOOMANYREQUESTS
-    └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
+RegistryError
+├── BlobUnknown            BLOB_UNKNOWN
+├── BlobUploadInvalid      BLOB_UPLOAD_INVALID
+│   └── UploadOutOfOrder       a chunk not starting where the upload ends (416)
+├── BlobUploadUnknown      BLOB_UPLOAD_UNKNOWN
+├── DigestInvalid          DIGEST_INVALID
+├── ManifestBlobUnknown    MANIFEST_BLOB_UNKNOWN
+├── ManifestInvalid        MANIFEST_INVALID
+├── ManifestUnknown        MANIFEST_UNKNOWN
+├── NameInvalid            NAME_INVALID
+├── NameUnknown            NAME_UNKNOWN
+├── SizeInvalid            SIZE_INVALID
+│   └── TooLarge               a body over a configured limit (413)
+├── Unauthorized           UNAUTHORIZED
+├── Denied                 DENIED
+├── Unsupported            UNSUPPORTED
+│   └── DeleteDisabled         DELETE with deletes switched off (405)
+├── TooManyRequests        TOOMANYREQUESTS
+└── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
 """
 
 from __future__ import annotations
@@ -143,7 +143,6 @@ class DeleteDisabled(Unsupported):
 class TooManyRequests(RegistryError):
     code = ErrorCode.TOOMANYREQUESTS
     message = "too many requests"
-
 
 
 class PaginationNumberInvalid(RegistryError):

@@ -61,9 +61,16 @@ class ManifestStore:
         self._cache = _ContentCache(CACHE_BYTES)
 
     async def stat(self, name: str, reference: str) -> Manifest:
-        """The manifest's record by tag or digest; ManifestUnknown if the repository lacks it."""
+        """The manifest's record by tag or digest; ManifestUnknown if the repository lacks it.
+
+        A reference that is neither a tag nor a digest names no manifest: 404, the only failure
+        the spec gives end-3 (distribution looks a malformed digest up as a tag, with the same
+        MANIFEST_UNKNOWN)."""
         if ":" in reference:
-            reference = str(Digest.parse(reference))
+            try:
+                reference = str(Digest.parse(reference))
+            except DigestInvalid as error:
+                raise ManifestUnknown(error.detail) from None
         elif not is_tag(reference):
             raise ManifestUnknown({"reference": reference[:200]})
         manifest = await self._metadata.get_manifest(name, reference)

@@ -83,6 +83,9 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise ManifestInvalid(f"not JSON: {error}") from None
+    except RecursionError:
+        # A body within the size limit can still nest deeper than the parser recurses.
+        raise ManifestInvalid("not JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("a manifest is a JSON object")
     declared = _optional_string(document, "mediaType")
@@ -92,7 +95,9 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
     media_type = declared or content_type
     if media_type not in MANIFEST_TYPES:
         raise ManifestInvalid(f"unsupported manifest media type {media_type!r}")
-    if document.get("schemaVersion") != 2:
+    schema_version = document.get("schemaVersion")
+    # An integer 2: not 2.0 nor true, which compare equal in Python but not in Go's decoder.
+    if type(schema_version) is not int or schema_version != 2:
         raise ManifestInvalid("schemaVersion must be 2")
 
     references: list[Reference] = []

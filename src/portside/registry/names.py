@@ -55,7 +55,8 @@ class Digest:
             raise DigestInvalid({"digest": value[:200], "reason": "not a digest"})
         pattern = ALGORITHMS.get(algorithm)
         if pattern is None:
-            raise DigestInvalid({"digest": value[:200], "reason": f"unsupported algorithm {algorithm}"})
+            reason = f"unsupported algorithm {algorithm}"
+            raise DigestInvalid({"digest": value[:200], "reason": reason})
         if not pattern.fullmatch(encoded):
             raise DigestInvalid({"digest": value[:200], "reason": f"bad {algorithm} encoding"})
         return cls(algorithm, encoded)
@@ -76,7 +77,7 @@ def parse_reference(value: str) -> str | Digest:
     if ":" in value:
         return Digest.parse(value)
     if not is_tag(value):
-        # The spec has no TAG_INVALID; distribution answers MANIFEST_INVALID for a bad tag on PUT and
-        # MANIFEST_UNKNOWN on GET. The caller decides which.
+        # The spec has no TAG_INVALID; distribution answers MANIFEST_INVALID for a bad tag on PUT
+        # and MANIFEST_UNKNOWN on GET. The caller decides which.
         raise ValueError(value)
     return value

@@ -8,6 +8,7 @@ digest is recomputed from the stored bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections import OrderedDict
@@ -163,6 +164,19 @@ class Uploads:
         await self._metadata.delete_upload(upload.id)
         self._hashers.forget(upload.id)
         return upload.offset
+
+    async def upload(
+        self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
+    ) -> int:
+        """A whole blob in one request (POST ?digest=): an upload session no client can see,
+        so none is left behind when the blob is refused. Returns the blob's size."""
+        upload = await self.start(name)
+        try:
+            return await self.finish(name, upload.id, digest, body, length=length)
+        except BaseException:
+            with contextlib.suppress(BlobUploadUnknown):  # finish cancels on DigestInvalid
+                await self.cancel(name, upload.id)
+            raise
 
     async def _digest_of(self, upload: Upload, algorithm: str) -> str:
         if algorithm == "sha256":

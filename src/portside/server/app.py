@@ -37,7 +37,8 @@ def create_app(settings: Settings) -> Starlette:
         await metadata.close()
 
     app = Starlette(
-        debug=settings.debug,
+        # Never Starlette's debug pages: a client gets the spec's envelope, the log the traceback.
+        debug=False,
         routes=ROUTES,
         middleware=[Middleware(RegistryMiddleware)],
         exception_handlers={RegistryError: registry_error, HTTPException: http_error},

@@ -34,3 +34,6 @@ def configure(level: str, journald: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Their debug lines say nothing an operator of a registry needs.
+    for noisy in ("asyncio", "alembic", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -1,4 +1,5 @@
-"""The blob store interface: bytes under opaque keys. Drivers know nothing of digests or repositories.
+"""The blob store interface: bytes under opaque keys. Drivers know nothing of digests or
+repositories.
 
 Every driver passes the one suite in tests/contract/blob_store.py.
 """
@@ -12,7 +13,8 @@ from typing import Final, Protocol
 
 # Keys are relative slash-separated paths of lowercase segments; no segment starts with a dot, so
 # neither `..` nor hidden temp files can be named from outside.
-KEY_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_+=-]*(?:\.[a-z0-9_+=-]+)*(?:/[a-z0-9][a-z0-9_+=-]*(?:\.[a-z0-9_+=-]+)*)*")
+_SEGMENT: Final = r"[a-z0-9][a-z0-9_+=-]*(?:\.[a-z0-9_+=-]+)*"
+KEY_PATTERN: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
 class StorageError(Exception):
@@ -35,7 +37,8 @@ def check_key(key: str) -> str:
 
 class Writer(Protocol):
     """Appends to one object. Bytes written are visible to readers of the key only as far as the
-    driver has them; a blob becomes visible to clients only after `BlobStore.move` to its final key."""
+    driver has them; a blob becomes visible to clients only after `BlobStore.move` to its final
+    key."""
 
     @property
     def size(self) -> int:
@@ -60,7 +63,8 @@ class BlobStore(Protocol):
         """The object's size in bytes; NotFound if there is none."""
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """The object's bytes from offset, at most length of them; NotFound if there is none."""
+        """The object's bytes from offset, at most length of them; NotFound if there is none,
+        ValueError if offset is negative. Nothing past the end."""
 
     async def get(self, key: str) -> bytes:
         """The whole object, for small ones (manifests); NotFound if there is none."""
@@ -71,10 +75,11 @@ class BlobStore(Protocol):
     async def writer(self, key: str, offset: int = 0) -> Writer:
         """A writer appending at offset: 0 starts a new object (replacing any), a positive offset
         continues an existing one, dropping anything past offset. NotFound if offset > 0 and there
-        is no object, or the object is shorter than offset."""
+        is no object, or the object is shorter than offset; ValueError if offset is negative."""
 
     async def move(self, src: str, dst: str) -> None:
-        """Rename src to dst durably; dst appears whole or not at all, replacing any object there."""
+        """Rename src to dst durably; dst appears whole or not at all, replacing any object
+        there. NotFound if src has no object."""
 
     async def delete(self, key: str) -> None:
         """Delete the object under key, or every object under it if key is a prefix. No error if

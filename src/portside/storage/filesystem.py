@@ -7,17 +7,28 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from anyio import to_thread
 
 from portside.storage.base import NotFound, check_key
 
+T = TypeVar("T")
+
 READ_CHUNK = 1024 * 1024
 # Temporary files start with a dot, which no key may, so they never collide with an object.
 TEMP_PREFIX = ".tmp-"
+# How often to remake a folder that a concurrent delete keeps pruning before giving up.
+FOLDER_RETRIES = 10
+
+
+def _check_offset(offset: int) -> None:
+    if offset < 0:
+        raise ValueError(f"negative offset: {offset}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,18 +84,37 @@ class FilesystemBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _in_folder(self, path: Path, create: Callable[[], T]) -> T:
+        """create() once path's folder exists. Another worker's delete may prune the folder
+        between the two steps, so make it again while create() finds it gone."""
+        attempts = FOLDER_RETRIES
+        while True:
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return create()
+            except FileNotFoundError:
+                attempts -= 1
+                if attempts == 0:
+                    raise
+
     async def stat(self, key: str) -> int:
         try:
-            return self._path(key).stat().st_size
+            info = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(key) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise NotFound(key)
+        return info.st_size
 
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        _check_offset(offset)
         try:
-            file = self._path(key).open("rb")
-        except (FileNotFoundError, NotADirectoryError):
+            file = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
         with file:
             file.seek(offset)
@@ -101,15 +131,14 @@ class FilesystemBlobStore:
     async def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            with temp.open("wb") as file:
+            with self._in_folder(temp, lambda: temp.open("wb")) as file:
                 file.write(data)
                 file.flush()
                 os.fdatasync(file.fileno())
@@ -121,13 +150,14 @@ class FilesystemBlobStore:
 
     async def writer(self, key: str, offset: int = 0) -> FilesystemWriter:
         path = self._path(key)
+        _check_offset(offset)
         if offset == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = self._in_folder(path, lambda: os.open(path, flags, 0o640))
             return FilesystemWriter(path, fd, 0)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
         if os.fstat(fd).st_size < offset:
             os.close(fd)
@@ -138,11 +168,17 @@ class FilesystemBlobStore:
 
     async def move(self, src: str, dst: str) -> None:
         source, target = self._path(src), self._path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            source.rename(target)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(src) from None
+
+        def rename() -> None:
+            try:
+                source.rename(target)
+            except (FileNotFoundError, NotADirectoryError):
+                if source.is_file():
+                    raise  # the target's folder, pruned meanwhile: _in_folder makes it again
+                self._prune(target.parent)
+                raise NotFound(src) from None
+
+        self._in_folder(target, rename)
         await to_thread.run_sync(_fsync_dir, target.parent)
 
     async def delete(self, key: str) -> None:

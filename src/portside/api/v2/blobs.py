@@ -63,7 +63,8 @@ class BlobResponse(Response):
         self._send_body = send_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        status = {"type": "http.response.start", "status": self.status_code}
+        await send({**status, "headers": self.raw_headers})
         if not self._send_body:
             await send({"type": "http.response.body", "body": b""})
             return

@@ -51,11 +51,8 @@ async def start_upload(request: Request) -> Response:
             return _created(name, digest)
     elif "digest" in query:
         digest = requests.digest_param(request)
-        upload = await registry.uploads.start(name)
         length = requests.content_length(request)
-        await registry.uploads.finish(
-            name, upload.id, digest, requests.body(request), length=length
-        )
+        await registry.uploads.upload(name, digest, requests.body(request), length)
         return _created(name, digest)
     upload = await registry.uploads.start(name)
     return Response(status_code=202, headers=_upload_headers(name, upload))

@@ -1,0 +1,1 @@
+"""End-to-end tests: `portside serve` as a real process, driven by skopeo, podman and httpx."""

@@ -1,0 +1,90 @@
+"""Fixtures of the e2e suite: a `portside serve` process per test, and skopeo, podman and httpx
+clients pointed at it. See tests/e2e/README.md."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .clients import OciClient, Podman, Skopeo, have
+from .server import PORTSIDE, PortsideServer
+
+E2E_DIR = Path(__file__).parent
+SERVERS = pytest.StashKey[list[PortsideServer]]()
+LOG_LINES_SHOWN = 300
+
+ServerFactory = Callable[..., PortsideServer]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is an e2e test, whether or not its module says so."""
+    for item in items:
+        if E2E_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:  # type: ignore[misc]
+    """On failure, show the tail of every server log the test started."""
+    report = yield
+    if report.failed:
+        for server in item.stash.get(SERVERS, []):
+            lines = server.log_text().splitlines()
+            shown = "\n".join(lines[-LOG_LINES_SHOWN:])
+            title = f"portside log {server.log_path} (last {min(len(lines), LOG_LINES_SHOWN)})"
+            report.sections.append((title, shown))
+    return report
+
+
+@pytest.fixture
+def portside_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Starts servers: `portside_factory(workers=2, **settings)`; each gets its own port, storage
+    and log under tmp_path. All are stopped (SIGTERM, then SIGKILL) at teardown."""
+    if not PORTSIDE.exists():
+        pytest.skip(f"no portside executable next to {sys.executable}")
+    servers: list[PortsideServer] = []
+    request.node.stash[SERVERS] = servers
+
+    def start(workers: int = 2, **settings: Any) -> PortsideServer:
+        server = PortsideServer(tmp_path / f"portside-{len(servers)}", workers, settings)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def portside(portside_factory: ServerFactory) -> PortsideServer:
+    """A running server with two workers, fresh storage and default settings."""
+    return portside_factory()
+
+
+@pytest.fixture
+def skopeo(tmp_path: Path, portside: PortsideServer) -> Skopeo:
+    if not have("skopeo"):
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    return Skopeo(tmp_path / "skopeo", portside.host)
+
+
+@pytest.fixture
+def podman(tmp_path: Path, portside: PortsideServer) -> Iterator[Podman]:
+    if not have("podman"):
+        pytest.skip("podman is not installed (apt-get install podman)")
+    # podman wants a runroot of at most 50 characters, shorter than any tmp_path.
+    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
+        yield Podman(tmp_path / "podman", portside.host, Path(runroot))
+
+
+@pytest.fixture
+def oci(portside: PortsideServer) -> Iterator[OciClient]:
+    with httpx.Client(timeout=60) as client:
+        yield OciClient(client, portside.url)
