@@ -181,16 +181,13 @@ def test_a_chunked_upload_survives_a_server_restart_between_patch_and_put(
         assert blob.content == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: two PATCHes of one upload at the same offset both write into its file; "
-    "the later one gets 416 but its bytes stay, under the offset and digest of the earlier one, "
-    "so the PUT stores a blob whose bytes do not match its digest, and later genuine pushes of "
-    "that digest (to any repository) are answered 201 and served the wrong bytes",
-)
 def test_a_concurrent_patch_that_loses_the_race_leaves_no_bytes_in_the_blob(
     portside: PortsideServer,
 ) -> None:
+    """Two PATCHes of one upload at the same offset: the one that loses gets 416 and must leave
+    nothing behind. (Before the fix it kept writing into the upload's file after the other's
+    claim, so the PUT stored under the winner's digest bytes that did not hash to it, and every
+    later push of the genuine bytes, to any repository, got 201 and the wrong bytes back.)"""
     size = 1024 * KiB
     genuine, other = os.urandom(size), os.urandom(size)
     digest = digest_of(genuine)

@@ -577,3 +577,51 @@ async def test_refused_single_post_leaves_no_upload_behind(
     )
     assert response.status_code == status
     assert [path for path in registry_root.rglob("uploads/*") if path.is_file()] == []
+
+
+@pytest.mark.parametrize("ranged", [True, False], ids=["chunked", "streamed"])
+@pytest.mark.parametrize("offset", [0, 500], ids=["first-chunk", "later-chunk"])
+async def test_concurrent_chunks_to_one_upload_never_store_wrong_bytes(
+    client: httpx.AsyncClient, ranged: bool, offset: int
+) -> None:
+    """Two PATCHes racing on one upload: one wins (202), the other is out of order (416); and
+    whatever the closing PUT claims, a blob is only ever stored under the digest of its bytes
+    (spec: Docker-Content-Digest "MUST be a digest matching that of the response body")."""
+    head, x, y = random_bytes(offset), b"X" * 1000, b"Y" * 1000
+    location = await start_upload(client, "app")
+    if head:
+        await client.patch(location, content=head, headers=chunk_headers(0, head))
+
+    def headers(data: bytes) -> dict[str, str]:
+        return chunk_headers(offset, data) if ranged else OCTETS
+
+    first, second = await asyncio.gather(
+        client.patch(location, content=x, headers=headers(x)),
+        client.patch(location, content=y, headers=headers(y)),
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    # Interleaved, one loses with 416; a streamed pair that happens to run one after the other
+    # is simply two chunks.
+    assert statuses == [202, 416] or (not ranged and statuses == [202, 202])
+    for claimed in (head + x, head + y, head + x + y, head + y + x):
+        digest = digest_of(claimed)
+        response = await client.put(location, params={"digest": digest})
+        if response.status_code == 201:
+            pulled = await client.get(f"/v2/app/blobs/{digest}")
+            assert digest_of(pulled.content) == digest
+            break
+    else:
+        pytest.fail("neither chunk could be finished")
+
+
+async def test_concurrent_closing_puts_finish_once(client: httpx.AsyncClient) -> None:
+    data = random_bytes(1000)
+    location = await start_upload(client, "app")
+    await client.patch(location, content=data, headers=OCTETS)
+    responses = await asyncio.gather(
+        *(client.put(location, params={"digest": digest_of(data)}) for _ in range(3))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 201
+    assert set(statuses[1:]) <= {201, 404}
+    await assert_pullable(client, f"/v2/app/blobs/{digest_of(data)}", data)

@@ -6,7 +6,10 @@ readers never wait on writers. Other databases run each call in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -126,6 +129,25 @@ def _upload(row: Any) -> Upload:
     )
 
 
+class _WriterLock:
+    """Serializes SQLite writers of all worker processes with flock, which hands the lock over the
+    moment it is released; SQLite's own busy handler polls with sleeps of up to 100 ms."""
+
+    def __init__(self, database: str) -> None:
+        self._fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class SqlMetadataStore:
     """MetadataStore over one SQLAlchemy engine; every method is one transaction."""
 
@@ -133,9 +155,15 @@ class SqlMetadataStore:
         self.engine = make_engine(url)
         self._writer = self.engine.execution_options(portside_write=True)
         self._inline = url.startswith("sqlite")
+        database = self.engine.url.database
+        self._writer_lock = (
+            _WriterLock(database) if self._inline and database not in (None, "", ":memory:") else None
+        )
 
     async def close(self) -> None:
         self.engine.dispose()
+        if self._writer_lock is not None:
+            self._writer_lock.close()
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
@@ -153,7 +181,10 @@ class SqlMetadataStore:
         return await to_thread.run_sync(self._write_sync, fn)
 
     def _write_sync(self, fn: Callable[[Connection], T]) -> T:
-        with self._writer.begin() as conn:
+        if self._writer_lock is None:
+            with self._writer.begin() as conn:
+                return fn(conn)
+        with self._writer_lock.held(), self._writer.begin() as conn:
             return fn(conn)
 
     # repositories

@@ -44,7 +44,8 @@ class ErrorCode(StrEnum):
     DENIED = "DENIED"
     UNSUPPORTED = "UNSUPPORTED"
     TOOMANYREQUESTS = "TOOMANYREQUESTS"
-    # Beyond the spec's table (it lets registries add codes); the name distribution uses.
+    # Beyond the spec's table, whose 14 codes "MUST" be the only ones: none of them says "bad
+    # `n`", and distribution's clients know this one (distribution answers it since 2.x).
     PAGINATION_NUMBER_INVALID = "PAGINATION_NUMBER_INVALID"
 
 

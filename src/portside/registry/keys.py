@@ -2,6 +2,8 @@
 
     blobs/<algorithm>/<first two of encoded>/<encoded>    a blob's bytes; manifests are blobs too
     uploads/<upload id>                                   an upload session's bytes so far
+    uploads/<upload id>.<nonce>                           a chunk being received, until it is
+                                                          claimed and added to the bytes so far
 
 Blobs are content-addressed and stored once, whatever repositories link them; the links live in
 metadata. The two-character fan-out keeps folders small on filesystems.
@@ -27,3 +29,9 @@ def upload(upload_id: str) -> str:
     if not UPLOAD_ID_PATTERN.fullmatch(upload_id):
         raise ValueError(f"not an upload id: {upload_id!r}")
     return f"{UPLOADS}/{upload_id}"
+
+
+def upload_part(upload_id: str, nonce: str) -> str:
+    if not UPLOAD_ID_PATTERN.fullmatch(nonce):
+        raise ValueError(f"not a nonce: {nonce!r}")
+    return f"{upload(upload_id)}.{nonce}"

@@ -1,9 +1,9 @@
 """Blob upload sessions: start, append chunks, finish with a digest, cancel, mount.
 
-An upload's bytes live in the blob store under keys.upload(id), its offset in metadata, so any
-worker process (or, on shared storage, any instance) can take the next request. The sha256 state
-of an upload is kept in this process only as a shortcut: when the next chunk lands elsewhere, the
-digest is recomputed from the stored bytes.
+An upload's bytes live in the blob store under keys.upload(id) from its first chunk on, its offset
+in metadata, so any worker process (or, on shared storage, any instance) can take the next
+request. The sha256 state of an upload is kept in this process only as a shortcut: when the next
+chunk lands elsewhere, the digest is recomputed from the stored bytes.
 """
 
 from __future__ import annotations
@@ -64,11 +64,8 @@ class Uploads:
         self._hashers = _Hashers()
 
     async def start(self, name: str) -> Upload:
-        upload_id = uuid.uuid4().hex
-        # An empty object from the start: a status request or a PUT with no PATCH finds it.
-        writer = await self._storage.writer(keys.upload(upload_id))
-        await writer.close()
-        return await self._metadata.create_upload(upload_id, name)
+        # No object yet: the first chunk claimed becomes it.
+        return await self._metadata.create_upload(uuid.uuid4().hex, name)
 
     async def get(self, name: str, upload_id: str) -> Upload:
         upload = None
@@ -88,56 +85,17 @@ class Uploads:
     ) -> Upload:
         """Append a chunk. start, when given (Content-Range), must be the upload's offset; length,
         when given (Content-Length), must be the number of bytes that arrive."""
-        upload = await self.get(name, upload_id)
-        if start is not None and start != upload.offset:
-            # spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416"
-            raise UploadOutOfOrder({"offset": upload.offset, "start": start})
-        return await self._append(upload, body, length)
-
-    async def _append(
-        self, upload: Upload, body: AsyncIterator[bytes], length: int | None
-    ) -> Upload:
-        limit = self._max_blob_size
-        if limit is not None and length is not None and upload.offset + length > limit:
-            raise TooLarge({"limit": limit})
+        upload = await self._at(name, upload_id, start)
+        part = keys.upload_part(upload.id, uuid.uuid4().hex)
         try:
-            writer = await self._storage.writer(keys.upload(upload.id), upload.offset)
-        except NotFound:
-            raise BlobUploadInvalid({"reason": "upload data lost; start again"}) from None
-        hasher = self._hashers.take(upload.id, upload.offset)
-        received = 0
-        try:
-            async for chunk in body:
-                received += len(chunk)
-                if limit is not None and upload.offset + received > limit:
-                    raise TooLarge({"limit": limit})
-                await writer.write(chunk)
-                if hasher is not None:
-                    hasher.update(chunk)
-            if length is not None and received != length:
-                raise SizeInvalid({"expected": length, "received": received})
-        except BaseException:
-            # Keep nothing of a failed chunk: the next attempt resumes at the recorded offset.
-            await writer.close()
-            raise
-        await writer.commit()
-        if received == 0:
-            if hasher is not None:
-                self._hashers.keep(upload.id, upload.offset, hasher)
-            return upload
-        offset = upload.offset + received
-        try:
-            advanced = await self._metadata.advance_upload(
-                upload.id,
-                upload.offset,
-                offset,
-                hasher.copy().hexdigest() if hasher is not None else None,
-            )
-        except Conflict:
-            raise UploadOutOfOrder({"reason": "a concurrent request moved the upload"}) from None
+            claimed, hasher = await self._claim(upload, part, body, length)
+            if claimed.offset > upload.offset:
+                await self._add_part(upload, part)
+        finally:
+            await self._storage.delete(part)  # already gone when it was moved into place
         if hasher is not None:
-            self._hashers.keep(upload.id, offset, hasher)
-        return advanced
+            self._hashers.keep(claimed.id, claimed.offset, hasher)
+        return claimed
 
     async def finish(
         self,
@@ -150,20 +108,32 @@ class Uploads:
     ) -> int:
         """Append a last chunk (possibly empty), check the digest and make the blob readable in
         the repository. Returns the blob's size."""
-        upload = await self.append(name, upload_id, body, start, length)
-        actual = await self._digest_of(upload, digest.algorithm)
-        if actual != digest.encoded:
-            await self.cancel(name, upload_id)
-            raise DigestInvalid({"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
-        key = keys.blob(digest)
-        if await self._metadata.blob_size(str(digest)) is None:
-            await self._storage.move(keys.upload(upload.id), key)
-        else:
-            await self._storage.delete(keys.upload(upload.id))
-        await self._metadata.link_blob(name, str(digest), upload.offset)
-        await self._metadata.delete_upload(upload.id)
-        self._hashers.forget(upload.id)
-        return upload.offset
+        upload = await self._at(name, upload_id, start)
+        part = keys.upload_part(upload.id, uuid.uuid4().hex)
+        content = part
+        try:
+            claimed, hasher = await self._claim(upload, part, body, length)
+            # When the whole blob came with this request (POST then PUT, or a single POST), it is
+            # checked and stored from its own object; otherwise from the upload's, once closed.
+            if upload.offset > 0 or claimed.offset == 0:
+                if claimed.offset > upload.offset:
+                    await self._add_part(upload, part)
+                content = await self._close(claimed)
+            actual = await self._digest_of(claimed, hasher, content, digest.algorithm)
+            if actual != digest.encoded:
+                # As distribution does: an upload whose digest does not match is over.
+                await self._forget(upload.id)
+                expected, actual = str(digest), f"{digest.algorithm}:{actual}"
+                raise DigestInvalid({"expected": expected, "actual": actual})
+            if await self._metadata.blob_size(str(digest)) is None:
+                await self._storage.move(content, keys.blob(digest))
+        finally:
+            await self._storage.delete(part)  # already gone when it became the blob
+            if content != part:
+                await self._storage.delete(content)
+        await self._metadata.link_blob(name, str(digest), claimed.offset)
+        await self._forget(upload.id)
+        return claimed.offset
 
     async def upload(
         self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
@@ -174,27 +144,151 @@ class Uploads:
         try:
             return await self.finish(name, upload.id, digest, body, length=length)
         except BaseException:
-            with contextlib.suppress(BlobUploadUnknown):  # finish cancels on DigestInvalid
+            with contextlib.suppress(BlobUploadUnknown):  # finish may have ended it already
                 await self.cancel(name, upload.id)
             raise
 
-    async def _digest_of(self, upload: Upload, algorithm: str) -> str:
+    # Concurrent requests on one upload (a client's mistake, or an attempt to store other bytes
+    # under a digest) must never leave bytes in it that its kept hash does not cover. So a chunk
+    # is received into an object of its own, its range claimed in metadata (one request wins),
+    # and only then added to the upload's bytes; and a closing request takes those bytes away
+    # under a key of its own before it checks them, so that no chunk claimed later lands there.
+
+    async def _at(self, name: str, upload_id: str, start: int | None) -> Upload:
+        upload = await self.get(name, upload_id)
+        if start is not None and start != upload.offset:
+            # spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416"
+            raise UploadOutOfOrder({"offset": upload.offset, "start": start})
+        return upload
+
+    async def _claim(
+        self, upload: Upload, part: str, body: AsyncIterator[bytes], length: int | None
+    ) -> tuple[Upload, hashlib._Hash | None]:
+        """Receive a chunk into part, then claim its range: the upload as advanced, and the
+        sha256 state of its bytes when this process has it."""
+        limit = self._max_blob_size
+        if limit is not None and length is not None and upload.offset + length > limit:
+            raise TooLarge({"limit": limit})
+        hasher = self._hashers.take(upload.id, upload.offset)
+        received = await self._receive(part, upload.offset, body, length, hasher)
+        if received == 0:
+            return upload, hasher
+        try:
+            advanced = await self._metadata.advance_upload(
+                upload.id,
+                upload.offset,
+                upload.offset + received,
+                hasher.copy().hexdigest() if hasher is not None else None,
+            )
+        except Conflict:
+            raise UploadOutOfOrder({"reason": "a concurrent request moved the upload"}) from None
+        return advanced, hasher
+
+    async def _receive(
+        self,
+        part: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        hasher: hashlib._Hash | None,
+    ) -> int:
+        """Write body to part, durably; the number of bytes received. No object for no bytes."""
+        limit = self._max_blob_size
+        writer = None
+        received = 0
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                received += len(chunk)
+                if limit is not None and offset + received > limit:
+                    raise TooLarge({"limit": limit})
+                if writer is None:
+                    writer = await self._storage.writer(part)
+                await writer.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+            if length is not None and received != length:
+                raise SizeInvalid({"expected": length, "received": received})
+        except BaseException:
+            if writer is not None:
+                await writer.cancel()
+            raise
+        if writer is not None:
+            await writer.commit()
+        return received
+
+    async def _add_part(self, upload: Upload, part: str) -> None:
+        """Put a claimed chunk after the upload's bytes: the first simply becomes them, later ones
+        are copied onto the end."""
+        if upload.offset == 0:
+            await self._storage.move(part, keys.upload(upload.id))
+            return
+        try:
+            writer = await self._storage.writer(keys.upload(upload.id), upload.offset)
+        except NotFound:
+            # A chunk claimed before this one has not landed yet (requests sent concurrently).
+            raise BlobUploadInvalid({"reason": "upload data lost; start again"}) from None
+        try:
+            async for chunk in self._storage.read(part):
+                await writer.write(chunk)
+        except BaseException:
+            await writer.close()
+            raise
+        await writer.commit()
+
+    async def _close(self, upload: Upload) -> str:
+        """Take the upload's bytes under a key of this request's own and check that they are all
+        the chunks claimed; the key."""
+        closing = keys.upload_part(upload.id, uuid.uuid4().hex)
+        try:
+            await self._storage.move(keys.upload(upload.id), closing)
+        except NotFound:
+            if upload.offset != 0:  # finished or cancelled by a concurrent request
+                raise BlobUploadUnknown({"upload": upload.id}) from None
+            # No chunk ever came: an empty blob.
+            writer = await self._storage.writer(closing)
+            await writer.commit()
+        try:
+            current = await self._metadata.get_upload(upload.repository, upload.id)
+            if current is None:
+                raise BlobUploadUnknown({"upload": upload.id})
+            if (
+                current.offset != upload.offset
+                or await self._storage.stat(closing) != upload.offset
+            ):
+                await self._forget(upload.id)
+                raise BlobUploadInvalid(
+                    {"reason": "concurrent requests on the upload; start again"}
+                )
+        except BaseException:
+            await self._storage.delete(closing)
+            raise
+        return closing
+
+    async def _digest_of(
+        self, upload: Upload, hasher: hashlib._Hash | None, key: str, algorithm: str
+    ) -> str:
+        """The digest of the upload's bytes, stored under key: from the hash kept while they
+        arrived when there is one, else read back."""
         if algorithm == "sha256":
-            hasher = self._hashers.take(upload.id, upload.offset)
             if hasher is not None:
                 return hasher.hexdigest()
             if upload.hashed_digest and upload.hashed_offset == upload.offset:
                 return upload.hashed_digest
         hasher = hashlib.new(algorithm)
-        async for chunk in self._storage.read(keys.upload(upload.id)):
+        async for chunk in self._storage.read(key):
             hasher.update(chunk)
         return hasher.hexdigest()
 
     async def cancel(self, name: str, upload_id: str) -> None:
         upload = await self.get(name, upload_id)
-        await self._metadata.delete_upload(upload.id)
+        await self._forget(upload.id)
         await self._storage.delete(keys.upload(upload.id))
-        self._hashers.forget(upload.id)
+
+    async def _forget(self, upload_id: str) -> None:
+        await self._metadata.delete_upload(upload_id)
+        self._hashers.forget(upload_id)
 
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:
         """Link a blob readable in source into name; None when source cannot read it."""
