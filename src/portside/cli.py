@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -54,6 +55,7 @@ def serve(
     """Serve the registry until SIGINT or SIGTERM, then finish requests in flight and stop."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.log import LogLevels
 
     settings = _load(config_file, flavor, listen=listen, workers=workers)
     journald = "JOURNAL_STREAM" in os.environ
@@ -61,13 +63,15 @@ def serve(
     logs.configure(level, journald)
     storage_path = Path(settings.storage_path)
     storage_path.mkdir(parents=True, exist_ok=True)
-    if storage_path.resolve().is_relative_to("/tmp"):
+    if storage_path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
         log.warning("storage_path %s is under /tmp: images may vanish at reboot", storage_path)
     upgrade(settings.metadata_url)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
     os.environ[JOURNALD_VARIABLE] = "1" if journald else "0"
     log.info(
-        "serving on http://%s with %d workers, storage %s", settings.listen, settings.workers,
+        "serving on http://%s with %d workers, storage %s",
+        settings.listen,
+        settings.workers,
         storage_path,
     )
     Granian(
@@ -78,7 +82,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_enabled=True,
-        log_level=level if level != "warning" else "warn",
+        log_level=LogLevels("warn" if level == "warning" else level),
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=30,

@@ -383,13 +383,6 @@ def resume_upload(client: httpx.Client, session: Session) -> None:
 ROUNDS = 3
 
 
-@pytest.mark.xfail(
-    strict=False,  # the kill must land in a window of a few milliseconds: not every run hits it
-    reason="server bug: a PATCH records its new offset in metadata (advance_upload) before its "
-    "bytes reach the upload's file (_add_part); a SIGKILL in between leaves the offset past the "
-    "stored bytes, and the next PATCH answers 400 BLOB_UPLOAD_INVALID 'upload data lost; start "
-    "again', so the chunks acknowledged before the kill cannot be resumed",
-)
 def test_every_chunk_acknowledged_before_a_sigkill_is_kept_and_the_upload_resumes(
     portside_factory: ServerFactory,
 ) -> None:

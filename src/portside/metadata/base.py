@@ -52,6 +52,9 @@ class Upload:
     hashed_digest: str | None
     created_at: datetime
     updated_at: datetime
+    # The storage key of the last chunk claimed, which may not have joined the upload's bytes yet
+    # when the process that claimed it died; the next request completes it.
+    part: str | None = None
 
 
 class MetadataStore(Protocol):
@@ -81,10 +84,16 @@ class MetadataStore(Protocol):
     async def get_upload(self, repository: str, id: str) -> Upload | None: ...
 
     async def advance_upload(
-        self, id: str, expected_offset: int, offset: int, hashed_digest: str | None
+        self,
+        id: str,
+        expected_offset: int,
+        offset: int,
+        hashed_digest: str | None,
+        part: str | None = None,
     ) -> Upload:
         """Move the upload from expected_offset to offset; Conflict if it is no longer at
-        expected_offset or is gone. hashed_digest is the sha256 of bytes [0, offset), if known."""
+        expected_offset or is gone. hashed_digest is the sha256 of bytes [0, offset), if known;
+        part, the key of the chunk that holds bytes [expected_offset, offset)."""
 
     async def delete_upload(self, id: str) -> bool: ...
 

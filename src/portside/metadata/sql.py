@@ -126,6 +126,7 @@ def _upload(row: Any) -> Upload:
         hashed_digest=row.hashed_digest,
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
+        part=row.part,
     )
 
 
@@ -157,7 +158,7 @@ class SqlMetadataStore:
         self._inline = url.startswith("sqlite")
         database = self.engine.url.database
         self._writer_lock = (
-            _WriterLock(database) if self._inline and database not in (None, "", ":memory:") else None
+            _WriterLock(database) if self._inline and database and database != ":memory:" else None
         )
 
     async def close(self) -> None:
@@ -276,7 +277,12 @@ class SqlMetadataStore:
         return None if row is None else _upload(row)
 
     async def advance_upload(
-        self, id: str, expected_offset: int, offset: int, hashed_digest: str | None
+        self,
+        id: str,
+        expected_offset: int,
+        offset: int,
+        hashed_digest: str | None,
+        part: str | None = None,
     ) -> Upload:
         def run(conn: Connection) -> Upload:
             result = conn.execute(
@@ -286,6 +292,7 @@ class SqlMetadataStore:
                     offset=offset,
                     hashed_offset=offset if hashed_digest else 0,
                     hashed_digest=hashed_digest,
+                    part=part,
                     updated_at=now(),
                 )
             )

@@ -86,6 +86,7 @@ uploads = Table(
     Column("offset", BigInteger, nullable=False),
     Column("hashed_offset", BigInteger, nullable=False),
     Column("hashed_digest", DIGEST),
+    Column("part", String(255)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

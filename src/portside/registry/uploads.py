@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Final
 
 from portside.metadata.base import Conflict, MetadataStore, Upload
@@ -159,7 +160,33 @@ class Uploads:
         if start is not None and start != upload.offset:
             # spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416"
             raise UploadOutOfOrder({"offset": upload.offset, "start": start})
+        await self._settle(upload)
         return upload
+
+    async def _settle(self, upload: Upload) -> None:
+        """Complete the last claimed chunk if the request that claimed it died before adding it
+        to the upload's bytes: the chunk was durable before it was claimed, so nothing the client
+        was told about is lost. Adding it twice writes the same bytes at the same place."""
+        if upload.part is None:
+            return
+        try:
+            size = await self._storage.stat(keys.upload(upload.id))
+        except NotFound:
+            size = 0
+        if size == upload.offset:
+            return
+        try:
+            part_size = await self._storage.stat(upload.part)
+        except NotFound:
+            # Neither in place nor pending: a concurrent request is closing the upload.
+            raise BlobUploadUnknown({"upload": upload.id}) from None
+        part_offset = upload.offset - part_size
+        # Anything between part_offset and offset is what a dead request had copied of the part.
+        if size < part_offset:
+            raise BlobUploadInvalid({"reason": "upload data lost; start again"})
+        settling = Upload(**{**asdict(upload), "offset": part_offset})
+        await self._add_part(settling, upload.part)
+        await self._storage.delete(upload.part)
 
     async def _claim(
         self, upload: Upload, part: str, body: AsyncIterator[bytes], length: int | None
@@ -179,6 +206,7 @@ class Uploads:
                 upload.offset,
                 upload.offset + received,
                 hasher.copy().hexdigest() if hasher is not None else None,
+                part,
             )
         except Conflict:
             raise UploadOutOfOrder({"reason": "a concurrent request moved the upload"}) from None
@@ -222,7 +250,11 @@ class Uploads:
         """Put a claimed chunk after the upload's bytes: the first simply becomes them, later ones
         are copied onto the end."""
         if upload.offset == 0:
-            await self._storage.move(part, keys.upload(upload.id))
+            try:
+                await self._storage.move(part, keys.upload(upload.id))
+            except NotFound:
+                # Settled by a later request while this one was between claim and move.
+                await self._storage.stat(keys.upload(upload.id))
             return
         try:
             writer = await self._storage.writer(keys.upload(upload.id), upload.offset)

@@ -28,9 +28,7 @@ def configure(level: str, journald: bool) -> None:
     if journald:
         handler.setFormatter(JournalFormatter("%(name)s %(message)s"))
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 access_log = logging.getLogger("portside.access")
 
 API_VERSION: Final = (b"docker-distribution-api-version", b"registry/2.0")
+PATHSEND: Final = "http.response.pathsend"
 
 
 class RegistryMiddleware:
@@ -32,18 +33,23 @@ class RegistryMiddleware:
         path: str = scope["path"]
         add_version = path.startswith("/v2")
         status = 500
+        length = 0  # of the whole body, for a pathsend, which carries no bytes through here
         sent = 0
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, length, sent
             kind = message["type"]
-            if kind == "http.response.start":
+            if kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif kind == "http.response.start":
                 status = message["status"]
                 if add_version:
                     message["headers"] = [*message.get("headers", ()), API_VERSION]
                 for key, value in message.get("headers", ()):
                     if key.lower() == b"content-length":
-                        sent = int(value)
+                        length = int(value)
+            elif kind == PATHSEND:
+                sent = length
             await send(message)
 
         try:
@@ -57,6 +63,6 @@ class RegistryMiddleware:
                     scope["method"],
                     path,
                     status,
-                    sent,
+                    0 if scope["method"] == "HEAD" else sent,  # the server drops HEAD bodies
                     (time.perf_counter() - started) * 1000,
                 )

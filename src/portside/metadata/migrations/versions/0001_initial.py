@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("offset", sa.BigInteger, nullable=False),
         sa.Column("hashed_offset", sa.BigInteger, nullable=False),
         sa.Column("hashed_digest", DIGEST),
+        sa.Column("part", sa.String(255)),
         sa.Column("created_at", WHEN, nullable=False),
         sa.Column("updated_at", WHEN, nullable=False),
     )
