@@ -55,6 +55,8 @@ _KEPT_MODE_BITS: Final = 0o640
 _BCRYPT_MAX: Final = 72
 _DES = re.compile(r"[./0-9A-Za-z]{13}")
 _USERNAME_MAX: Final = 255
+# Unknown users cost a bcrypt check at the file's highest cost, up to this one.
+_DUMMY_ROUNDS_MAX: Final = 14
 
 
 class Scheme(StrEnum):
@@ -118,8 +120,8 @@ def _verifier(entry: str, allow_plaintext: bool) -> Verifier | None:
     for prefix, verifier in _PREFIXES:
         if entry.startswith(prefix):
             return verifier
-    des = _hasher(des_crypt)
     if _DES.fullmatch(entry):
+        des = _hasher(des_crypt)
         if not allow_plaintext:
             return des
 
@@ -197,7 +199,7 @@ def _read(path: Path) -> _Snapshot:
         username, entry = parsed
         entries.setdefault(username, entry)
         if entry.startswith(("$2y$", "$2a$", "$2b$")) and entry[4:6].isdigit():
-            rounds = max(rounds, int(entry[4:6]))
+            rounds = max(rounds, min(int(entry[4:6]), _DUMMY_ROUNDS_MAX))
     return _Snapshot(version, entries, rounds)
 
 
@@ -315,9 +317,9 @@ class HtpasswdFile:
     def _burn(self, password: str, rounds: int) -> None:
         """Spend about what a real bcrypt check would, against a hash of a random secret."""
         dummy = self._dummies.get(rounds)
-        if dummy is None:
-            dummy = bcrypt.using(rounds=rounds).hash(secrets.token_hex(16))
-            self._dummies[rounds] = dummy
+        if dummy is None:  # making it costs what checking it would
+            self._dummies[rounds] = bcrypt.using(rounds=rounds).hash(secrets.token_hex(16))
+            return
         with contextlib.suppress(ValueError):
             _verify_bcrypt(_encode(password), dummy)
 

@@ -3,7 +3,9 @@ PEM file), and the sets of public keys a verifier trusts (ours, a PEM bundle, or
 
 Key ids (`kid`): a token names its key by one of two ids, and a KeySet knows both for each key:
 
-    thumbprint   RFC 7638 JWK thumbprint, base64url SHA-256: what distribution 3 computes
+    thumbprint   RFC 7638 JWK thumbprint, base64url SHA-256: what distribution 3 computes for
+                 the certificates of its `rootcertbundle` (for EC keys only since its fix #4684;
+                 3.0.0 hashed the curve's generator point instead, the same for every P-256 key)
     libtrust     base32 of SHA-256(DER SubjectPublicKeyInfo)[:30] in 12 groups of 4 joined by `:`,
                  what distribution 2.x, docker_auth and GitLab use
 """
@@ -80,6 +82,13 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
     return {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
 
 
+def _full_length_point(key: ec.EllipticCurvePublicKey) -> bool:
+    """Whether x and y need all their bytes. distribution's thumbprint encodes them without
+    leading zero bytes, RFC 7518 with: for the 1 key in 128 that has one, the two differ."""
+    numbers, bits = key.public_numbers(), key.curve.key_size
+    return min(numbers.x.bit_length(), numbers.y.bit_length()) > bits - 8
+
+
 def thumbprint_kid(key: PublicKey) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
     canonical = json.dumps(public_jwk(key), separators=(",", ":"), sort_keys=True)
@@ -124,8 +133,12 @@ class SigningKey:
         cls, algorithm: SigningAlgorithm = "ES256", *, kid_format: KidFormat = "thumbprint"
     ) -> SigningKey:
         """A new key: P-256 for ES256, RSA 3072 for RS256."""
+        key: PrivateKey
         if algorithm == "ES256":
-            key: PrivateKey = ec.generate_private_key(ec.SECP256R1())
+            ec_key = ec.generate_private_key(ec.SECP256R1())
+            while not _full_length_point(ec_key.public_key()):
+                ec_key = ec.generate_private_key(ec.SECP256R1())
+            key = ec_key
         elif algorithm == "RS256":
             key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         else:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from auth_helpers import FakeClock
-from passlib import hash as passlib_hash
+from passlib import hash as passlib_hash  # type: ignore[import-untyped]
 
-from portside.auth import htpasswd
 from portside.auth.htpasswd import (
     HtpasswdFile,
     InvalidUser,
@@ -68,7 +67,7 @@ def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(secret)
         return bool(original(secret, hash))
 
-    monkeypatch.setattr(htpasswd.bcrypt, "verify", counting)
+    monkeypatch.setattr(passlib_hash.bcrypt, "verify", counting)
     return calls
 
 
@@ -204,6 +203,8 @@ def test_file_is_read_again_when_it_changes(path: Path) -> None:
     assert not users.verify("alice", "old")
     add_user(path, "bob", "pw", rounds=4)
     assert users.users() == ["alice", "bob"]
+    assert "bob" in users
+    assert "carol" not in users
 
 
 def test_in_place_edit_of_the_same_size_is_seen(path: Path) -> None:
@@ -261,8 +262,17 @@ def test_wrong_passwords_never_hit(path: Path, bcrypt_calls: list[bytes]) -> Non
     for _ in range(3):
         assert not users.verify("alice", "wrong")
         assert not users.cached("alice", "wrong")
+    assert len(bcrypt_calls) == 1 + 3
+
+
+def test_unknown_users_cost_a_hash_too(path: Path, bcrypt_calls: list[bytes]) -> None:
+    add_user(path, "alice", "pw", rounds=4)
+    users = HtpasswdFile(path)
+    start = time.perf_counter()
+    assert not users.verify("bob", "pw")  # makes the dummy hash: as slow as checking one
+    assert time.perf_counter() - start > 0.0005
     assert not users.verify("bob", "pw")
-    assert len(bcrypt_calls) == 1 + 3 + 1  # bob's unknown user still costs a hash
+    assert len(bcrypt_calls) == 1
 
 
 def test_cache_entries_expire(path: Path, bcrypt_calls: list[bytes], clock: FakeClock) -> None:
