@@ -8,6 +8,7 @@ chunk lands elsewhere, the digest is recomputed from the stored bytes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import uuid
@@ -15,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Final
+
+from anyio import to_thread
 
 from portside.metadata.base import Conflict, MetadataStore, Upload
 from portside.registry import keys
@@ -27,9 +30,19 @@ from portside.registry.errors import (
     UploadOutOfOrder,
 )
 from portside.registry.names import Digest
-from portside.storage.base import BlobStore, NotFound
+from portside.storage.base import BlobStore, NotFound, Writer
 
 HASHERS_KEPT: Final = 256
+BATCH_BYTES: Final = 4 * 1024 * 1024
+
+
+async def _absorb(writer: Writer, hasher: hashlib._Hash | None, data: bytes) -> None:
+    """Write data and hash it at once: hashlib lets go of the GIL, so a thread hashes while the
+    event loop writes."""
+    if hasher is None:
+        await writer.write(data)
+        return
+    await asyncio.gather(to_thread.run_sync(hasher.update, data), writer.write(data))
 
 
 class _Hashers:
@@ -220,25 +233,41 @@ class Uploads:
         length: int | None,
         hasher: hashlib._Hash | None,
     ) -> int:
-        """Write body to part, durably; the number of bytes received. No object for no bytes."""
+        """Write body to part, durably; the number of bytes received. No object for no bytes.
+
+        The server reads the socket only while the app awaits the body, so bytes are gathered in
+        batches that are hashed and written while the next batch arrives, not in turn with it."""
         limit = self._max_blob_size
         writer = None
         received = 0
+        batch: list[bytes] = []
+        batched = 0
+        absorbing: asyncio.Future[None] | None = None
         try:
             async for chunk in body:
-                if not chunk:
-                    continue
                 received += len(chunk)
                 if limit is not None and offset + received > limit:
                     raise TooLarge({"limit": limit})
-                if writer is None:
-                    writer = await self._storage.writer(part)
-                await writer.write(chunk)
-                if hasher is not None:
-                    hasher.update(chunk)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH_BYTES:
+                    writer = writer or await self._storage.writer(part)
+                    if absorbing is not None:
+                        await absorbing
+                    absorbing = asyncio.ensure_future(_absorb(writer, hasher, b"".join(batch)))
+                    batch, batched = [], 0
             if length is not None and received != length:
                 raise SizeInvalid({"expected": length, "received": received})
+            if absorbing is not None:
+                await absorbing
+            if batched:
+                writer = writer or await self._storage.writer(part)
+                await _absorb(writer, hasher, b"".join(batch))
         except BaseException:
+            if absorbing is not None:
+                absorbing.cancel()
+                with contextlib.suppress(BaseException):
+                    await absorbing
             if writer is not None:
                 await writer.cancel()
             raise

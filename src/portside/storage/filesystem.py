@@ -20,6 +20,7 @@ from portside.storage.base import NotFound, check_key
 T = TypeVar("T")
 
 READ_CHUNK = 1024 * 1024
+THREAD_WRITE_BYTES = 1024 * 1024
 # Temporary files start with a dot, which no key may, so they never collide with an object.
 TEMP_PREFIX = ".tmp-"
 # How often to remake a folder that a concurrent delete keeps pruning before giving up.
@@ -40,8 +41,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemWriter:
-    """Appends with os.write on an unbuffered descriptor: one copy, in the event loop, since
-    page-cache writes cost less than a hop to a thread."""
+    """Appends with os.write on an unbuffered descriptor: one copy. Small writes run in the event
+    loop, since they cost less than a hop to a thread; large ones in a thread, so that the loop
+    goes on receiving while the page cache fills."""
 
     def __init__(self, path: Path, fd: int, size: int) -> None:
         self._path = path
@@ -53,11 +55,17 @@ class FilesystemWriter:
         return self._size
 
     async def write(self, data: bytes) -> None:
+        if len(data) >= THREAD_WRITE_BYTES:
+            await to_thread.run_sync(self._write_all, data)
+        else:
+            self._write_all(data)
+        self._size += len(data)
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        self._size += len(data)
 
     async def commit(self) -> None:
         await to_thread.run_sync(os.fdatasync, self._fd)
