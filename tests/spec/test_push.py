@@ -630,3 +630,42 @@ async def test_concurrent_closing_puts_finish_once(client: httpx.AsyncClient) ->
     assert statuses[0] == 201
     assert set(statuses[1:]) <= {201, 404}
     await assert_pullable(client, f"/v2/app/blobs/{digest_of(data)}", data)
+
+
+async def test_a_put_retried_after_a_crash_between_storing_and_recording_the_blob_completes(
+    client: httpx.AsyncClient, registry_root: Path
+) -> None:
+    """White box: the state a SIGKILL leaves when the closing PUT had moved the upload's bytes to
+    the blob's key but not recorded the blob. The retried PUT finds them, checks them, and
+    completes (201); the upload session is then over."""
+    data = random_bytes(3000)
+    digest = digest_of(data)
+    location = await start_upload(client, "app")
+    await client.patch(location, content=data, headers=OCTETS)
+    upload_id = location.rsplit("/", 1)[1]
+    stored = registry_root / "registry-1" / "uploads" / upload_id
+    blob = registry_root / "registry-1" / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    blob.parent.mkdir(parents=True)
+    stored.rename(blob)
+
+    response = await client.put(location, params={"digest": digest})
+    assert response.status_code == 201, response.text
+    await assert_pullable(client, f"/v2/app/blobs/{digest}", data)
+    assert (await client.get(location)).status_code == 404
+
+
+async def test_a_retried_put_does_not_complete_from_a_blob_of_other_bytes(
+    client: httpx.AsyncClient, registry_root: Path
+) -> None:
+    data = random_bytes(3000)
+    digest = digest_of(data)
+    location = await start_upload(client, "app")
+    await client.patch(location, content=data, headers=OCTETS)
+    upload_id = location.rsplit("/", 1)[1]
+    (registry_root / "registry-1" / "uploads" / upload_id).unlink()
+    blob = registry_root / "registry-1" / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(random_bytes(3000))
+
+    response = await client.put(location, params={"digest": digest})
+    assert_error(response, 404, "BLOB_UPLOAD_UNKNOWN")

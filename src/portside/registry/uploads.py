@@ -122,6 +122,43 @@ class Uploads:
     ) -> int:
         """Append a last chunk (possibly empty), check the digest and make the blob readable in
         the repository. Returns the blob's size."""
+        try:
+            return await self._finish(name, upload_id, digest, body, start, length)
+        except BlobUploadUnknown:
+            size = await self._finished_before(name, upload_id, digest)
+            if size is None:
+                raise
+            return size
+
+    async def _finished_before(self, name: str, upload_id: str, digest: Digest) -> int | None:
+        """A closing request that stored the blob and died before recording it, or that a
+        concurrent one beat to it, leaves the session without bytes but the blob in place: a
+        retried PUT completes it once the blob proves to be the upload's bytes."""
+        upload = await self._metadata.get_upload(name, upload_id)
+        if upload is None or upload.offset == 0:
+            return None
+        try:
+            if await self._storage.stat(keys.blob(digest)) != upload.offset:
+                return None
+        except NotFound:
+            return None
+        if await self._digest_of(
+            upload, None, keys.blob(digest), digest.algorithm, trust=False
+        ) != (digest.encoded):
+            return None
+        await self._metadata.link_blob(name, str(digest), upload.offset)
+        await self._forget(upload.id)
+        return upload.offset
+
+    async def _finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+    ) -> int:
         upload = await self._at(name, upload_id, start)
         part = keys.upload_part(upload.id, uuid.uuid4().hex)
         content = part
@@ -328,11 +365,16 @@ class Uploads:
         return closing
 
     async def _digest_of(
-        self, upload: Upload, hasher: hashlib._Hash | None, key: str, algorithm: str
+        self,
+        upload: Upload,
+        hasher: hashlib._Hash | None,
+        key: str,
+        algorithm: str,
+        trust: bool = True,
     ) -> str:
         """The digest of the upload's bytes, stored under key: from the hash kept while they
-        arrived when there is one, else read back."""
-        if algorithm == "sha256":
+        arrived when there is one and trust allows, else read back."""
+        if algorithm == "sha256" and trust:
             if hasher is not None:
                 return hasher.hexdigest()
             if upload.hashed_digest and upload.hashed_offset == upload.offset:
