@@ -62,16 +62,18 @@ def serve(
     level = "debug" if settings.debug else settings.loglevel
     logs.configure(level, journald)
     storage_path = Path(settings.storage_path)
-    storage_path.mkdir(parents=True, exist_ok=True)
-    if storage_path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
-        log.warning("storage_path %s is under /tmp: images may vanish at reboot", storage_path)
+    if settings.storage == "local":  # with s3, storage_path is a key prefix in the bucket
+        storage_path.mkdir(parents=True, exist_ok=True)
+        if storage_path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
+            log.warning("storage_path %s is under /tmp: images may vanish at reboot", storage_path)
     upgrade(settings.metadata_url)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
     os.environ[JOURNALD_VARIABLE] = "1" if journald else "0"
     log.info(
-        "serving on http://%s with %d workers, storage %s",
+        "serving on http://%s with %d workers, %s storage at %s",
         settings.listen,
         settings.workers,
+        settings.storage,
         storage_path,
     )
     Granian(

@@ -402,3 +402,41 @@ def test_sample_loads_in_each_flavor(tmp_path: Path, flavor: str) -> None:
 
     assert set(yaml.safe_load(sample_config())) == {"common", "dev", "prod", "test"}
     assert isinstance(load_settings(path, flavor, environ={}), Settings)
+
+
+S3_BASE = "storage: s3\n    s3_bucket: images\n    database_url: sqlite:////srv/registry.db"
+
+
+@pytest.mark.parametrize(
+    ("lines", "fragment"),
+    [
+        ("storage: s3\n    database_url: sqlite:////srv/r.db", "storage: s3 needs s3_bucket"),
+        ("storage: s3\n    s3_bucket: images", "storage: s3 needs database_url"),
+        ("storage_redirect: true", "storage_redirect needs storage: s3"),
+        (f"{S3_BASE}\n    boto_host: h\n    s3_endpoint_url: http://h", "not both"),
+        (f"{S3_BASE}\n    boto_port: 7480", "boto_port needs boto_host"),
+        (f"{S3_BASE}\n    s3_part_size: 4MiB", "greater than or equal to 5242880"),
+        ("storage: gcs", "Input should be 'local' or 's3'"),
+    ],
+)
+def test_s3_settings_are_checked(tmp_path: Path, lines: str, fragment: str) -> None:
+    assert fragment in config_error(config_file=one_flavor(tmp_path, lines), environ={})
+
+
+@pytest.mark.parametrize(
+    ("lines", "endpoint"),
+    [
+        ("", None),
+        ("s3_endpoint_url: http://127.0.0.1:7480", "http://127.0.0.1:7480"),
+        ("boto_host: rgw.internal", "https://rgw.internal"),
+        ("boto_host: rgw.internal\n    s3_secure: false", "http://rgw.internal"),
+        ("boto_host: rgw.internal\n    boto_port: 7480", "https://rgw.internal:7480"),
+        ("boto_host: '::1'\n    boto_port: 7480\n    s3_secure: false", "http://[::1]:7480"),
+    ],
+)
+def test_s3_endpoint_from_the_classic_keys(
+    tmp_path: Path, lines: str, endpoint: str | None
+) -> None:
+    settings = load_settings(one_flavor(tmp_path, f"{S3_BASE}\n    {lines}"), environ={})
+
+    assert (settings.storage, settings.s3_endpoint) == ("s3", endpoint)

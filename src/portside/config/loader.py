@@ -207,7 +207,9 @@ def _validation_problem(error: ErrorDetails, overridden: Collection[str]) -> str
     if error["type"] != "value_error" and not isinstance(given, dict | list):
         secret = any(_is_secret(part) for part in loc)
         message += f" (got {'***' if secret else _mask(given)!r})"
-    origin = " (from overrides)" if loc and loc[0] in overridden else ""
+    if not loc:  # a check across keys, by a model validator
+        return message
+    origin = " (from overrides)" if loc[0] in overridden else ""
     return f"key {_key_path(loc)}{origin}: {message}"
 
 

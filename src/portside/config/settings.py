@@ -188,8 +188,6 @@ class Settings(BaseModel):
             raise ValueError("give s3_endpoint_url or boto_host, not both")
         if self.boto_port is not None and self.boto_host is None:
             raise ValueError("boto_port needs boto_host")
-        if (self.s3_access_key is None) != (self.s3_secret_key is None):
-            raise ValueError("give s3_access_key and s3_secret_key together")
         return self
 
     @property

@@ -20,9 +20,27 @@ from portside.server.middleware import RegistryMiddleware
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
 
+
+def _s3_store(settings: Settings) -> BlobStore:
+    from portside.storage.s3 import S3BlobStore  # boto3 is the optional extra portside[s3]
+
+    return S3BlobStore(
+        settings.s3_bucket or "",
+        str(settings.storage_path),
+        endpoint_url=settings.s3_endpoint,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        path_style=settings.s3_path_style,
+        part_size=settings.s3_part_size,
+    )
+
+
 # Drivers by the config's `storage` name; an unknown name is a config error, never a silent default.
 STORAGE_DRIVERS: dict[str, Callable[[Settings], BlobStore]] = {
     "local": lambda settings: FilesystemBlobStore(Path(settings.storage_path)),
+    "s3": _s3_store,
 }
 
 

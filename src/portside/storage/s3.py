@@ -53,7 +53,7 @@ GiB: Final = 1024 * MiB
 MIN_PART: Final = 5 * MiB  # S3's smallest part, but for the last one
 MAX_PARTS: Final = 10_000
 MAX_COPY: Final = 5 * GiB  # S3's largest CopyObject, and largest part
-PARTS_PER_STEP: Final = 1000  # the part size grows by part_size every 1000 parts: 440 GiB at 8 MiB
+PARTS_PER_STEP: Final = 1000  # part size grows by part_size every 1000 parts: 430 GiB at 8 MiB
 READ_CHUNK: Final = MiB
 COPY_CONCURRENCY: Final = 8
 MAX_CONNECTIONS: Final = 40  # anyio's default number of worker threads
@@ -146,6 +146,9 @@ class S3Writer:
             return
         self._closed = True
         store, key = self._store, self._key
+        if self._upload_id is not None and self._parts == 0:  # its first part failed
+            await store._abort_upload(key, self._upload_id)
+            self._upload_id = None
         await store._put_tail(
             key, bytes(self._buffer), self._upload_id, self._parts, self._parts_size
         )
@@ -184,6 +187,8 @@ class S3BlobStore:
         `registry/<key>`. part_size, copy_part_size and max_copy_size are for tests and tuning."""
         if not bucket:
             raise ValueError("an S3 bucket is required")
+        if (access_key is None) != (secret_key is None):
+            raise ValueError("give the S3 access key and secret key together")
         if not MIN_PART <= part_size <= MAX_COPY // (MAX_PARTS // PARTS_PER_STEP):
             raise ValueError(f"part_size must be between 5 MiB and 512 MiB, got {part_size}")
         if not MIN_PART <= copy_part_size <= MAX_COPY // 2:
@@ -200,7 +205,8 @@ class S3BlobStore:
         )
         config = Config(
             s3={"addressing_style": "path" if path_style else "virtual"},
-            # Checksums only where S3 requires them: Ceph and older MinIO refuse the others.
+            # boto3 1.36 began sending x-amz-checksum-* headers on every upload, which several
+            # S3-compatible servers refuse: send them only where S3 requires them.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             retries={"mode": "standard"},
@@ -398,7 +404,7 @@ class S3BlobStore:
     # deleting
 
     async def _delete_names(self, names: Sequence[str]) -> None:
-        for start in range(0, len(names), 1000):
+        for start in range(0, len(names), 1000):  # DeleteObjects takes 1000 at most
             batch: list[ObjectIdentifierTypeDef] = [{"Key": name} for name in names[start:][:1000]]
             delete = functools.partial(
                 self.client.delete_objects,
@@ -582,6 +588,9 @@ class S3BlobStore:
         """CopyObject, or a multipart copy above max_copy_size (both appear whole or not at
         all), then delete src. Not a rename: a crash in between leaves both."""
         source, target = self._name(src), self._name(dst)
+        if source == target:
+            await self.stat(src)
+            return
         found = await self._head(source)
         if found is None:
             source = await self._settle(src)
@@ -626,8 +635,13 @@ class S3BlobStore:
     async def delete(self, key: str) -> None:
         """Objects under key, finished or not, and their multipart uploads, open or abandoned."""
         name = self._name(key)
-        names = [name, name + TAIL, *[found async for found in self._names(name + "/")]]
-        await self._delete_names(names)
+        batch = [name, name + TAIL]
+        async for found in self._names(name + "/"):
+            batch.append(found)
+            if len(batch) == 1000:
+                await self._delete_names(batch)
+                batch = []
+        await self._delete_names(batch)
         await self._abort_uploads(name, under=True)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:

@@ -1,0 +1,266 @@
+"""The blob store contract on S3BlobStore against a real S3 server (Ceph RGW from
+../shared/services/s3-server, or the one S3_ENDPOINT_URL names), then what only S3 shows:
+multipart uploads resumed by another process, truncation, multipart copies, presigned URLs, and
+the registry's chunked uploads spread over two instances sharing the bucket."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from blob_store import BlobStoreContract, keys_under, write_chunks
+
+from portside.config.settings import Settings
+from portside.metadata.migrate import upgrade
+from portside.server.app import STORAGE_DRIVERS, create_app
+from portside.storage.base import BlobStore, InvalidKey, NotFound
+from portside.storage.s3 import TAIL, S3BlobStore
+from s3 import S3Server, leftovers, object_names, uploads
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # the smallest part S3 takes, so that a few MiB cross part boundaries
+
+
+@pytest.fixture
+def s3_store(s3_server: S3Server) -> S3BlobStore:
+    return s3_server.store(part_size=PART, copy_part_size=PART)
+
+
+class TestS3BlobStore(BlobStoreContract):
+    @pytest.fixture
+    def store(self, s3_store: S3BlobStore) -> BlobStore:
+        return s3_store
+
+    async def leftovers(self, store: BlobStore) -> list[str]:
+        assert isinstance(store, S3BlobStore)
+        return leftovers(store)
+
+
+def part_sizes(store: S3BlobStore) -> list[int]:
+    [(name, upload_id)] = uploads(store)
+    parts = store.client.list_parts(Bucket=store.bucket, Key=name, UploadId=upload_id)
+    return [part["Size"] for part in parts.get("Parts", [])]
+
+
+def etag(store: S3BlobStore, key: str) -> str:
+    return store.client.head_object(Bucket=store.bucket, Key=store.prefix + key)["ETag"]
+
+
+async def test_writer_uploads_each_part_as_it_fills(s3_store: S3BlobStore) -> None:
+    writer = await s3_store.writer("upload")
+    for _ in range(11):
+        await writer.write(os.urandom(MIB))
+    assert part_sizes(s3_store) == [PART, PART]  # while writing: never the whole blob in memory
+    assert writer.size == 11 * MIB
+    await writer.cancel()
+    assert uploads(s3_store) == []
+    assert object_names(s3_store) == []
+
+
+async def test_another_process_resumes_the_same_multipart_upload(
+    s3_server: S3Server, s3_store: S3BlobStore
+) -> None:
+    data = os.urandom(12 * MIB)
+    first = 8 * MIB + 5
+    assert await write_chunks(s3_store, "upload", data[:first], MIB) == first
+    [(_, upload_id)] = uploads(s3_store)
+    assert await s3_store.stat("upload") == first
+
+    # Another client on the same prefix: what a worker on another machine sees.
+    other = s3_server.store(s3_store.prefix, part_size=PART)
+    writer = await other.writer("upload", first)
+    assert writer.size == first
+    await writer.write(data[first:])
+    await writer.commit()
+    assert writer.size == len(data)
+    assert uploads(other) == [(other.prefix + "upload", upload_id)]  # continued, not copied
+    assert part_sizes(other) == [PART, PART]
+    assert await other.stat("upload") == len(data)
+
+    assert await s3_store.get("upload") == data
+    assert etag(s3_store, "upload").endswith('-3"')  # the two parts, then the tail
+    assert leftovers(s3_store) == []
+
+
+@pytest.mark.parametrize(
+    ("finished", "offset"),
+    [
+        (False, 10 * MIB + 7),  # in the tail
+        (False, 10 * MIB),  # at the end of the second part
+        (False, 5 * MIB),  # at the end of the first part
+        (False, 7 * MIB),  # inside the second part: completed, then copied
+        (False, 3 * MIB),  # inside the first part: completed, then read back
+        (True, 12 * MIB),  # at the end of a finished object: copied
+        (True, 6 * MIB + 1),
+        (True, 2 * MIB),  # too short for a part: read back
+    ],
+)
+async def test_resume_drops_what_is_past_the_offset(
+    s3_store: S3BlobStore, finished: bool, offset: int
+) -> None:
+    data = os.urandom(12 * MIB)
+    if finished:
+        await s3_store.put("upload", data)
+    else:
+        await write_chunks(s3_store, "upload", data, 3 * MIB)
+    writer = await s3_store.writer("upload", offset)
+    assert writer.size == offset
+    await writer.write(b"new")
+    await writer.commit()
+    assert await s3_store.stat("upload") == offset + 3
+    assert await s3_store.get("upload") == data[:offset] + b"new"
+    assert leftovers(s3_store) == []
+
+
+async def test_move_above_max_copy_size_copies_in_parts(s3_server: S3Server) -> None:
+    store = s3_server.store(part_size=PART, copy_part_size=PART, max_copy_size=6 * MIB)
+    data = os.urandom(12 * MIB)
+    await store.put("uploads/one", data)
+    await store.move("uploads/one", "blobs/one")
+    assert etag(store, "blobs/one").endswith('-2"')
+    assert await store.get("blobs/one") == data
+    with pytest.raises(NotFound):
+        await store.stat("uploads/one")
+    assert leftovers(store) == []
+
+
+async def test_move_of_an_unfinished_object_with_parts(s3_store: S3BlobStore) -> None:
+    data = os.urandom(7 * MIB)
+    await write_chunks(s3_store, "uploads/one", data, MIB)
+    await s3_store.move("uploads/one", "blobs/one")
+    assert await s3_store.get("blobs/one") == data
+    assert await keys_under(s3_store, "uploads") == []
+    assert object_names(s3_store) == [s3_store.prefix + "blobs/one"]
+    assert uploads(s3_store) == []
+
+
+async def test_move_onto_itself_keeps_the_object(s3_store: S3BlobStore) -> None:
+    await s3_store.put("blobs/one", b"kept")
+    await s3_store.move("blobs/one", "blobs/one")
+    assert await s3_store.get("blobs/one") == b"kept"
+    with pytest.raises(NotFound):
+        await s3_store.move("blobs/two", "blobs/two")
+
+
+async def test_a_tail_is_no_key_and_is_listed_as_its_object(s3_store: S3BlobStore) -> None:
+    await write_chunks(s3_store, "dir/a", b"abc", 3)
+    assert object_names(s3_store) == [s3_store.prefix + "dir/a" + TAIL]
+    assert await keys_under(s3_store, "dir") == ["dir/a"]
+    assert await keys_under(s3_store, "dir/a") == ["dir/a"]
+    with pytest.raises(InvalidKey):
+        await s3_store.stat("dir/a" + TAIL)
+
+
+async def test_a_finished_object_wins_over_a_tail_left_by_a_crash(s3_store: S3BlobStore) -> None:
+    await write_chunks(s3_store, "dir/a", os.urandom(6 * MIB), MIB)
+    # As if a worker died after completing the upload, before deleting the tail.
+    s3_store.client.put_object(Bucket=s3_store.bucket, Key=s3_store.prefix + "dir/a", Body=b"new")
+    assert await s3_store.stat("dir/a") == 3
+    assert await s3_store.get("dir/a") == b"new"
+    assert await keys_under(s3_store, "dir") == ["dir/a"]
+    assert leftovers(s3_store) == [f"stale tail {s3_store.prefix}dir/a{TAIL}"]
+    await s3_store.put("dir/a", b"newer")
+    assert leftovers(s3_store) == []
+    assert uploads(s3_store) == []
+
+
+async def test_delete_aborts_multipart_uploads_under_the_key(s3_store: S3BlobStore) -> None:
+    await write_chunks(s3_store, "dir/closed", os.urandom(6 * MIB), MIB)
+    writer = await s3_store.writer("dir/sub/open")  # as if its worker had died while writing
+    await writer.write(os.urandom(6 * MIB))
+    await s3_store.put("dirt", b"x")
+    assert len(uploads(s3_store)) == 2
+    await s3_store.delete("dir")
+    assert uploads(s3_store) == []
+    assert object_names(s3_store) == [s3_store.prefix + "dirt"]
+
+
+async def test_presigned_url_gets_the_object_without_credentials(s3_store: S3BlobStore) -> None:
+    data = os.urandom(1000)
+    await s3_store.put("blobs/one", data)
+    url = s3_store.presigned_url("blobs/one", expires=60)
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+        assert (response.status_code, response.content) == (200, data)
+        ranged = await client.get(url, headers={"Range": "bytes=10-19"})
+        assert (ranged.status_code, ranged.content) == (206, data[10:20])
+        forged = await client.get(url.replace("blobs/one", "blobs/two"))
+        assert forged.status_code == 403
+        missing = await client.get(s3_store.presigned_url("blobs/two"))
+        assert missing.status_code == 404
+    with pytest.raises(InvalidKey):
+        s3_store.presigned_url("../one")
+
+
+def s3_settings(server: S3Server, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "storage": "s3",
+        "storage_path": server.new_prefix(),
+        "s3_bucket": server.bucket,
+        "s3_endpoint_url": server.endpoint_url,
+        "s3_region": server.region,
+        "s3_access_key": server.access_key,
+        "s3_secret_key": server.secret_key,
+        "s3_part_size": "5MiB",
+        "database_url": f"sqlite:///{tmp_path / 'registry.db'}",
+        "workers": 1,
+    }
+    return Settings.model_validate(values | overrides)
+
+
+def test_settings_build_the_s3_driver(tmp_path: Path) -> None:
+    settings = Settings(
+        storage="s3",
+        storage_path=Path("/registry"),
+        s3_bucket="images",
+        boto_host="rgw.example",
+        boto_port=7480,
+        s3_secure=False,
+        s3_part_size=16 * MIB,
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+    )
+    store = STORAGE_DRIVERS["s3"](settings)
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.prefix) == ("images", "registry/")
+    assert store.client.meta.endpoint_url == "http://rgw.example:7480"
+    assert store.client.meta.config.s3 == {"addressing_style": "path"}
+
+
+async def test_chunked_upload_spread_over_two_instances(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Two registries sharing the bucket and the metadata database, as scale-out runs: each
+    chunk may land on either, and the blob comes back whole from both."""
+    settings = s3_settings(s3_server, tmp_path)
+    upgrade(settings.metadata_url)
+    data = os.urandom(13 * MIB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    chunks = [(start, data[start : start + 3 * MIB]) for start in range(0, len(data), 3 * MIB)]
+    base = "http://registry.test"
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(create_app(settings)), base_url=base) as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(create_app(settings)), base_url=base) as b,
+    ):
+        started = await a.post("/v2/team/app/blobs/uploads/")
+        assert started.status_code == 202
+        location = started.headers["location"]
+        for number, (start, chunk) in enumerate(chunks):
+            client = (a, b)[number % 2]
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{start}-{start + len(chunk) - 1}",
+            }
+            response = await client.patch(location, content=chunk, headers=headers)
+            assert response.status_code == 202, response.text
+            location = response.headers["location"]
+        finished = await b.put(location, params={"digest": digest})
+        assert finished.status_code == 201, finished.text
+        for client in (a, b):
+            response = await client.get(f"/v2/team/app/blobs/{digest}")
+            assert (response.status_code, response.content == data) == (200, True)
+    store = s3_server.store(str(settings.storage_path))
+    assert await keys_under(store, "uploads") == []
+    assert leftovers(store) == []
