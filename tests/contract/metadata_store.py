@@ -116,6 +116,17 @@ class MetadataStoreContract:
         assert await store.linked_blob_size("b", digest("layer")) == 10
         assert await store.blob_size(digest("layer")) == 10
 
+    async def test_complete_upload_links_the_blob_and_ends_the_session(
+        self, store: MetadataStore
+    ) -> None:
+        await store.create_upload("c" * 32, "team/app")
+        await store.complete_upload("c" * 32, "team/app", digest("layer"), 77)
+        assert await store.linked_blob_size("team/app", digest("layer")) == 77
+        assert await store.get_upload("team/app", "c" * 32) is None
+        # A session already gone (a concurrent closing request ended it) is no error.
+        await store.complete_upload("c" * 32, "team/other", digest("layer"), 77)
+        assert await store.linked_blob_size("team/other", digest("layer")) == 77
+
     async def test_unlink_blob(self, store: MetadataStore) -> None:
         await store.link_blob("a", digest("layer"), 10)
         await store.link_blob("b", digest("layer"), 10)

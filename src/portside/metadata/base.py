@@ -75,6 +75,10 @@ class MetadataStore(Protocol):
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         """Record the blob (if new) and link it to repository, creating the repository."""
 
+    async def complete_upload(self, id: str, repository: str, digest: str, size: int) -> None:
+        """In one transaction: link_blob(repository, digest, size) and end the upload session
+        (if it is still there)."""
+
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         """Remove the link; False if there was none."""
 

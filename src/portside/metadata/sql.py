@@ -240,6 +240,13 @@ class SqlMetadataStore:
 
         await self._write(run)
 
+    async def complete_upload(self, id: str, repository: str, digest: str, size: int) -> None:
+        def run(conn: Connection) -> None:
+            self._link(conn, self._ensure_repository(conn, repository), digest, size)
+            conn.execute(delete(uploads).where(uploads.c.id == id))
+
+        await self._write(run)
+
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = self._repository_id(conn, repository)

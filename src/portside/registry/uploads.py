@@ -146,8 +146,8 @@ class Uploads:
             upload, None, keys.blob(digest), digest.algorithm, trust=False
         ) != (digest.encoded):
             return None
-        await self._metadata.link_blob(name, str(digest), upload.offset)
-        await self._forget(upload.id)
+        await self._metadata.complete_upload(upload.id, name, str(digest), upload.offset)
+        self._hashers.forget(upload.id)
         return upload.offset
 
     async def _finish(
@@ -160,44 +160,76 @@ class Uploads:
         length: int | None,
     ) -> int:
         upload = await self._at(name, upload_id, start)
+        if upload.offset == 0:
+            # The whole blob came with this request (POST then PUT): it is checked and stored
+            # from its own object, with no claim on the session, which ends either way.
+            try:
+                size = await self._whole(upload.id, digest, body, length)
+            except DigestInvalid:
+                await self._forget(upload.id)  # as distribution does: the upload is over
+                raise
+            await self._metadata.complete_upload(upload.id, name, str(digest), size)
+            self._hashers.forget(upload.id)
+            return size
         part = keys.upload_part(upload.id, uuid.uuid4().hex)
         content = part
         try:
             claimed, hasher = await self._claim(upload, part, body, length)
-            # When the whole blob came with this request (POST then PUT, or a single POST), it is
-            # checked and stored from its own object; otherwise from the upload's, once closed.
-            if upload.offset > 0 or claimed.offset == 0:
-                if claimed.offset > upload.offset:
-                    await self._add_part(upload, part)
-                content = await self._close(claimed)
+            if claimed.offset > upload.offset:
+                await self._add_part(upload, part)
+            content = await self._close(claimed)
             actual = await self._digest_of(claimed, hasher, content, digest.algorithm)
             if actual != digest.encoded:
-                # As distribution does: an upload whose digest does not match is over.
-                await self._forget(upload.id)
+                await self._forget(upload.id)  # as distribution does: the upload is over
                 expected, actual = str(digest), f"{digest.algorithm}:{actual}"
                 raise DigestInvalid({"expected": expected, "actual": actual})
-            if await self._metadata.blob_size(str(digest)) is None:
-                await self._storage.move(content, keys.blob(digest))
+            await self._store(content, digest)
         finally:
             await self._storage.delete(part)  # already gone when it became the blob
             if content != part:
                 await self._storage.delete(content)
-        await self._metadata.link_blob(name, str(digest), claimed.offset)
-        await self._forget(upload.id)
+        await self._metadata.complete_upload(upload.id, name, str(digest), claimed.offset)
+        self._hashers.forget(upload.id)
         return claimed.offset
 
     async def upload(
         self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
     ) -> int:
-        """A whole blob in one request (POST ?digest=): an upload session no client can see,
-        so none is left behind when the blob is refused. Returns the blob's size."""
-        upload = await self.start(name)
+        """A whole blob in one request (POST ?digest=), with no upload session at all: nothing
+        is left behind when the blob is refused. Returns the blob's size."""
+        size = await self._whole(uuid.uuid4().hex, digest, body, length)
+        await self._metadata.link_blob(name, str(digest), size)
+        return size
+
+    async def _whole(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
+    ) -> int:
+        """Receive a whole blob into an object of its own, check its digest and store it."""
+        limit = self._max_blob_size
+        if limit is not None and length is not None and length > limit:
+            raise TooLarge({"limit": limit})
+        part = keys.upload_part(upload_id, uuid.uuid4().hex)
+        hasher = hashlib.sha256() if digest.algorithm == "sha256" else None
         try:
-            return await self.finish(name, upload.id, digest, body, length=length)
-        except BaseException:
-            with contextlib.suppress(BlobUploadUnknown):  # finish may have ended it already
-                await self.cancel(name, upload.id)
-            raise
+            size = await self._receive(part, 0, body, length, hasher)
+            if size == 0:
+                await (await self._storage.writer(part)).commit()
+            if hasher is not None:
+                actual = hasher.hexdigest()
+            else:
+                actual = await self._read_digest(part, digest.algorithm)
+            if actual != digest.encoded:
+                expected, actual = str(digest), f"{digest.algorithm}:{actual}"
+                raise DigestInvalid({"expected": expected, "actual": actual})
+            await self._store(part, digest)
+        finally:
+            await self._storage.delete(part)  # already gone when it became the blob
+        return size
+
+    async def _store(self, content: str, digest: Digest) -> None:
+        """Make checked bytes the blob of digest, unless the registry has that blob already."""
+        if await self._metadata.blob_size(str(digest)) is None:
+            await self._storage.move(content, keys.blob(digest))
 
     # Concurrent requests on one upload (a client's mistake, or an attempt to store other bytes
     # under a digest) must never leave bytes in it that its kept hash does not cover. So a chunk
@@ -379,6 +411,9 @@ class Uploads:
                 return hasher.hexdigest()
             if upload.hashed_digest and upload.hashed_offset == upload.offset:
                 return upload.hashed_digest
+        return await self._read_digest(key, algorithm)
+
+    async def _read_digest(self, key: str, algorithm: str) -> str:
         hasher = hashlib.new(algorithm)
         async for chunk in self._storage.read(key):
             hasher.update(chunk)
