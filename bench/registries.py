@@ -1,8 +1,14 @@
-"""Start and stop the two registries under test, each on a free loopback port with fresh storage."""
+"""Start and stop the registries under test, each on a free loopback port with fresh storage.
+
+`--backend filesystem` runs Portside and distribution on local folders. `--backend s3` runs both
+on the same S3 bucket (distribution's S3 driver; Portside's with PostgreSQL metadata), each
+twice: sending blob bytes itself, and redirecting blob GETs to presigned URLs of the bucket.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,10 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from services import Services
 
 PORTSIDE = "portside"
 DISTRIBUTION = "distribution"
+PORTSIDE_REDIRECT = "portside-redirect"
+DISTRIBUTION_REDIRECT = "distribution-redirect"
 REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION)
+# With --backend s3: each registry with redirects off, then on.
+S3_REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION, PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT)
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -84,22 +95,66 @@ def version_of(command: list[str]) -> str:
     return lines[0] if done.returncode == 0 and lines else "unknown"
 
 
-def distribution_command(workdir: Path, port: int) -> list[str]:
+def distribution_command(
+    workdir: Path, port: int, services: Services | None = None, name: str = DISTRIBUTION
+) -> list[str]:
     config = workdir / "config.yml"
-    # JSON-style flow mappings are valid YAML, so no YAML library is needed to write them.
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error, accesslog: {disabled: true}}\n"
-        f'storage: {{filesystem: {{rootdirectory: "{workdir / "storage"}"}}, '
-        "delete: {enabled: true}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-    )
+    if services is None:
+        # JSON-style flow mappings are valid YAML, so no YAML library is needed to write them.
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error, accesslog: {disabled: true}}\n"
+            f'storage: {{filesystem: {{rootdirectory: "{workdir / "storage"}"}}, '
+            "delete: {enabled: true}}\n"
+            f"http: {{addr: 127.0.0.1:{port}}}\n"
+        )
+        return ["docker-registry", "serve", str(config)]
+    # distribution 2.8's S3 driver: path-style requests whenever regionendpoint is set (it has
+    # no forcepathstyle key); redirects are on unless disabled, for GET and HEAD of blobs alike.
+    storage = {
+        "s3": {
+            "region": services.region,
+            "regionendpoint": services.s3_endpoint,
+            "bucket": services.bucket,
+            "accesskey": services.access_key,
+            "secretkey": services.secret_key,
+            "secure": services.s3_endpoint.startswith("https:"),
+            "v4auth": True,
+            "rootdirectory": f"/{services.prefix(name)}",
+        },
+        "delete": {"enabled": True},
+        "redirect": {"disable": name != DISTRIBUTION_REDIRECT},
+    }
+    settings = {
+        "version": "0.1",
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": storage,
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    config.write_text(json.dumps(settings, indent=2) + "\n")  # JSON is YAML
     return ["docker-registry", "serve", str(config)]
 
 
-def portside_command(workdir: Path, port: int) -> list[str]:
+def portside_command(
+    workdir: Path, port: int, services: Services | None = None, name: str = PORTSIDE
+) -> list[str]:
     config = workdir / "config.yml"
-    config.write_text(f'bench: {{storage_path: "{workdir / "storage"}", loglevel: warning}}\n')
+    if services is None:
+        config.write_text(f'bench: {{storage_path: "{workdir / "storage"}", loglevel: warning}}\n')
+    else:
+        settings = {
+            "storage": "s3",
+            "storage_path": services.prefix(name),
+            "storage_redirect": name == PORTSIDE_REDIRECT,
+            "s3_bucket": services.bucket,
+            "s3_endpoint_url": services.s3_endpoint,
+            "s3_region": services.region,
+            "s3_access_key": services.access_key,
+            "s3_secret_key": services.secret_key,
+            "database_url": services.database_url(name),
+            "loglevel": "warning",
+        }
+        config.write_text(json.dumps({"bench": settings}, indent=2) + "\n")
     return [
         portside_executable(),
         "serve",
@@ -147,18 +202,33 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def environment(name: str) -> dict[str, str]:
+    """The harness's environment, but for distribution without AWS_CA_BUNDLE: the AWS SDK of
+    distribution 2.8 panics at start when it is set ("unable to load custom CA bundle,
+    HTTPClient's transport unsupported type")."""
+    if name in (DISTRIBUTION, DISTRIBUTION_REDIRECT):
+        return {key: value for key, value in os.environ.items() if key != "AWS_CA_BUNDLE"}
+    return dict(os.environ)
+
+
 @contextmanager
-def running(name: str, workdir: Path) -> Iterator[Registry]:
-    """Run registry `name` with its storage under `workdir` until the block exits."""
+def running(name: str, workdir: Path, services: Services | None = None) -> Iterator[Registry]:
+    """Run registry `name` with its storage under `workdir`, or in the S3 bucket and PostgreSQL
+    database of services, until the block exits."""
     workdir.mkdir(parents=True)
     (workdir / "storage").mkdir()
     port = free_port()
-    if name == DISTRIBUTION:
-        command = distribution_command(workdir, port)
-        version = version_of(["docker-registry", "--version"])
-    else:
-        command = portside_command(workdir, port)
-        version = version_of([command[0], "--version"])
+    try:
+        if name in (DISTRIBUTION, DISTRIBUTION_REDIRECT):
+            command = distribution_command(workdir, port, services, name)
+            version = version_of(["docker-registry", "--version"])
+        else:
+            command = portside_command(workdir, port, services, name)
+            version = version_of([command[0], "--version"])
+    except RegistryStartError:
+        raise
+    except Exception as error:  # a schema that could not be created, say
+        raise RegistryStartError(f"cannot configure {name}: {error!r}") from error
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         try:
@@ -170,6 +240,7 @@ def running(name: str, workdir: Path) -> Iterator[Registry]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=environment(name),
             )
         except OSError as error:
             raise RegistryStartError(f"cannot run {command[0]}: {error}") from error

@@ -7,9 +7,25 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registries import DISTRIBUTION, PORTSIDE
+from registries import (
+    DISTRIBUTION,
+    DISTRIBUTION_REDIRECT,
+    PORTSIDE,
+    PORTSIDE_REDIRECT,
+    REGISTRY_NAMES,
+)
 
-COLUMN_TITLES = {PORTSIDE: "Portside", DISTRIBUTION: "distribution"}
+COLUMN_TITLES = {
+    PORTSIDE: "Portside",
+    DISTRIBUTION: "distribution",
+    PORTSIDE_REDIRECT: "Portside redirect",
+    DISTRIBUTION_REDIRECT: "distribution redirect",
+}
+# Each ratio compares the two registries on the same storage setup; its column follows theirs.
+RATIOS = (
+    (PORTSIDE, DISTRIBUTION, "ratio"),
+    (PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT, "ratio redirect"),
+)
 
 
 @dataclass
@@ -30,15 +46,44 @@ class Row:
     name: str
     title: str
     unit: str
-    cells: dict[str, Cell] = field(default_factory=lambda: {name: Cell() for name in COLUMN_TITLES})
+    columns: tuple[str, ...] = REGISTRY_NAMES
+    cells: dict[str, Cell] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cells = {name: Cell() for name in self.columns}
 
     @property
     def ratio(self) -> float | None:
+        return self.ratio_of(PORTSIDE, DISTRIBUTION)
+
+    def ratio_of(self, portside: str, distribution: str) -> float | None:
         """Portside / distribution; every unit is higher-is-better, so above 1 Portside wins."""
-        portside, distribution = self.cells[PORTSIDE].median, self.cells[DISTRIBUTION].median
-        if portside is None or not distribution:
+        if portside not in self.cells or distribution not in self.cells:
             return None
-        return portside / distribution
+        numerator, denominator = self.cells[portside].median, self.cells[distribution].median
+        if numerator is None or not denominator:
+            return None
+        return numerator / denominator
+
+
+def layout(columns: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """The table's value columns: (title, registry, None) for a registry's medians, (title,
+    portside, distribution) for a ratio, which follows the pair it compares."""
+    found: list[tuple[str, str, str | None]] = []
+    for name in columns:
+        found.append((COLUMN_TITLES[name], name, None))
+        for portside, distribution, title in RATIOS:
+            if name == distribution and portside in columns:
+                found.append((title, portside, distribution))
+    return found
+
+
+def render_value(row: Row, column: tuple[str, str, str | None]) -> str:
+    _, name, distribution = column
+    if distribution is None:
+        return format_cell(row.cells[name])
+    ratio = row.ratio_of(name, distribution)
+    return "-" if ratio is None else f"{ratio:.2f}"
 
 
 def format_value(value: float) -> str:
@@ -58,11 +103,6 @@ def format_cell(cell: Cell) -> str:
     return format_value(median) + (" *" if cell.errors or cell.notes else "")
 
 
-def format_ratio(row: Row) -> str:
-    ratio = row.ratio
-    return "-" if ratio is None else f"{ratio:.2f}"
-
-
 def footnotes(rows: list[Row]) -> list[str]:
     lines = []
     for row in rows:
@@ -74,15 +114,10 @@ def footnotes(rows: list[Row]) -> list[str]:
 
 
 def text_table(rows: list[Row]) -> str:
-    header = ["scenario", "unit", *COLUMN_TITLES.values(), "ratio"]
+    columns = layout(rows[0].columns if rows else REGISTRY_NAMES)
+    header = ["scenario", "unit", *(title for title, _, _ in columns)]
     body = [
-        [
-            row.title,
-            row.unit,
-            *(format_cell(row.cells[name]) for name in COLUMN_TITLES),
-            format_ratio(row),
-        ]
-        for row in rows
+        [row.title, row.unit, *(render_value(row, column) for column in columns)] for row in rows
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
@@ -100,13 +135,14 @@ def text_table(rows: list[Row]) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
+    columns = layout(rows[0].columns if rows else REGISTRY_NAMES)
     lines = [
-        "| scenario | " + " | ".join(COLUMN_TITLES.values()) + " | ratio |",
-        "| --- | ---: | ---: | ---: |",
+        "| scenario | " + " | ".join(title for title, _, _ in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
     ]
     for row in rows:
-        cells = " | ".join(format_cell(row.cells[name]) for name in COLUMN_TITLES)
-        lines.append(f"| {row.title} ({row.unit}) | {cells} | {format_ratio(row)} |")
+        cells = " | ".join(render_value(row, column) for column in columns)
+        lines.append(f"| {row.title} ({row.unit}) | {cells} |")
     # The footnotes start with "* ", so markdown renders them as a list under the table.
     return "\n".join([*lines, "", *footnotes(rows)]).rstrip()
 
@@ -120,6 +156,11 @@ def write_json(path: Path, rows: list[Row], run_info: dict[str, object]) -> None
                 "title": row.title,
                 "unit": row.unit,
                 "ratio_portside_over_distribution": row.ratio,
+                "ratios": {
+                    title: row.ratio_of(portside, distribution)
+                    for portside, distribution, title in RATIOS
+                    if portside in row.cells and distribution in row.cells
+                },
                 "registries": {
                     name: {
                         "median": cell.median,

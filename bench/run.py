@@ -1,7 +1,8 @@
 """Benchmark Portside against CNCF distribution on this machine: `python bench/run.py --help`.
 
-Both registries run side by side on loopback with filesystem storage; every scenario is measured
-on both in the same round, rounds are repeated, and the table reports medians.
+Both registries run side by side on loopback, with filesystem storage or (`--backend s3`) on one
+S3 bucket, each then with and without redirects of blob GETs to the bucket; every scenario is
+measured on every registry in the same round, rounds are repeated, and the table reports medians.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from registries import REGISTRY_NAMES, Registry, RegistryStartError, running
+from registries import REGISTRY_NAMES, S3_REGISTRY_NAMES, Registry, RegistryStartError, running
 from report import Row, markdown_table, text_table, write_json
-from scenarios import DEFAULT_PROFILE, QUICK_PROFILE, Profile, Scenario, build_scenarios
+from scenarios import (
+    DEFAULT_PROFILE,
+    QUICK_PROFILE,
+    S3_PROFILE,
+    Profile,
+    Scenario,
+    build_scenarios,
+)
+from services import ServiceError, Services, s3_services
 from tools import BenchError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -56,11 +65,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only these scenarios: " + ", ".join(names),
     )
     parser.add_argument(
+        "--backend",
+        choices=["filesystem", "s3"],
+        default="filesystem",
+        help="where the registries keep blobs: local folders (default), or one S3 bucket, with "
+        "Portside's metadata in PostgreSQL; s3 runs each registry with redirects off and on, "
+        "and starts an S3 server and a PostgreSQL cluster unless S3_ENDPOINT_URL and "
+        "PORTSIDE_TEST_POSTGRES_URL name them",
+    )
+    parser.add_argument(
         "--registries",
         type=comma_list,
-        default=list(REGISTRY_NAMES),
         metavar="NAME,...",
-        help="registries to start (default: portside,distribution)",
+        help="registries to start (default: portside,distribution; with --backend s3 also "
+        "portside-redirect,distribution-redirect)",
     )
     parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
@@ -70,8 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     if unknown := set(args.only or ()) - set(names):
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
-    if not args.registries or not set(args.registries) <= set(REGISTRY_NAMES):
-        parser.error(f"--registries takes a subset of {', '.join(REGISTRY_NAMES)}")
+    args.columns = S3_REGISTRY_NAMES if args.backend == "s3" else REGISTRY_NAMES
+    if args.registries is None:
+        args.registries = list(args.columns)
+    if not args.registries or not set(args.registries) <= set(args.columns):
+        parser.error(f"--registries takes a subset of {', '.join(args.columns)}")
     return args
 
 
@@ -85,6 +106,7 @@ def measure_rounds(
     rows: dict[str, Row],
     rounds: int,
     scratch: Path,
+    results_prefix: str = "",
 ) -> None:
     names = list(registries)
     prepared: set[tuple[str, str]] = set()
@@ -101,7 +123,7 @@ def measure_rounds(
                 try:
                     if registry.exited():
                         code = registry.process.returncode
-                        log_file = RESULTS_DIR / f"{name}.log"
+                        log_file = RESULTS_DIR / f"{results_prefix}{name}.log"
                         raise BenchError(f"{name} exited with code {code}, see {log_file}")
                     if (scenario.name, name) not in prepared:
                         scenario.prepare(registry, scratch)
@@ -117,16 +139,16 @@ def measure_rounds(
                 if measurement.note:
                     cell.notes.append(f"round {round_index + 1}: {measurement.note}")
                 log(
-                    f"[{round_index + 1}/{rounds}] {scenario.name:<22} {name:<12} "
+                    f"[{round_index + 1}/{rounds}] {scenario.name:<22} {name:<21} "
                     f"{measurement.value:10.1f} {scenario.unit}"
                     + (f"  ({measurement.note})" if measurement.note else "")
                 )
 
 
-def save_server_logs(registries: dict[str, Registry]) -> None:
+def save_server_logs(registries: dict[str, Registry], results_prefix: str = "") -> None:
     """Keep the end of each server log: the temp dir holding the full one is about to go."""
     for name, registry in registries.items():
-        (RESULTS_DIR / f"{name}.log").write_text(registry.log_tail(500) + "\n")
+        (RESULTS_DIR / f"{results_prefix}{name}.log").write_text(registry.log_tail(500) + "\n")
 
 
 def checkout_commit() -> str:
@@ -146,18 +168,23 @@ def raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    profile: Profile = QUICK_PROFILE if args.quick else DEFAULT_PROFILE
+    profile: Profile = (
+        QUICK_PROFILE if args.quick else S3_PROFILE if args.backend == "s3" else DEFAULT_PROFILE
+    )
     scenarios = [
         scenario
         for scenario in build_scenarios(profile)
         if args.only is None or scenario.name in args.only
     ]
     rows = {
-        scenario.name: Row(scenario.name, scenario.title, scenario.unit) for scenario in scenarios
+        scenario.name: Row(scenario.name, scenario.title, scenario.unit, args.columns)
+        for scenario in scenarios
     }
     # SIGTERM takes the Ctrl-C path, so the registries are stopped and the temp dir removed.
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     RESULTS_DIR.mkdir(exist_ok=True)
+    # Files of their own, so that an S3 run keeps a filesystem run's results, and back.
+    results_prefix = "s3-" if args.backend == "s3" else ""
     started = time.monotonic()
     interrupted = False
     registries: dict[str, Registry] = {}
@@ -166,16 +193,24 @@ def main(argv: list[str] | None = None) -> int:
         scratch = workdir / "scratch"
         scratch.mkdir()
         try:
+            services: Services | None = None
+            if args.backend == "s3":
+                # Entered first, so stopped last: after every registry that uses them.
+                try:
+                    services = stack.enter_context(s3_services(workdir))
+                except ServiceError as error:
+                    log(f"--backend s3 needs an S3 server and PostgreSQL: {error}")
+                    return 1
             for name in args.registries:
                 try:
-                    registries[name] = stack.enter_context(running(name, workdir / name))
+                    registries[name] = stack.enter_context(running(name, workdir / name, services))
                 except RegistryStartError as error:
                     log(f"{name} did not start, its column will read 'error':\n{error}")
                     for row in rows.values():
                         row.cells[name].errors.append(f"did not start: {error}")
             for registry in registries.values():
                 log(f"{registry.name}: {registry.version} at {registry.url}")
-            measure_rounds(scenarios, registries, rows, args.rounds, scratch)
+            measure_rounds(scenarios, registries, rows, args.rounds, scratch, results_prefix)
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted: stopping the registries and reporting what was measured")
@@ -183,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             # A second Ctrl-C must not cut the teardown short and leave a registry running.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            save_server_logs(registries)
+            save_server_logs(registries, results_prefix)
     table = markdown_table if args.markdown else text_table
     print(
         f"Median of {args.rounds} round(s){' (interrupted, partial)' if interrupted else ''}; "
@@ -195,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rounds": args.rounds,
         "quick": args.quick,
+        "backend": args.backend,
         "interrupted": interrupted,
         "seconds": round(time.monotonic() - started),
         "commit": checkout_commit(),
@@ -202,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "registries": {name: registry.version for name, registry in registries.items()},
         "profile": dataclasses.asdict(profile),
     }
-    write_json(RESULTS_DIR / "latest.json", list(rows.values()), run_info)
+    write_json(RESULTS_DIR / f"{results_prefix}latest.json", list(rows.values()), run_info)
     return 130 if interrupted else 0
 
 

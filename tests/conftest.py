@@ -14,6 +14,11 @@ from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.server.app import create_app
 
+# Session fixtures of the real services, shared by every suite, so that a run starts each at most
+# once: postgres_url (tests/postgres.py) and s3_server (tests/s3.py).
+from postgres import postgres_url  # noqa: F401
+from s3 import s3_server  # noqa: F401
+
 SettingsFactory = Callable[..., Settings]
 
 

@@ -1,19 +1,28 @@
-"""The `portside` command: serve, and the config checks an operator runs before a restart."""
+"""The `portside` command: serve, collect garbage, and the config checks an operator runs before a
+restart."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
+from portside.auth import htpasswd
+from portside.auth.htpasswd import Scheme
 from portside.config.loader import ConfigError, describe, load_settings, sample_config
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
+from portside.registry.gc import CollectionRunning, Collector, Summary
 from portside.server import logs
+from portside.server.collector import gc_policy
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
 
 log = logging.getLogger("portside")
@@ -69,8 +78,15 @@ def serve(
     upgrade(settings.metadata_url)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
     os.environ[JOURNALD_VARIABLE] = "1" if journald else "0"
+    if not settings.tls and not _is_loopback(settings.host) and settings.public_url is None:
+        log.warning(
+            "serving plain HTTP beyond loopback on %s: set tls_certificate and tls_key, or put "
+            "a TLS proxy in front and set public_url",
+            settings.listen,
+        )
     log.info(
-        "serving on http://%s with %d workers, %s storage at %s",
+        "serving on %s://%s with %d workers, %s storage at %s",
+        "https" if settings.tls else "http",
         settings.listen,
         settings.workers,
         settings.storage,
@@ -88,7 +104,112 @@ def serve(
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=30,
+        **_tls_options(settings),
     ).serve()
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """granian's TLS arguments: HTTPS, with HTTP/2 offered by ALPN (granian's `http` is auto),
+    from TLS 1.2 on as distribution does; with tls_client_ca, client certificates are required."""
+    from granian.constants import SSLProtocols
+
+    if not settings.tls:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_cert": settings.tls_certificate,
+        "ssl_key": settings.tls_key,
+        "ssl_protocol_min": SSLProtocols.tls12,
+    }
+    if settings.tls_client_ca is not None:
+        options |= {"ssl_ca": settings.tls_client_ca, "ssl_client_verify": True}
+    return options
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--grace-period",
+    help="gc_grace_period for this run: 90s, 30m, 1h, 2d or seconds (0: no grace).",
+)
+def gc(
+    config_file: str | None, flavor: str | None, dry_run: bool, grace_period: str | None
+) -> None:
+    """Collect garbage: untagged manifests (with gc_untagged: collect), blob links and blobs that
+    nothing references, abandoned uploads. Safe while the registry serves: pushes go on. Prints
+    what was, or would be, removed."""
+    from rich.console import Console
+
+    settings = _load(config_file, flavor, gc_grace_period=grace_period)
+    if settings.storage == "local" and not Path(settings.storage_path).is_dir():
+        raise click.ClickException(f"no registry at {settings.storage_path}: nothing to collect")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    upgrade(settings.metadata_url)
+    summary = asyncio.run(_collect(settings, dry_run, Console(stderr=True)))
+    Console().print(_summary_table(summary, dry_run))
+
+
+async def _collect(settings: Settings, dry_run: bool, console: Any) -> Summary:
+    from rich.progress import Progress
+
+    from portside.metadata.sql import SqlMetadataStore
+    from portside.server.app import STORAGE_DRIVERS
+
+    storage = STORAGE_DRIVERS[settings.storage](settings)
+    metadata = SqlMetadataStore(settings.metadata_url)
+    collector = Collector(storage, metadata, gc_policy(settings))
+    try:
+        with Progress(console=console, transient=True) as bar:
+            return await collector.collect(dry_run=dry_run, progress=_Bar(bar))
+    except CollectionRunning as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        await metadata.close()
+
+
+class _Bar:
+    """registry.gc's progress on a rich progress bar: one line a phase."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._task: Any = None
+        self._done = 0
+
+    def start(self, phase: str, total: int | None) -> None:
+        if self._task is not None:  # the last phase is over, whatever it expected
+            self._progress.update(self._task, total=self._done, completed=self._done)
+        self._task = self._progress.add_task(phase, total=total)
+        self._done = 0
+
+    def advance(self, steps: int = 1) -> None:
+        self._done += steps
+        self._progress.update(self._task, completed=self._done)
+
+
+def _summary_table(summary: Summary, dry_run: bool) -> Any:
+    from rich.filesize import decimal
+    from rich.table import Table
+
+    table = Table(title="garbage collection" + (" (dry run)" if dry_run else ""))
+    table.add_column("")
+    table.add_column("would remove" if dry_run else "removed", justify="right")
+    table.add_column("bytes", justify="right")
+    for what, count, size in summary.rows():
+        table.add_row(what, str(count), "" if size is None else f"{size:,}")
+    freed = summary.bytes_freed
+    verb = "would free" if dry_run else "freed"
+    table.caption = f"{verb} {freed:,} bytes ({decimal(freed)})"
+    return table
 
 
 @main.group()
@@ -108,3 +229,150 @@ def config_check(config_file: str | None, flavor: str | None) -> None:
 def config_sample() -> None:
     """Print the documented sample config."""
     sys.stdout.write(sample_config())
+
+
+# Users of the htpasswd file ---------------------------------------------------------------------
+
+htpasswd_option = click.option(
+    "--htpasswd",
+    "htpasswd_file",
+    type=click.Path(dir_okay=False),
+    help="The htpasswd file [default: auth.htpasswd.path of the config].",
+)
+
+
+def _htpasswd_path(htpasswd_file: str | None, config_file: str | None, flavor: str | None) -> Path:
+    if htpasswd_file:
+        return Path(htpasswd_file)
+    settings = _load(config_file, flavor)
+    if settings.auth is None or settings.auth.htpasswd is None:
+        raise click.ClickException("give --htpasswd FILE, or a config with auth.htpasswd.path")
+    return settings.auth.htpasswd.path
+
+
+def _read_password(from_stdin: bool) -> str:
+    """From the first line of stdin, or a hidden prompt asked twice; never from arguments,
+    which other users of the machine can read in the process list."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("empty password")
+    return password
+
+
+Handler = Callable[..., None]
+
+
+def _user_command(name: str, help_: str) -> Callable[[Handler], click.Command]:
+    """A `portside user` subcommand taking the htpasswd file by option or from the config."""
+
+    def decorate(function: Handler) -> click.Command:
+        for option in (flavor_option, config_option, htpasswd_option):
+            function = option(function)
+        return user.command(name, help=help_)(function)
+
+    return decorate
+
+
+def _with_password_options(function: Handler) -> Handler:
+    options = [
+        click.option(
+            "--password-stdin",
+            is_flag=True,
+            help="Read the password from the first line of standard input instead of a prompt.",
+        ),
+        click.option(
+            "--scheme",
+            type=click.Choice([scheme.value for scheme in Scheme]),
+            default=Scheme.BCRYPT.value,
+            show_default=True,
+            help="Hash, as htpasswd -B (bcrypt), -5, -2, -m, -s, -d, -p.",
+        ),
+        click.option(
+            "--rounds", type=click.IntRange(4, 999_999_999), help="bcrypt cost or SHA rounds."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.group()
+def user() -> None:
+    """Manage the users of the htpasswd file (no apache2-utils needed)."""
+
+
+@_user_command("add", "Add a user (its password is asked for, or read from stdin).")
+@click.argument("username")
+@_with_password_options
+@click.option("--replace", is_flag=True, help="Change the password of an existing user.")
+def user_add(
+    htpasswd_file: str | None,
+    config_file: str | None,
+    flavor: str | None,
+    username: str,
+    password_stdin: bool,
+    scheme: str,
+    rounds: int | None,
+    replace: bool,
+) -> None:
+    path = _htpasswd_path(htpasswd_file, config_file, flavor)
+    try:
+        htpasswd.check_username(username)
+        if not replace and username in htpasswd.list_users(path):
+            raise htpasswd.UserExists(f"user {username!r} exists (--replace changes its password)")
+        existed = htpasswd.add_user(
+            path,
+            username,
+            _read_password(password_stdin),
+            scheme=scheme,
+            rounds=rounds,
+            replace=replace,
+        )
+    except (htpasswd.InvalidUser, htpasswd.UserExists, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{'updated' if existed else 'added'} user {username} in {path}")
+
+
+@_user_command("passwd", "Change a user's password.")
+@click.argument("username")
+@_with_password_options
+def user_passwd(
+    htpasswd_file: str | None,
+    config_file: str | None,
+    flavor: str | None,
+    username: str,
+    password_stdin: bool,
+    scheme: str,
+    rounds: int | None,
+) -> None:
+    path = _htpasswd_path(htpasswd_file, config_file, flavor)
+    if username not in htpasswd.list_users(path):
+        raise click.ClickException(f"no user {username!r} in {path}")
+    try:
+        password = _read_password(password_stdin)
+        htpasswd.set_password(path, username, password, scheme=scheme, rounds=rounds)
+    except (htpasswd.InvalidUser, htpasswd.UserNotFound, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"changed the password of {username} in {path}")
+
+
+@_user_command("remove", "Remove a user.")
+@click.argument("username")
+def user_remove(
+    htpasswd_file: str | None, config_file: str | None, flavor: str | None, username: str
+) -> None:
+    path = _htpasswd_path(htpasswd_file, config_file, flavor)
+    try:
+        htpasswd.remove_user(path, username)
+    except htpasswd.UserNotFound:
+        raise click.ClickException(f"no user {username!r} in {path}") from None
+    click.echo(f"removed user {username} from {path}")
+
+
+@_user_command("list", "List the users, one a line.")
+def user_list(htpasswd_file: str | None, config_file: str | None, flavor: str | None) -> None:
+    for name in htpasswd.list_users(_htpasswd_path(htpasswd_file, config_file, flavor)):
+        click.echo(name)

@@ -10,18 +10,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
 
 from portside.metadata.base import (
+    BlobState,
     Conflict,
     Manifest,
     MetadataStore,
+    Missing,
     Reference,
     ReferenceKind,
+    RepositorySummary,
+    Reservation,
     Upload,
 )
 
@@ -52,6 +58,7 @@ def image(
     subject: str | None = None,
     artifact_type: str | None = None,
     media_type: str = IMAGE,
+    description: str | None = None,
 ) -> Manifest:
     return Manifest(
         repository=repository,
@@ -61,7 +68,42 @@ def image(
         artifact_type=artifact_type,
         subject=subject,
         annotations=json.dumps({"org.example.name": name}),
+        description=description,
     )
+
+
+def past() -> datetime:
+    """A cutoff before anything a test records: nothing is old enough to collect."""
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
+def future() -> datetime:
+    """A cutoff after anything a test records: everything is old enough to collect."""
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+async def reserve(store: MetadataStore, digest: str, size: int) -> str:
+    """A reservation of digest, as a writer takes one before it stores the bytes."""
+    token = uuid.uuid4().hex
+    assert await store.reserve_blob(digest, size, token) is not Reservation.BUSY
+    return token
+
+
+async def link(store: MetadataStore, repository: str, digest: str, size: int) -> None:
+    """A blob pushed to repository as the registry does it: reserved, then recorded."""
+    await store.link_blob(repository, digest, size, await reserve(store, digest, size))
+
+
+async def complete(store: MetadataStore, id: str, repository: str, digest: str, size: int) -> None:
+    await store.complete_upload(id, repository, digest, size, await reserve(store, digest, size))
+
+
+async def put(
+    store: MetadataStore, manifest: Manifest, references: Sequence[Reference], tag: str | None
+) -> None:
+    """A manifest pushed as the registry does it: its bytes reserved, then recorded."""
+    token = await reserve(store, manifest.digest, manifest.size)
+    await store.put_manifest(manifest, references, tag, token)
 
 
 Call = Callable[[], Coroutine[Any, Any, T]]
@@ -101,7 +143,7 @@ class MetadataStoreContract:
     async def test_linked_blob_is_readable_in_its_repository_only(
         self, store: MetadataStore
     ) -> None:
-        await store.link_blob("team/app", digest("layer"), 1234)
+        await link(store, "team/app", digest("layer"), 1234)
         assert await store.linked_blob_size("team/app", digest("layer")) == 1234
         assert await store.linked_blob_size("team/other", digest("layer")) is None
         assert await store.linked_blob_size("team/app", digest("absent")) is None
@@ -109,9 +151,9 @@ class MetadataStoreContract:
         assert await store.blob_size(digest("absent")) is None
 
     async def test_linking_twice_and_in_a_second_repository(self, store: MetadataStore) -> None:
-        await store.link_blob("a", digest("layer"), 10)
-        await store.link_blob("a", digest("layer"), 10)
-        await store.link_blob("b", digest("layer"), 10)
+        await link(store, "a", digest("layer"), 10)
+        await link(store, "a", digest("layer"), 10)
+        await link(store, "b", digest("layer"), 10)
         assert await store.linked_blob_size("a", digest("layer")) == 10
         assert await store.linked_blob_size("b", digest("layer")) == 10
         assert await store.blob_size(digest("layer")) == 10
@@ -120,31 +162,31 @@ class MetadataStoreContract:
         self, store: MetadataStore
     ) -> None:
         await store.create_upload("c" * 32, "team/app")
-        await store.complete_upload("c" * 32, "team/app", digest("layer"), 77)
+        await complete(store, "c" * 32, "team/app", digest("layer"), 77)
         assert await store.linked_blob_size("team/app", digest("layer")) == 77
         assert await store.get_upload("team/app", "c" * 32) is None
         # A session already gone (a concurrent closing request ended it) is no error.
-        await store.complete_upload("c" * 32, "team/other", digest("layer"), 77)
+        await complete(store, "c" * 32, "team/other", digest("layer"), 77)
         assert await store.linked_blob_size("team/other", digest("layer")) == 77
 
     async def test_unlink_blob(self, store: MetadataStore) -> None:
-        await store.link_blob("a", digest("layer"), 10)
-        await store.link_blob("b", digest("layer"), 10)
+        await link(store, "a", digest("layer"), 10)
+        await link(store, "b", digest("layer"), 10)
         assert await store.unlink_blob("a", digest("layer")) is True
         assert await store.linked_blob_size("a", digest("layer")) is None
         assert await store.linked_blob_size("b", digest("layer")) == 10
         assert await store.blob_size(digest("layer")) == 10
         assert await store.unlink_blob("a", digest("layer")) is False
         assert await store.unlink_blob("absent", digest("layer")) is False
-        await store.link_blob("a", digest("layer"), 10)
+        await link(store, "a", digest("layer"), 10)
         assert await store.linked_blob_size("a", digest("layer")) == 10
 
     async def test_repository_exists_once_something_is_linked(self, store: MetadataStore) -> None:
         assert await store.repository_exists("team/app") is False
         await store.create_upload("0" * 32, "team/app")
         assert await store.repository_exists("team/app") is False
-        await store.link_blob("team/app", digest("layer"), 1)
-        await store.put_manifest(image("team/other", "m"), [], "latest")
+        await link(store, "team/app", digest("layer"), 1)
+        await put(store, image("team/other", "m"), [], "latest")
         assert await store.repository_exists("team/app") is True
         assert await store.repository_exists("team/other") is True
         assert await store.repository_exists("team") is False
@@ -236,10 +278,10 @@ class MetadataStoreContract:
     ) -> None:
         stores = [store, other_store] * 4
 
-        def link(target: MetadataStore, repository: str) -> Call[None]:
-            return lambda: target.link_blob(repository, digest("base layer"), 77)
+        def push(target: MetadataStore, repository: str) -> Call[None]:
+            return lambda: link(target, repository, digest("base layer"), 77)
 
-        calls = [link(s, f"team/app{n % 4}") for n, s in enumerate(stores)]
+        calls = [push(s, f"team/app{n % 4}") for n, s in enumerate(stores)]
         _, errors = in_workers(calls)
         assert errors == []
         for n in range(4):
@@ -251,11 +293,11 @@ class MetadataStoreContract:
         manifest = image("team/app", "m")
         references = [blob("config"), blob("layer")]
         for reference in references:
-            await store.link_blob("team/app", reference.digest, 1)
+            await link(store, "team/app", reference.digest, 1)
         stores = [store, other_store] * 4
 
         def push(target: MetadataStore) -> Call[None]:
-            return lambda: target.put_manifest(manifest, references, "latest")
+            return lambda: put(target, manifest, references, "latest")
 
         done, errors = in_workers([push(s) for s in stores])
         # A push that lost the race may be told Conflict (the registry then tries again), but
@@ -268,16 +310,16 @@ class MetadataStoreContract:
     # manifests and tags
 
     async def test_put_manifest_then_get_by_tag_and_by_digest(self, store: MetadataStore) -> None:
-        await store.link_blob("team/app", digest("config"), 10)
+        await link(store, "team/app", digest("config"), 10)
         manifest = image("team/app", "m", artifact_type=SBOM)
-        await store.put_manifest(manifest, [blob("config")], "latest")
+        await put(store, manifest, [blob("config")], "latest")
         assert await store.get_manifest("team/app", "latest") == manifest
         assert await store.get_manifest("team/app", manifest.digest) == manifest
         assert await store.linked_blob_size("team/app", manifest.digest) == manifest.size
         assert await store.blob_size(manifest.digest) == manifest.size
 
     async def test_get_manifest_misses(self, store: MetadataStore) -> None:
-        await store.put_manifest(image("team/app", "m"), [], "latest")
+        await put(store, image("team/app", "m"), [], "latest")
         assert await store.get_manifest("team/app", "other") is None
         assert await store.get_manifest("team/app", digest("other")) is None
         assert await store.get_manifest("team/other", "latest") is None
@@ -285,36 +327,36 @@ class MetadataStoreContract:
 
     async def test_manifest_without_a_tag(self, store: MetadataStore) -> None:
         manifest = image("team/app", "m")
-        await store.put_manifest(manifest, [], None)
+        await put(store, manifest, [], None)
         assert await store.get_manifest("team/app", manifest.digest) == manifest
         assert await store.list_tags("team/app", None, None) == []
         assert await store.list_repositories(None, None) == ["team/app"]
 
     async def test_retagging_moves_the_tag(self, store: MetadataStore) -> None:
         first, second = image("team/app", "first"), image("team/app", "second")
-        await store.put_manifest(first, [], "latest")
-        await store.put_manifest(second, [], "latest")
+        await put(store, first, [], "latest")
+        await put(store, second, [], "latest")
         assert await store.get_manifest("team/app", "latest") == second
         assert await store.get_manifest("team/app", first.digest) == first
         assert await store.list_tags("team/app", None, None) == ["latest"]
-        await store.put_manifest(first, [], "latest")
+        await put(store, first, [], "latest")
         assert await store.get_manifest("team/app", "latest") == first
 
     async def test_same_manifest_put_twice_is_fine(self, store: MetadataStore) -> None:
-        await store.link_blob("team/app", digest("layer"), 1)
+        await link(store, "team/app", digest("layer"), 1)
         manifest = image("team/app", "m")
-        await store.put_manifest(manifest, [blob("layer")], "latest")
-        await store.put_manifest(manifest, [blob("layer")], "latest")
-        await store.put_manifest(manifest, [blob("layer"), blob("layer")], "stable")
-        await store.put_manifest(manifest, [blob("layer")], None)
+        await put(store, manifest, [blob("layer")], "latest")
+        await put(store, manifest, [blob("layer")], "latest")
+        await put(store, manifest, [blob("layer"), blob("layer")], "stable")
+        await put(store, manifest, [blob("layer")], None)
         assert await store.get_manifest("team/app", "latest") == manifest
         assert await store.get_manifest("team/app", "stable") == manifest
         assert await store.list_tags("team/app", None, None) == ["latest", "stable"]
 
     async def test_same_manifest_in_two_repositories(self, store: MetadataStore) -> None:
         one, two = image("team/one", "m"), image("team/two", "m")
-        await store.put_manifest(one, [], "latest")
-        await store.put_manifest(two, [], "stable")
+        await put(store, one, [], "latest")
+        await put(store, two, [], "stable")
         assert await store.get_manifest("team/one", "latest") == one
         assert await store.get_manifest("team/two", "stable") == two
         assert await store.get_manifest("team/one", "stable") is None
@@ -322,11 +364,11 @@ class MetadataStoreContract:
         assert await store.get_manifest("team/two", two.digest) == two
 
     async def test_missing_references(self, store: MetadataStore) -> None:
-        await store.link_blob("team/app", digest("config"), 10)
-        await store.link_blob("team/app", digest("layer"), 10)
-        await store.link_blob("team/other", digest("foreign layer"), 10)
-        await store.put_manifest(image("team/app", "amd64"), [blob("config")], None)
-        await store.put_manifest(image("team/other", "arm64"), [], None)
+        await link(store, "team/app", digest("config"), 10)
+        await link(store, "team/app", digest("layer"), 10)
+        await link(store, "team/other", digest("foreign layer"), 10)
+        await put(store, image("team/app", "amd64"), [blob("config")], None)
+        await put(store, image("team/other", "arm64"), [], None)
         references = [
             blob("config"),
             blob("layer"),
@@ -347,15 +389,15 @@ class MetadataStoreContract:
     async def test_blob_linked_only_as_a_blob_is_no_child_manifest(
         self, store: MetadataStore
     ) -> None:
-        await store.link_blob("team/app", digest("not a manifest"), 10)
+        await link(store, "team/app", digest("not a manifest"), 10)
         missing = await store.missing_references("team/app", [child("not a manifest")])
         assert missing == [digest("not a manifest")]
 
     async def test_delete_manifest_removes_its_tags(self, store: MetadataStore) -> None:
         first, second = image("team/app", "first"), image("team/app", "second")
-        await store.put_manifest(first, [], "latest")
-        await store.put_manifest(first, [], "1.0")
-        await store.put_manifest(second, [], "2.0")
+        await put(store, first, [], "latest")
+        await put(store, first, [], "1.0")
+        await put(store, second, [], "2.0")
         assert await store.delete_manifest("team/app", first.digest) is True
         assert await store.get_manifest("team/app", first.digest) is None
         assert await store.get_manifest("team/app", "latest") is None
@@ -366,17 +408,17 @@ class MetadataStoreContract:
         assert await store.delete_manifest("absent", first.digest) is False
 
     async def test_deleted_manifest_can_be_pushed_again(self, store: MetadataStore) -> None:
-        await store.link_blob("team/app", digest("layer"), 1)
+        await link(store, "team/app", digest("layer"), 1)
         manifest = image("team/app", "m")
-        await store.put_manifest(manifest, [blob("layer")], "latest")
+        await put(store, manifest, [blob("layer")], "latest")
         await store.delete_manifest("team/app", manifest.digest)
-        await store.put_manifest(manifest, [blob("layer")], "latest")
+        await put(store, manifest, [blob("layer")], "latest")
         assert await store.get_manifest("team/app", "latest") == manifest
 
     async def test_delete_tag(self, store: MetadataStore) -> None:
         manifest = image("team/app", "m")
-        await store.put_manifest(manifest, [], "latest")
-        await store.put_manifest(manifest, [], "stable")
+        await put(store, manifest, [], "latest")
+        await put(store, manifest, [], "stable")
         assert await store.delete_tag("team/app", "latest") is True
         assert await store.get_manifest("team/app", "latest") is None
         assert await store.get_manifest("team/app", "stable") == manifest
@@ -387,8 +429,8 @@ class MetadataStoreContract:
     async def test_list_tags_in_lexical_order_with_paging(self, store: MetadataStore) -> None:
         names = ["latest", "1.0", "1.10", "1.9", "V2", "v2", "_x", "a-b", "a.b", "a_b", "ab", "A"]
         for name in names:
-            await store.put_manifest(image("team/app", name), [], name)
-        await store.put_manifest(image("team/other", "x"), [], "other")
+            await put(store, image("team/app", name), [], name)
+        await put(store, image("team/other", "x"), [], "other")
         expected = sorted(names)  # code point order, as distribution's sort.Strings
         assert await store.list_tags("team/app", None, None) == expected
         assert await store.list_tags("team/app", 3, None) == expected[:3]
@@ -410,10 +452,10 @@ class MetadataStoreContract:
     ) -> None:
         names = ["a", "a-b", "a.b", "a0/x", "a_b/x", "a/b", "a/b/c", "ab", "z9", "team/app"]
         for name in names:
-            await store.put_manifest(image(name, "m"), [], "latest")
-        await store.link_blob("blob/only", digest("layer"), 1)
+            await put(store, image(name, "m"), [], "latest")
+        await link(store, "blob/only", digest("layer"), 1)
         await store.create_upload("a" * 32, "upload/only")
-        await store.put_manifest(image("deleted", "m"), [], "latest")
+        await put(store, image("deleted", "m"), [], "latest")
         await store.delete_manifest("deleted", digest("m"))
         expected = sorted(names)
         assert await store.list_repositories(None, None) == expected
@@ -429,9 +471,9 @@ class MetadataStoreContract:
         untyped = image("team/app", "untyped", subject=subject.digest)
         elsewhere = image("team/other", "sig", subject=subject.digest, artifact_type=SIGNATURE)
         unrelated = image("team/app", "unrelated", artifact_type=SIGNATURE)
-        await store.put_manifest(subject, [], "latest")
+        await put(store, subject, [], "latest")
         for manifest in (signature, sbom, untyped, elsewhere, unrelated):
-            await store.put_manifest(manifest, [], None)
+            await put(store, manifest, [], None)
 
         found = await store.list_referrers("team/app", subject.digest, None)
         assert sorted(found, key=lambda m: m.digest) == sorted(
@@ -448,14 +490,456 @@ class MetadataStoreContract:
 
     async def test_referrers_need_no_subject_manifest(self, store: MetadataStore) -> None:
         signature = image("team/app", "sig", subject=digest("absent"), artifact_type=SIGNATURE)
-        await store.put_manifest(signature, [], None)
+        await put(store, signature, [], None)
         assert await store.list_referrers("team/app", digest("absent"), None) == [signature]
 
     async def test_index_with_child_manifests(self, store: MetadataStore) -> None:
-        await store.put_manifest(image("team/app", "amd64"), [], None)
-        await store.put_manifest(image("team/app", "arm64"), [], None)
+        await put(store, image("team/app", "amd64"), [], None)
+        await put(store, image("team/app", "arm64"), [], None)
         index = image("team/app", "index", media_type=INDEX)
         references = [child("amd64"), child("arm64")]
         assert await store.missing_references("team/app", references) == []
-        await store.put_manifest(index, references, "latest")
+        await put(store, index, references, "latest")
         assert await store.get_manifest("team/app", "latest") == index
+
+    # search
+
+    async def test_manifest_description_is_stored(self, store: MetadataStore) -> None:
+        manifest = image("team/app", "m", description="A web server")
+        await put(store, manifest, [], "latest")
+        found = await store.get_manifest("team/app", "latest")
+        assert found is not None
+        assert found.description == "A web server"
+
+    async def test_search_matches_name_or_description_ignoring_case(
+        self, store: MetadataStore
+    ) -> None:
+        await put(store, image("library/nginx", "a", description="Web Server"), [], "1")
+        await put(store, image("team/apache", "b", description="HTTP server"), [], "1")
+        await put(store, image("team/postgres", "c", description="A database"), [], "1")
+        await put(store, image("team/tools", "d"), [], "1")
+
+        async def names(query: str) -> list[str]:
+            total, found = await store.search_repositories(query, 0, 100)
+            assert total == len(found)
+            return [summary.name for summary in found]
+
+        assert await names("server") == ["library/nginx", "team/apache"]
+        assert await names("SERVER") == ["library/nginx", "team/apache"]
+        assert await names("team/") == ["team/apache", "team/postgres", "team/tools"]
+        assert await names("TEAM/P") == ["team/postgres"]
+        assert await names("a database") == ["team/postgres"]
+        assert await names("nothing like it") == []
+        assert await names("") == ["library/nginx", "team/apache", "team/postgres", "team/tools"]
+        total, found = await store.search_repositories("nginx", 0, 10)
+        assert (total, found) == (1, [RepositorySummary("library/nginx", "Web Server")])
+        _, [tools] = await store.search_repositories("tools", 0, 10)
+        assert tools == RepositorySummary("team/tools", None)
+
+    async def test_search_takes_wildcards_literally(self, store: MetadataStore) -> None:
+        await put(store, image("a_b", "1", description="100% pure"), [], "1")
+        await put(store, image("axb", "2", description="1000 pure"), [], "1")
+        await put(store, image("a/b", "3", description="back\\slash"), [], "1")
+        for query, expected in [
+            ("a_b", ["a_b"]),
+            ("_", ["a_b"]),
+            ("0%", ["a_b"]),
+            ("%", ["a_b"]),
+            ("a/b", ["a/b"]),
+            ("/", ["a/b"]),
+            ("\\", ["a/b"]),
+            ("a\x00", []),
+        ]:
+            _, found = await store.search_repositories(query, 0, 10)
+            assert [summary.name for summary in found] == expected, query
+
+    async def test_search_lists_only_repositories_holding_a_manifest(
+        self, store: MetadataStore
+    ) -> None:
+        await put(store, image("team/app", "m"), [], "latest")
+        await link(store, "team/blob-only", digest("layer"), 1)
+        await store.create_upload("a" * 32, "team/upload-only")
+        await put(store, image("team/deleted", "m", description="gone"), [], "latest")
+        await store.delete_manifest("team/deleted", digest("m"))
+        assert await store.search_repositories("", 0, 10) == (
+            1,
+            [RepositorySummary("team/app", None)],
+        )
+        assert await store.search_repositories("gone", 0, 10) == (0, [])
+
+    async def test_search_pages_in_lexical_order_with_the_total(self, store: MetadataStore) -> None:
+        names = ["a", "a-b", "a.b", "a0/x", "a_b/x", "a/b", "a/b/c", "ab", "z9", "B", "_"]
+        for name in names:
+            await put(store, image(name, "m"), [], "latest")
+        expected = sorted(names)
+        pages: list[str] = []
+        for offset in range(0, len(names), 4):
+            total, found = await store.search_repositories("", offset, 4)
+            assert total == len(names)
+            pages += [summary.name for summary in found]
+        assert pages == expected
+        assert await store.search_repositories("", len(names), 4) == (len(names), [])
+        assert await store.search_repositories("", 1000, 4) == (len(names), [])
+        total, found = await store.search_repositories("a", 2, 3)
+        matching = [name for name in expected if "a" in name.lower()]
+        assert total == len(matching)
+        assert [summary.name for summary in found] == matching[2:5]
+
+    async def test_search_description_is_the_newest_manifests(self, store: MetadataStore) -> None:
+        """Newest is the latest pushed (created_at) manifest that has a description; pointing a
+        tag at an older manifest does not change it."""
+        first = image("team/app", "first", description="first")
+        await put(store, first, [], "latest")
+        await put(store, image("team/app", "second", description="second"), [], "latest")
+        await put(store, image("team/app", "undescribed"), [], "latest")
+        assert await store.search_repositories("", 0, 10) == (
+            1,
+            [RepositorySummary("team/app", "second")],
+        )
+        await put(store, first, [], "latest")  # pushed again: the record is the same
+        assert await store.search_repositories("first", 0, 10) == (0, [])
+        _, [summary] = await store.search_repositories("", 0, 10)
+        assert summary.description == "second"
+        await store.delete_manifest("team/app", digest("second"))
+        _, [summary] = await store.search_repositories("", 0, 10)
+        assert summary.description == "first"
+        assert await store.search_repositories("second", 0, 10) == (0, [])
+
+    async def test_search_with_a_visible_predicate_counts_and_pages_what_it_shows(
+        self, store: MetadataStore
+    ) -> None:
+        names = [f"{team}/app{n}" for n in range(5) for team in ("public", "secret")]
+        for name in names:
+            await put(store, image(name, "m", description=f"about {name}"), [], "1")
+        public = sorted(name for name in names if name.startswith("public/"))
+
+        def visible(name: str) -> bool:
+            return name.startswith("public/")
+
+        total, found = await store.search_repositories("", 0, 2, visible)
+        assert total == 5
+        assert found == [RepositorySummary(name, f"about {name}") for name in public[:2]]
+        total, found = await store.search_repositories("", 4, 2, visible)
+        assert (total, [summary.name for summary in found]) == (5, public[4:])
+        total, found = await store.search_repositories("app3", 0, 10, visible)
+        assert (total, [summary.name for summary in found]) == (1, ["public/app3"])
+        assert await store.search_repositories("secret", 0, 10, visible) == (0, [])
+        assert await store.search_repositories("", 0, 10, lambda name: False) == (0, [])
+
+    # reservations: how a writer stores bytes that no collector can take away
+
+    async def test_a_reserved_blob_is_stored_once_recorded(self, store: MetadataStore) -> None:
+        token = uuid.uuid4().hex
+        assert await store.reserve_blob(digest("layer"), 10, token) is Reservation.ABSENT
+        assert await store.blob_size(digest("layer")) is None  # not stored until recorded
+        await store.link_blob("team/app", digest("layer"), 10, token)
+        assert await store.blob_size(digest("layer")) == 10
+        assert await store.linked_blob_size("team/app", digest("layer")) == 10
+        again = uuid.uuid4().hex
+        assert await store.reserve_blob(digest("layer"), 10, again) is Reservation.STORED
+        await store.release_blob(again)
+        await store.release_blob(again)  # ended already: no error
+
+    async def test_recording_needs_a_live_reservation(self, store: MetadataStore) -> None:
+        token = await reserve(store, digest("layer"), 10)
+        await store.release_blob(token)
+        with pytest.raises(Conflict):
+            await store.link_blob("team/app", digest("layer"), 10, token)
+        with pytest.raises(Conflict):
+            await store.complete_upload("c" * 32, "team/app", digest("layer"), 10, token)
+        manifest = image("team/app", "m")
+        with pytest.raises(Conflict):
+            await store.put_manifest(manifest, [], "latest", token)
+        assert await store.linked_blob_size("team/app", digest("layer")) is None
+        assert await store.get_manifest("team/app", "latest") is None
+
+    async def test_a_reservation_records_one_blob_once(self, store: MetadataStore) -> None:
+        token = await reserve(store, digest("layer"), 10)
+        with pytest.raises(Conflict):
+            await store.link_blob("team/app", digest("other"), 10, token)
+        await store.link_blob("team/app", digest("layer"), 10, token)
+        with pytest.raises(Conflict):
+            await store.link_blob("team/other", digest("layer"), 10, token)
+
+    async def test_mount_links_a_stored_blob_the_source_can_read(
+        self, store: MetadataStore
+    ) -> None:
+        await link(store, "team/app", digest("layer"), 10)
+        assert await store.mount_blob("team/copy", digest("layer"), "team/app") == 10
+        assert await store.linked_blob_size("team/copy", digest("layer")) == 10
+        assert await store.mount_blob("team/none", digest("layer"), "team/absent") is None
+        assert await store.mount_blob("team/none", digest("other"), "team/app") is None
+        await reserve(store, digest("pending"), 5)  # reserved, never recorded
+        assert await store.mount_blob("team/none", digest("pending"), "team/app") is None
+        assert await store.repository_exists("team/none") is False
+
+    async def test_put_manifest_with_a_missing_reference_stores_nothing(
+        self, store: MetadataStore
+    ) -> None:
+        await link(store, "team/app", digest("config"), 10)
+        await put(store, image("team/app", "child"), [], None)
+        manifest = image("team/app", "m", media_type=INDEX)
+        token = await reserve(store, manifest.digest, manifest.size)
+        references = [blob("config"), blob("layer"), child("child"), child("absent")]
+        with pytest.raises(Missing) as missing:
+            await store.put_manifest(manifest, references, "latest", token)
+        assert sorted(missing.value.digests) == sorted([digest("layer"), digest("absent")])
+        assert await store.get_manifest("team/app", "latest") is None
+        assert await store.blob_size(manifest.digest) is None
+        await link(store, "team/app", digest("layer"), 10)
+        await put(store, image("team/app", "absent"), [], None)
+        await store.put_manifest(manifest, references, "latest", token)  # the token still holds
+        assert await store.get_manifest("team/app", "latest") == manifest
+
+    # garbage collection
+
+    async def test_gc_snapshot_reads_the_whole_graph(self, store: MetadataStore) -> None:
+        await link(store, "team/app", digest("layer"), 10)
+        subject = image("team/app", "subject")
+        await put(store, subject, [blob("layer")], "latest")
+        await put(store, image("team/app", "sig", subject=subject.digest), [], None)
+        await store.create_upload("a" * 32, "team/app")
+        pending = await reserve(store, digest("pending"), 3)
+        snapshot = await store.gc_snapshot()
+        assert {(m.repository, m.digest, m.subject) for m in snapshot.manifests} == {
+            ("team/app", subject.digest, None),
+            ("team/app", digest("sig"), subject.digest),
+        }
+        assert [(t.repository, t.name, t.digest) for t in snapshot.tags] == [
+            ("team/app", "latest", subject.digest)
+        ]
+        assert [(r.repository, r.manifest, r.digest, r.kind) for r in snapshot.references] == [
+            ("team/app", subject.digest, digest("layer"), ReferenceKind.BLOB)
+        ]
+        assert {link.digest for link in snapshot.links} == {
+            digest("layer"),
+            subject.digest,
+            digest("sig"),
+        }
+        states = {b.digest: (b.size, b.state) for b in snapshot.blobs}
+        assert states[digest("layer")] == (10, BlobState.STORED)
+        assert states[digest("pending")] == (3, BlobState.PENDING)
+        assert [r.digest for r in snapshot.reservations] == [digest("pending")]
+        assert [u.id for u in snapshot.uploads] == ["a" * 32]
+        assert all(m.created_at.tzinfo is not None for m in snapshot.manifests)
+        await store.release_blob(pending)
+
+    async def test_delete_manifests_deletes_only_what_nothing_needs(
+        self, store: MetadataStore
+    ) -> None:
+        for name in ("tagged", "child", "orphan", "loose", "subject", "old index child"):
+            await put(store, image("team/app", name), [], None)
+        await put(store, image("team/app", "tagged"), [], "latest")
+        await put(store, image("team/app", "index", media_type=INDEX), [child("child")], "1.0")
+        referrer = image("team/app", "referrer", subject=digest("tagged"))
+        await put(store, referrer, [], None)
+        orphan_referrer = image("team/app", "orphan referrer", subject=digest("loose"))
+        await put(store, orphan_referrer, [], None)
+        old_index = image("team/app", "old index", media_type=INDEX)
+        await put(store, old_index, [child("old index child")], None)
+        candidates = {
+            digest(name)
+            for name in (
+                "tagged",
+                "child",
+                "orphan",
+                "loose",
+                "referrer",
+                "orphan referrer",
+                "old index",
+                "old index child",
+            )
+        }
+        assert await store.delete_manifests("team/app", candidates, past(), True) == []
+        deleted = await store.delete_manifests("team/app", candidates, future(), True)
+        assert deleted == sorted(
+            digest(name)
+            for name in ("orphan", "loose", "orphan referrer", "old index", "old index child")
+        )
+        for name in ("orphan", "old index", "old index child"):
+            assert await store.get_manifest("team/app", digest(name)) is None
+            assert await store.linked_blob_size("team/app", digest(name)) is None
+        for name in ("tagged", "child", "index", "referrer"):
+            assert await store.get_manifest("team/app", digest(name)) is not None
+        assert await store.delete_manifests("team/app", [digest("referrer")], future(), False) == [
+            digest("referrer")
+        ]
+        assert await store.delete_manifests("absent", candidates, future(), True) == []
+        assert await store.delete_dangling_tags("team/app") == []
+        assert await store.list_tags("team/app", None, None) == ["1.0", "latest"]
+
+    async def test_delete_manifests_drops_their_references(self, store: MetadataStore) -> None:
+        await link(store, "team/app", digest("layer"), 10)
+        await put(store, image("team/app", "m"), [blob("layer")], None)
+        assert await store.delete_links("team/app", [digest("layer")], future()) == []
+        await store.delete_manifests("team/app", [digest("m")], future(), True)
+        assert await store.delete_links("team/app", [digest("layer")], future()) == [
+            digest("layer")
+        ]
+        assert await store.linked_blob_size("team/app", digest("layer")) is None
+
+    async def test_delete_links_keeps_what_a_manifest_needs(self, store: MetadataStore) -> None:
+        for name in ("config", "loose", "young"):
+            await link(store, "team/app", digest(name), 10)
+        await link(store, "team/other", digest("loose"), 10)
+        await put(store, image("team/app", "m"), [blob("config")], None)
+        wanted = [digest(name) for name in ("config", "loose", "m", "absent")]
+        assert await store.delete_links("team/app", wanted, past()) == []
+        assert await store.delete_links("team/app", wanted, future()) == [digest("loose")]
+        assert await store.linked_blob_size("team/app", digest("loose")) is None
+        assert await store.linked_blob_size("team/other", digest("loose")) == 10
+        assert await store.linked_blob_size("team/app", digest("young")) == 10
+        assert await store.delete_links("absent", wanted, future()) == []
+
+    async def test_mark_blobs_marks_only_blobs_nothing_uses(self, store: MetadataStore) -> None:
+        for name in ("linked", "referenced", "reserved", "garbage"):
+            await link(store, "team/app", digest(name), len(name))
+        await put(store, image("team/app", "m"), [blob("referenced")], None)
+        for name in ("referenced", "reserved", "garbage"):
+            await store.unlink_blob("team/app", digest(name))
+        holding = await reserve(store, digest("reserved"), 8)
+        names = ("linked", "referenced", "reserved", "garbage", "absent")
+        wanted = [digest(name) for name in names]
+        assert await store.mark_blobs(wanted, past(), "gc-1") == {}
+        assert await store.mark_blobs(wanted, future(), "gc-1") == {digest("garbage"): 7}
+        # Marked: no writer may reserve it, nor may another collector mark it (its mark is fresh).
+        assert await store.reserve_blob(digest("garbage"), 7, "w") is Reservation.BUSY
+        assert await store.mark_blobs(wanted, future(), "gc-2") == {}
+        assert await store.blob_size(digest("garbage")) is None
+        await store.forget_blobs([digest("garbage")], "gc-2")  # not its mark
+        assert digest("garbage") in {b.digest for b in (await store.gc_snapshot()).blobs}
+        await store.forget_blobs([digest("garbage")], "gc-1")
+        assert digest("garbage") not in {b.digest for b in (await store.gc_snapshot()).blobs}
+        assert await store.reserve_blob(digest("garbage"), 7, "w") is Reservation.ABSENT
+        await store.release_blob("w")
+        await store.release_blob(holding)
+        assert await store.mark_blobs(wanted, future(), "gc-3") == {
+            digest("reserved"): 8,
+            digest("garbage"): 7,
+        }
+
+    async def test_pending_blobs_without_a_reservation_are_garbage(
+        self, store: MetadataStore
+    ) -> None:
+        token = await reserve(store, digest("crashed"), 5)
+        assert await store.mark_blobs([digest("crashed")], future(), "gc") == {}
+        assert await store.drop_reservations(past()) == 0
+        assert await store.drop_reservations(future()) == 1
+        assert await store.mark_blobs([digest("crashed")], future(), "gc") == {digest("crashed"): 5}
+        with pytest.raises(Conflict):
+            await store.link_blob("team/app", digest("crashed"), 5, token)
+
+    async def test_claim_orphans_claims_only_bytes_without_a_record(
+        self, store: MetadataStore
+    ) -> None:
+        await link(store, "team/app", digest("recorded"), 10)
+        await reserve(store, digest("pending"), 10)
+        sizes = {digest("recorded"): 10, digest("pending"): 10, digest("orphan"): 4}
+        assert await store.claim_orphans(sizes, "gc") == [digest("orphan")]
+        assert await store.claim_orphans(sizes, "gc") == []
+        assert await store.reserve_blob(digest("orphan"), 4, "w") is Reservation.BUSY
+        await store.forget_blobs([digest("orphan")], "gc")
+        assert await store.reserve_blob(digest("orphan"), 4, "w") is Reservation.ABSENT
+
+    async def test_expire_uploads_deletes_only_sessions_idle_since_then(
+        self, store: MetadataStore
+    ) -> None:
+        await store.create_upload("a" * 32, "team/app")
+        await store.create_upload("b" * 32, "team/app")
+        ids = ["a" * 32, "b" * 32, "c" * 32]
+        assert await store.expire_uploads(ids, past()) == []
+        assert await store.expire_uploads(["a" * 32, "c" * 32], future()) == ["a" * 32]
+        assert await store.get_upload("team/app", "a" * 32) is None
+        assert await store.get_upload("team/app", "b" * 32) is not None
+
+    async def test_leases(self, store: MetadataStore, other_store: MetadataStore) -> None:
+        minute = timedelta(minutes=1)
+        lease = await store.acquire_lease("gc", "one", minute)
+        assert (lease.name, lease.holder) == ("gc", "one")
+        assert (await other_store.acquire_lease("gc", "two", minute)).holder == "one"
+        renewed = await store.acquire_lease("gc", "one", 2 * minute)
+        assert renewed.holder == "one"
+        assert renewed.expires_at > lease.expires_at
+        await other_store.release_lease("gc", "two")  # not its lease: no effect
+        assert (await other_store.acquire_lease("gc", "two", minute)).holder == "one"
+        await store.release_lease("gc", "one")
+        assert (await other_store.acquire_lease("gc", "two", timedelta(0))).holder == "two"
+        assert (await store.acquire_lease("gc", "one", minute)).holder == "one"  # expired
+        assert (await store.acquire_lease("other", "two", minute)).holder == "two"
+
+    # garbage collection racing writers, as other worker processes or instances would
+
+    async def test_workers_reserving_a_blob_while_a_collector_marks_it(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        for round_ in range(6):
+            name = f"layer {round_}"
+            await link(store, "team/app", digest(name), 10)
+            await store.unlink_blob("team/app", digest(name))
+
+            def writer(target: MetadataStore, token: str, name: str = name) -> Call[Reservation]:
+                return lambda: target.reserve_blob(digest(name), 10, token)
+
+            def collector(token: str, name: str = name) -> Call[dict[str, int]]:
+                return lambda: other_store.mark_blobs([digest(name)], future(), token)
+
+            calls: list[Call[Any]] = [writer(store, f"w{round_}-{n}") for n in range(4)]
+            calls.insert(round_ % 5, collector(f"gc{round_}"))
+            done, errors = in_workers(calls)
+            assert errors == []
+            [marked] = [outcome for outcome in done if isinstance(outcome, dict)]
+            reservations = [outcome for outcome in done if isinstance(outcome, Reservation)]
+            if marked:  # the collector won: no writer holds a reservation on its blob
+                assert set(reservations) <= {Reservation.BUSY}
+            else:  # a writer won: the blob stays, and the writers may store over it
+                assert Reservation.BUSY not in reservations
+
+    async def test_workers_pushing_a_manifest_while_a_collector_unlinks_its_layer(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        for round_ in range(6):
+            layer = digest(f"layer {round_}")
+            await link(store, "team/app", layer, 10)
+            manifest = image("team/app", f"m {round_}")
+            token = await reserve(store, manifest.digest, manifest.size)
+            references = [Reference(layer, ReferenceKind.BLOB)]
+
+            def push(manifest: Manifest, references: list[Reference], token: str) -> Call[None]:
+                return lambda: store.put_manifest(manifest, references, "latest", token)
+
+            def collector(layer: str) -> Call[list[str]]:
+                return lambda: other_store.delete_links("team/app", [layer], future())
+
+            calls: list[Call[Any]] = [push(manifest, references, token), collector(layer)]
+            _, errors = in_workers(calls if round_ % 2 else calls[::-1])
+            assert all(isinstance(error, Missing) for error in errors), errors
+            if errors:  # the collector won: the push stored nothing
+                assert await store.get_manifest("team/app", manifest.digest) is None
+                assert await store.linked_blob_size("team/app", layer) is None
+            else:  # the push won: its layer stays linked
+                assert await store.get_manifest("team/app", "latest") == manifest
+                assert await store.linked_blob_size("team/app", layer) == 10
+
+    async def test_workers_tagging_a_manifest_while_a_collector_deletes_it(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        for round_ in range(6):
+            manifest = image("team/app", f"m {round_}")
+            await put(store, manifest, [], None)
+            token = await reserve(store, manifest.digest, manifest.size)
+
+            def tag(manifest: Manifest, tag: str, token: str) -> Call[None]:
+                return lambda: store.put_manifest(manifest, [], tag, token)
+
+            def collector(digest: str) -> Call[list[str]]:
+                return lambda: other_store.delete_manifests("team/app", [digest], future(), True)
+
+            calls: list[Call[Any]] = [
+                tag(manifest, f"v{round_}", token),
+                collector(manifest.digest),
+            ]
+            _, errors = in_workers(calls if round_ % 2 else calls[::-1])
+            assert errors == []
+            # Whoever won, the tag names a manifest, and the manifest's bytes stay linked.
+            assert await store.get_manifest("team/app", f"v{round_}") == manifest
+            assert await store.linked_blob_size("team/app", manifest.digest) == manifest.size

@@ -116,6 +116,13 @@ async def test_local_path_is_the_file(store: FilesystemBlobStore) -> None:
     assert store.local_path("moved/here").read_bytes() == b"contents"
 
 
+async def test_no_redirect_url_since_the_server_sends_the_file(
+    store: FilesystemBlobStore,
+) -> None:
+    await store.put("blobs/one", b"x")
+    assert store.redirect_url("blobs/one", 60) is None
+
+
 async def test_delete_leaves_no_empty_folders(store: FilesystemBlobStore) -> None:
     await store.put("a/b/c/object", b"x")
     await store.delete("a/b/c/object")

@@ -37,24 +37,39 @@ def run(
     return result
 
 
-def _registries_conf(host: str) -> str:
+def _registries_conf(host: str, insecure: bool = True) -> str:
     return (
-        f'unqualified-search-registries = []\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+        f'unqualified-search-registries = []\n[[registry]]\nlocation = "{host}"\n'
+        f"insecure = {'true' if insecure else 'false'}\n"
     )
 
 
-class Skopeo:
-    """skopeo with a trust policy, registries.conf and temp folder of its own."""
+def _tls_options(cert_dir: Path | None, prefix: str = "") -> list[str]:
+    if cert_dir is None:
+        return [f"--{prefix}tls-verify=false"]
+    return [f"--{prefix}tls-verify=true", f"--{prefix}cert-dir", str(cert_dir)]
 
-    def __init__(self, base: Path, registry_host: str) -> None:
+
+class Skopeo:
+    """skopeo with a trust policy, registries.conf, auth file and temp folder of its own.
+
+    The registry is plain HTTP, unless `cert_dir` is given: a folder holding the CA that the
+    registry's certificate chains to, as `ca.crt`; then TLS is verified with it."""
+
+    def __init__(self, base: Path, registry_host: str, cert_dir: Path | None = None) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.tmpdir = base / "tmp"
         self.tmpdir.mkdir(exist_ok=True)
         self.policy = base / "policy.json"
         self.policy.write_text(json.dumps(POLICY))
         registries = base / "registries.conf"
-        registries.write_text(_registries_conf(registry_host))
+        registries.write_text(_registries_conf(registry_host, insecure=cert_dir is None))
         self.env = _client_env(self.tmpdir, registries)
+        self.cert_dir = cert_dir
+
+    def tls_options(self, prefix: str = "") -> list[str]:
+        """`--tls-verify` and `--cert-dir` for this registry; prefix `src-` or `dest-` for copy."""
+        return _tls_options(self.cert_dir, prefix)
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT
@@ -66,8 +81,8 @@ class Skopeo:
         """Copy an image; --preserve-digests makes skopeo fail rather than change any digest."""
         self(
             "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
+            *self.tls_options("src-"),
+            *self.tls_options("dest-"),
             "--preserve-digests",
             "--retry-times=0",
             *options,
@@ -76,11 +91,11 @@ class Skopeo:
         )
 
     def inspect_raw(self, reference: str) -> bytes:
-        result = self("inspect", "--raw", "--tls-verify=false", reference)
+        result = self("inspect", "--raw", *self.tls_options(), reference)
         return result.stdout.encode()
 
     def list_tags(self, reference: str) -> list[str]:
-        result = self("list-tags", "--tls-verify=false", reference)
+        result = self("list-tags", *self.tls_options(), reference)
         tags: list[str] = json.loads(result.stdout)["Tags"]
         return tags
 
@@ -88,17 +103,20 @@ class Skopeo:
 class Podman:
     """podman with storage (vfs), run, tmp, network and volume folders under base, so it never
     touches the machine's own storage; push, pull, tag, images, rmi and search need no container
-    runtime."""
+    runtime. `cert_dir` as for Skopeo: pass `tls_options()` to push, pull, login and search."""
 
-    def __init__(self, base: Path, registry_host: str, runroot: Path) -> None:
+    def __init__(
+        self, base: Path, registry_host: str, runroot: Path, cert_dir: Path | None = None
+    ) -> None:
         """runroot: podman refuses one longer than 50 characters, so it cannot live in tmp_path."""
         base.mkdir(parents=True, exist_ok=True)
+        self.cert_dir = cert_dir
         folders = {name: base / name for name in ("root", "tmp", "networks", "volumes")}
         folders["runroot"] = runroot
         for folder in folders.values():
             folder.mkdir(exist_ok=True)
         registries = base / "registries.conf"
-        registries.write_text(_registries_conf(registry_host))
+        registries.write_text(_registries_conf(registry_host, insecure=cert_dir is None))
         self.policy = base / "policy.json"
         self.policy.write_text(json.dumps(POLICY))
         self.env = _client_env(folders["tmp"], registries)
@@ -126,6 +144,9 @@ class Podman:
     ) -> Completed:
         return run(["podman", *self.global_options, *args], self.env, timeout, check)
 
+    def tls_options(self) -> list[str]:
+        return _tls_options(self.cert_dir)
+
     def load(self, layout_reference: str, name: str) -> str:
         """Pull an image from an OCI layout (`oci:DIR:TAG`) into podman's storage and tag it as
         name; returns the image id."""
@@ -143,6 +164,12 @@ def _client_env(tmpdir: Path, registries_conf: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["TMPDIR"] = str(tmpdir)
     env["CONTAINERS_REGISTRIES_CONF"] = str(registries_conf)
+    # What `login` writes and every command reads, never the machine's own credentials; podman
+    # wants the file to exist.
+    auth_file = registries_conf.with_name("auth.json")
+    if not auth_file.exists():
+        auth_file.write_text('{"auths": {}}')
+    env["REGISTRY_AUTH_FILE"] = str(auth_file)
     return env
 
 

@@ -3,6 +3,7 @@ clients pointed at it. See tests/e2e/README.md."""
 
 from __future__ import annotations
 
+import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterator
@@ -46,15 +47,19 @@ def pytest_runtest_makereport(
 
 @pytest.fixture
 def portside_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
-    """Starts servers: `portside_factory(workers=2, **settings)`; each gets its own port, storage
-    and log under tmp_path. All are stopped (SIGTERM, then SIGKILL) at teardown."""
+    """Starts servers: `portside_factory(workers=2, ssl_context=None, **settings)`; each gets its
+    own port, storage and log under tmp_path. All are stopped (SIGTERM, then SIGKILL) at teardown.
+    Give `ssl_context` (what the tests trust) with the tls_* settings: the server is then HTTPS."""
     if not PORTSIDE.exists():
         pytest.skip(f"no portside executable next to {sys.executable}")
     servers: list[PortsideServer] = []
     request.node.stash[SERVERS] = servers
 
-    def start(workers: int = 2, **settings: Any) -> PortsideServer:
-        server = PortsideServer(tmp_path / f"portside-{len(servers)}", workers, settings)
+    def start(
+        workers: int = 2, ssl_context: ssl.SSLContext | None = None, **settings: Any
+    ) -> PortsideServer:
+        root = tmp_path / f"portside-{len(servers)}"
+        server = PortsideServer(root, workers, settings, ssl_context)
         servers.append(server)
         server.start()
         return server

@@ -148,8 +148,10 @@ class Layout:
         architecture: str = "amd64",
         gzip_first: bool = False,
         seed: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> Image:
-        """An image of one layer per size; tagged in index.json when tag is given."""
+        """An image of one layer per size; tagged in index.json when tag is given; labels go
+        into its config (`config.Labels`), as a Dockerfile's LABEL does."""
         layers: list[Descriptor] = []
         diff_ids: list[str] = []
         for position, size in enumerate(layer_sizes):
@@ -159,13 +161,16 @@ class Layout:
             )
             layers.append(layer)
             diff_ids.append(diff_id)
+        runtime: dict[str, Any] = {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/true"]}
+        if labels is not None:
+            runtime["Labels"] = labels
         config = self.add_blob(
             canonical_json(
                 {
                     "architecture": architecture,
                     "os": "linux",
                     "created": "2024-01-01T00:00:00Z",
-                    "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/true"]},
+                    "config": runtime,
                     "rootfs": {"type": "layers", "diff_ids": diff_ids},
                     "history": [{"created_by": f"e2e layer {i}"} for i in range(len(layers))],
                 }

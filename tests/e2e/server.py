@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -70,14 +71,22 @@ def _group_members(pgid: int) -> list[int]:
 
 class PortsideServer:
     """One registry: a config file, a storage folder, a port and a log file, all under root. The
-    port and storage stay the same across restarts."""
+    port and storage stay the same across restarts. With `ssl_context` (trusting the CA of the
+    settings' tls_certificate, and holding a client certificate for tls_client_ca), it is HTTPS."""
 
-    def __init__(self, root: Path, workers: int = 2, settings: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        workers: int = 2,
+        settings: dict[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.ssl_context = ssl_context
+        self.url = f"{'http' if ssl_context is None else 'https'}://{self.host}"
         self.storage_path = root / "storage"
         self.config_path = root / "portside.yml"
         self.log_path = root / "portside.log"
@@ -124,7 +133,8 @@ class PortsideServer:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Wait until GET /v2/ answers 200 (every worker need not be up; the port is)."""
+        """Wait until GET /v2/ answers 200, or 401 with auth on (every worker need not be up;
+        the port is)."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
@@ -134,7 +144,10 @@ class PortsideServer:
                     + self.log_text()[-5000:]
                 )
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 200:
+                verify = self.ssl_context or True
+                # 401: the registry answers, and wants a login (an `auth` section).
+                answer = httpx.get(f"{self.url}/v2/", timeout=2, verify=verify)
+                if answer.status_code in (200, 401):
                     return
             if time.monotonic() > deadline:
                 raise RuntimeError(

@@ -18,6 +18,7 @@ from .server import PortsideServer
 pytestmark = pytest.mark.e2e
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DESCRIPTION = "org.opencontainers.image.description"
 
 
 def test_podman_pushes_and_pulls_an_image_and_pulls_it_again_by_digest(
@@ -85,6 +86,34 @@ def test_podman_search_finds_pushed_repositories(
 
     catalog = httpx.get(f"{portside.url}/v2/_catalog").json()["repositories"]
     assert set(repositories) <= set(catalog)
+
+
+def test_podman_search_shows_the_description_of_a_pushed_image(
+    tmp_path: Path, portside: PortsideServer, podman: Podman
+) -> None:
+    """The description is the image config's org.opencontainers.image.description label (what
+    a Dockerfile LABEL writes); search finds a repository by it too."""
+    source = Layout(tmp_path / "source")
+    source.add_image([1024], tag="described", labels={DESCRIPTION: "Kite flying demo"})
+    source.add_image([1024], tag="plain")
+    for tag, repository in (("described", "e2e/described"), ("plain", "e2e/plain")):
+        target = f"{portside.host}/{repository}:v1"
+        podman.load(source.ref(tag), target)
+        podman("push", "--tls-verify=false", target)
+
+    def search(term: str) -> list[str]:
+        result = podman(
+            "search",
+            "--tls-verify=false",
+            "--format",
+            "{{.Name}} {{.Description}}",
+            f"{portside.host}/{term}",
+        )
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+    host = portside.host
+    assert search("e2e/") == [f"{host}/e2e/described Kite flying demo", f"{host}/e2e/plain"]
+    assert search("kite") == [f"{host}/e2e/described Kite flying demo"]
 
 
 def test_podman_pushes_a_docker_schema_2_manifest_and_pulls_it_back(

@@ -57,7 +57,8 @@ def make_settings(registry_root: Path, migrated_database: Path) -> Callable[...,
         storage = registry_root / f"registry-{count}"
         values: dict[str, Any] = {"storage_path": storage, "workers": 1, **overrides}
         settings = Settings(**values)
-        Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
+        if settings.storage == "local":  # with s3, storage_path is a key prefix in the bucket
+            Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
         if settings.database_url is None:
             shutil.copyfile(migrated_database, Path(settings.storage_path) / "registry.db")
         else:

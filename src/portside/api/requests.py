@@ -8,6 +8,7 @@ from typing import Final
 
 from starlette.requests import Request
 
+from portside.registry.discovery import Visible
 from portside.registry.errors import PaginationNumberInvalid, TooLarge, UploadOutOfOrder
 from portside.registry.names import Digest, parse_name
 from portside.registry.service import Registry
@@ -67,6 +68,28 @@ async def small_body(request: Request, limit: int) -> bytes:
 def paging(request: Request) -> tuple[int | None, str | None]:
     """The `n` and `last` query parameters of a listing."""
     n = request.query_params.get("n")
-    if n is not None and (not n.isdigit() or len(n) > 9):
+    if n is not None and not _is_number(n):
         raise PaginationNumberInvalid({"n": n[:20]})
     return (None if n is None else int(n)), request.query_params.get("last") or None
+
+
+def _is_number(value: str) -> bool:
+    # ASCII only: "²".isdigit() is true, but int() refuses it.
+    return value.isascii() and value.isdigit() and len(value) <= 9
+
+
+def page_number(request: Request, field: str, default: int) -> int:
+    """A positive number from the query (`n`, `page` of /v1/search), default when absent."""
+    value = request.query_params.get(field)
+    if value is None:
+        return default
+    if not _is_number(value) or int(value) == 0:
+        raise PaginationNumberInvalid({field: value[:20]})
+    return int(value)
+
+
+def visible_repository(request: Request) -> Visible | None:
+    """Which repositories the caller may pull, as authorization leaves it for listings in
+    `request.state.visible_repository` (a callable: name -> bool); None shows them all."""
+    found: Visible | None = getattr(request.state, "visible_repository", None)
+    return found

@@ -7,6 +7,8 @@ from starlette.responses import JSONResponse, Response
 
 from portside.api import requests
 
+# docker and podman ask for 25 by default, and docker for at most 100.
+SEARCH_PAGE_DEFAULT = 25
 SEARCH_PAGE_MAX = 100
 
 
@@ -21,31 +23,30 @@ async def ping(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
-    """Repositories whose name contains q, in the shape the docker and podman CLIs parse."""
+    """Repositories whose name or description contains q, ignoring case, in the shape the docker
+    and podman CLIs parse; only those the caller may pull when authorization says which."""
     registry = requests.registry(request)
-    query = request.query_params.get("q", "").strip().lower()
-    n = request.query_params.get("n", "25")
-    page = request.query_params.get("page", "1")
-    page_size = min(int(n), SEARCH_PAGE_MAX) if n.isdigit() and int(n) > 0 else 25
-    page_number = int(page) if page.isdigit() and int(page) > 0 else 1
-    names = await registry.discovery.search(query)
-    chosen = names[(page_number - 1) * page_size : page_number * page_size]
+    query = request.query_params.get("q", "").strip()
+    page_size = min(requests.page_number(request, "n", SEARCH_PAGE_DEFAULT), SEARCH_PAGE_MAX)
+    page = requests.page_number(request, "page", 1)
+    visible = requests.visible_repository(request)
+    found = await registry.discovery.search(query, page, page_size, visible)
     return JSONResponse(
         {
             "query": query,
-            "num_results": len(names),
-            "num_pages": max(1, -(-len(names) // page_size)),
-            "page": page_number,
+            "num_results": found.total,
+            "num_pages": max(1, -(-found.total // page_size)),
+            "page": page,
             "page_size": page_size,
             "results": [
                 {
-                    "name": name,
-                    "description": "",
+                    "name": repository.name,
+                    "description": repository.description or "",
                     "star_count": 0,
                     "is_official": False,
                     "is_automated": False,
                 }
-                for name in chosen
+                for repository in found.items
             ],
         }
     )

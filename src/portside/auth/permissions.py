@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any
 
 from portside.auth.base import (
     CATALOG,
@@ -49,73 +47,24 @@ from portside.auth.base import (
     granted_actions,
 )
 
-Action = Literal["pull", "push", "delete", "*"]
+# The section's shape lives with the rest of the settings, so that `portside config check`
+# validates it; re-exported here, where its meaning is.
+from portside.config.auth import AccessConfig as AccessConfig
+from portside.config.auth import Action as Action
+from portside.config.auth import CatalogAccess as CatalogAccess
+from portside.config.auth import Rule as Rule
+from portside.config.auth import Subjects as Subjects
 
 
-def _check_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
-    for pattern in patterns:
-        if not pattern or pattern != pattern.strip():
-            raise ValueError(f"a repository pattern cannot be empty or padded: {pattern!r}")
-    return patterns
-
-
-class Subjects(BaseModel):
-    """Whom something is granted to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    users: tuple[str, ...] = Field(default=(), description="Usernames.")
-    groups: tuple[str, ...] = Field(default=(), description="Group names.")
-    authenticated: bool = Field(default=False, description="Every user who logged in.")
-
-    def covers(self, identity: Identity | None, groups: frozenset[str]) -> bool:
-        if identity is None:
-            return False
-        return (
-            self.authenticated or identity.username in self.users or bool(groups & set(self.groups))
-        )
-
-
-class Rule(Subjects):
-    """Actions on the repositories matching any of `repositories`, for the subjects named."""
-
-    repositories: tuple[str, ...] = Field(min_length=1, description="Repository name patterns.")
-    actions: tuple[Action, ...] = Field(min_length=1, description="pull, push, delete or *.")
-
-    _check = field_validator("repositories")(_check_patterns)
-
-    @model_validator(mode="after")
-    def _names_someone(self) -> Rule:
-        if not (self.users or self.groups or self.authenticated):
-            raise ValueError("a rule must name users, groups or `authenticated: true`")
-        return self
-
-
-class CatalogAccess(Subjects):
-    """Who may list every repository name (`registry:catalog:*`)."""
-
-    authenticated: bool = Field(default=True, description="Every user who logged in.")
-    anonymous: bool = Field(default=False, description="Anyone, without logging in.")
-
-
-class AccessConfig(BaseModel):
-    """The `access` section: see the module docstring for its YAML form."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    anonymous_pull: tuple[str, ...] = Field(
-        default=(), description="Repository patterns anyone may pull without logging in."
+def covers(subjects: Subjects, identity: Identity | None, groups: frozenset[str]) -> bool:
+    """Whether `subjects` names `identity`, a member of `groups`."""
+    if identity is None:
+        return False
+    return (
+        subjects.authenticated
+        or identity.username in subjects.users
+        or bool(groups & set(subjects.groups))
     )
-    user_namespaces: bool = Field(
-        default=False, description="Give each user every action under `<username>/*`."
-    )
-    groups: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, description="Group name to the usernames in it."
-    )
-    rules: tuple[Rule, ...] = Field(default=(), description="Grants; they only add up.")
-    catalog: CatalogAccess = Field(default_factory=CatalogAccess)
-
-    _check = field_validator("anonymous_pull")(_check_patterns)
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -172,7 +121,7 @@ class Authorizer:
                 return access.actions
             groups = identity.groups | self.groups_of(identity.username)
             for rule, patterns, actions in self._rules:
-                if rule.covers(identity, groups) and _matches(patterns, access.name):
+                if covers(rule, identity, groups) and _matches(patterns, access.name):
                     granted |= actions
         return granted_actions(granted, access.actions)
 
@@ -182,7 +131,7 @@ class Authorizer:
             return True
         if identity is None:
             return False
-        return catalog.covers(identity, identity.groups | self.groups_of(identity.username))
+        return covers(catalog, identity, identity.groups | self.groups_of(identity.username))
 
     def grant(self, identity: Identity | None, requested: Iterable[Access]) -> list[Access]:
         """The requested accesses cut down to what is granted, those with nothing left dropped:

@@ -241,11 +241,14 @@ def _did_you_mean(key: object) -> str:
 
 
 def _is_secret(name: object) -> bool:
-    return isinstance(name, str) and any(word in name.lower() for word in _SECRET_WORDS)
+    if not isinstance(name, str) or name.endswith("_path"):  # a file's name is no secret
+        return False
+    return any(word in name.lower() for word in _SECRET_WORDS)
 
 
 def _mask(value: object, secret: bool = False) -> object:
-    if secret and value is not None and value != "":
+    # A section under a secret-sounding name (auth.token) is masked key by key, not whole.
+    if secret and value is not None and value != "" and not isinstance(value, dict):
         return "***"
     if isinstance(value, dict):
         return {k: _mask(v, _is_secret(k)) for k, v in value.items()}

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from portside.config.auth import AuthSettings
 
 MiB = 1024 * 1024
 
@@ -47,6 +61,97 @@ def _parse_size(value: object) -> object:
     return int(size)
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> str:
+    # Without a callback, OpenSSL would prompt on the terminal for the key's passphrase.
+    raise _EncryptedKey
+
+
+def _check_tls_files(certificate: Path, key: Path, client_ca: Path | None) -> None:
+    """Load the files as the server will, so that a bad pair fails `config check`, not a worker."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certificate, key, password=_no_password)
+    except _EncryptedKey:
+        raise ValueError(
+            f"tls_key {str(key)!r} is encrypted; the server takes an unencrypted key "
+            f"(openssl pkey -in ENCRYPTED -out {key.name}, then chmod 600)"
+        ) from None
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"tls_certificate {str(certificate)!r} and tls_key {str(key)!r} do not load as a "
+            f"PEM certificate chain and its private key: {exc.reason or exc}"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"tls_client_ca {str(client_ca)!r} holds no PEM CA certificate: {exc.reason or exc}"
+            ) from None
+
+
+def _base_url(value: str) -> str:
+    """`value` as scheme://host[:port], without the trailing slash; refuses anything more."""
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected a URL such as https://registry.example.com, got {value!r}")
+    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError(
+            f"expected only a scheme, a host and a port, got {value!r} (Portside serves the "
+            f"registry API at the root of its host)"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number up to 65535
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}: {exc}") from None
+    return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]?)\s*", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_duration(value: object) -> object:
+    """Turn `90s`, `30m`, `1h`, `2d`, `1w` or a number of seconds into a timedelta; an ISO 8601
+    duration (`PT1H`) passes through to pydantic."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 90s, 30m, 1h or 2d, got {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if not isinstance(value, str) or value.strip().upper().startswith("P"):
+        return value
+    match = _DURATION.fullmatch(value)
+    factor = _DURATION_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or factor is None:
+        raise ValueError(
+            f"expected a duration such as 90s, 30m, 1h or 2d (units s, m, h, d, w; none: "
+            f"seconds), got {value!r}"
+        )
+    return timedelta(seconds=float(match.group(1)) * factor)
+
+
+def _format_duration(value: timedelta) -> str:
+    """The largest whole unit: `1h`, `90m`, `2d`; `0s` for none."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+# In config: 30m, 1h, 2d or seconds; written back (config check, the workers' copy) the same way.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(_format_duration, return_type=str, when_used="json"),
+]
+
+
 def default_workers() -> int:
     """Several worker processes by default: one per core, at least two."""
     return max(2, os.cpu_count() or 1)
@@ -77,7 +182,16 @@ class Settings(BaseModel):
     )
     storage_redirect: bool = Field(
         default=False,
-        description="Answer blob GETs with a redirect to a presigned URL (`storage: s3` only).",
+        description="Answer blob GETs with a 307 redirect to a short-lived presigned URL, so "
+        "the bytes flow from the object store, which clients must be able to reach "
+        "(`storage: s3` only).",
+    )
+    storage_redirect_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="How long a redirect's presigned URL stays valid, in seconds (at most a "
+        "week): long enough for a slow client to start its download.",
     )
     s3_bucket: str | None = Field(
         default=None, description="S3 bucket holding the blobs; required with `storage: s3`."
@@ -138,6 +252,28 @@ class Settings(BaseModel):
         description="SQLAlchemy URL of the metadata database; default "
         "`sqlite:///<storage_path>/registry.db`.",
     )
+    gc_grace_period: Duration = Field(
+        default=timedelta(hours=1),
+        description="How long unreferenced content stays before garbage collection removes "
+        "it: 90s, 30m, 1h, 2d, or seconds. It spares pushes in progress, whose blobs are "
+        "referenced by no manifest until the manifest arrives.",
+    )
+    gc_untagged: Literal["keep", "collect"] = Field(
+        default="keep",
+        description="Manifests that lost their tag: `keep` them until deleted by digest, or "
+        "`collect` them after the grace period with what only they reference. Children of a "
+        "kept index and referrers of a kept manifest stay either way.",
+    )
+    upload_expiry: Duration = Field(
+        default=timedelta(hours=24),
+        description="An upload session idle this long is abandoned: garbage collection "
+        "removes it and its bytes (30m, 1h, 2d, or seconds).",
+    )
+    gc_interval: Duration | None = Field(
+        default=None,
+        description="Collect garbage in the background this often, in one server process at "
+        "a time (1h, 1d); null: only when `portside gc` runs.",
+    )
     delete_enabled: bool = Field(
         default=True,
         description="Allow DELETE of manifests, tags and blobs; when false they answer "
@@ -154,6 +290,39 @@ class Settings(BaseModel):
         description="Largest blob upload accepted, in bytes or with a unit (10GiB); "
         "null means no limit.",
     )
+    auth: AuthSettings | None = Field(
+        default=None,
+        description="Authentication and access control; null: an open registry, where anyone "
+        "may pull, push and delete.",
+    )
+    tls_certificate: Path | None = Field(
+        default=None,
+        description="PEM file of the server's certificate, then any intermediate CA "
+        "certificates; with `tls_key`, Portside serves HTTPS itself, HTTP/2 included. Null: "
+        "plain HTTP, for loopback or behind a TLS proxy.",
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM file of the private key of `tls_certificate`, unencrypted (keep it "
+        "readable by the service user only); given with `tls_certificate`.",
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificates that client certificates must chain to: "
+        "with it, every client must present one (mutual TLS). Needs `tls_certificate`.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL clients reach the registry at, e.g. https://registry.example.com, "
+        "for the absolute URLs Portside sends (the token realm). Null: taken from each "
+        "request.",
+    )
+    trust_forwarded_headers: bool = Field(
+        default=False,
+        description="Build absolute URLs from the X-Forwarded-Proto, X-Forwarded-Host and "
+        "Forwarded headers of a reverse proxy. Only behind a proxy that sets or clears them "
+        "all: a client could forge them.",
+    )
 
     @field_validator("loglevel", mode="before")
     @classmethod
@@ -166,6 +335,15 @@ class Settings(BaseModel):
     def _size_with_unit(cls, value: object) -> object:
         return _parse_size(value)
 
+    @field_validator("gc_grace_period", "upload_expiry", "gc_interval")
+    @classmethod
+    def _duration_is_not_negative(cls, value: timedelta | None, info: ValidationInfo) -> object:
+        if value is not None and value < timedelta(0):
+            raise ValueError("a duration cannot be negative")
+        if value is not None and info.field_name == "gc_interval" and not value:
+            raise ValueError("a background collection interval must be longer than 0s")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
@@ -173,6 +351,31 @@ class Settings(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
+
+    @field_validator("tls_certificate", "tls_key", "tls_client_ca")
+    @classmethod
+    def _file_is_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.open("rb").close()
+            except OSError as exc:
+                raise ValueError(f"cannot read {str(value)!r}: {exc.strerror or exc}") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str | None) -> str | None:
+        return None if value is None else _base_url(value)
+
+    @model_validator(mode="after")
+    def _tls_is_complete(self) -> Settings:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("tls_certificate and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_certificate is None:
+            raise ValueError("tls_client_ca needs tls_certificate and tls_key")
+        if self.tls_certificate is not None and self.tls_key is not None:
+            _check_tls_files(self.tls_certificate, self.tls_key, self.tls_client_ca)
+        return self
 
     @model_validator(mode="after")
     def _s3_is_complete(self) -> Settings:
@@ -190,6 +393,21 @@ class Settings(BaseModel):
             raise ValueError("boto_port needs boto_host")
         return self
 
+    @model_validator(mode="after")
+    def _token_files_have_a_folder(self) -> Settings:
+        token = self.auth.token if self.auth is not None else None
+        # Their defaults would go under storage_path, a key prefix with storage: s3.
+        if (
+            self.storage == "s3"
+            and token is not None
+            and (token.key_path is None or token.refresh_tokens_path is None)
+        ):
+            raise ValueError(
+                "auth.token with storage: s3 needs auth.token.key_path and "
+                "auth.token.refresh_tokens_path"
+            )
+        return self
+
     @property
     def s3_endpoint(self) -> str | None:
         """The S3 server's URL from `s3_endpoint_url` or `boto_host`; None for AWS S3."""
@@ -198,6 +416,10 @@ class Settings(BaseModel):
         host = f"[{self.boto_host}]" if ":" in self.boto_host else self.boto_host
         port = "" if self.boto_port is None else f":{self.boto_port}"
         return f"{'https' if self.s3_secure else 'http'}://{host}{port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certificate is not None
 
     @property
     def host(self) -> str:
@@ -210,3 +432,17 @@ class Settings(BaseModel):
     @property
     def metadata_url(self) -> str:
         return self.database_url or f"sqlite:///{self.storage_path / 'registry.db'}"
+
+    @property
+    def token_key_path(self) -> Path:
+        """The built-in token service's signing key file."""
+        token = self.auth.token if self.auth is not None else None
+        given = token.key_path if token is not None else None
+        return given or self.storage_path / "auth" / "token-key.pem"
+
+    @property
+    def refresh_tokens_path(self) -> Path:
+        """The built-in token service's refresh token store."""
+        token = self.auth.token if self.auth is not None else None
+        given = token.refresh_tokens_path if token is not None else None
+        return given or self.storage_path / "auth" / "refresh-tokens.json"

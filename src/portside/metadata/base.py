@@ -6,15 +6,41 @@ Every backend passes the one suite in tests/contract/metadata_store.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
+
+# A collector deletes the bytes of a blob it marked within half of this; a mark older than this
+# is abandoned (its collector died) and a writer may take the blob over (registry/gc.py).
+MARK_TTL: Final = timedelta(seconds=60)
 
 
 class Conflict(Exception):
     """A write lost a race: the row changed since it was read."""
+
+
+class Missing(Exception):
+    """References a manifest needs that its repository cannot read (or no longer can)."""
+
+    def __init__(self, digests: Sequence[str]) -> None:
+        super().__init__(f"{len(digests)} missing: {', '.join(digests[:5])}")
+        self.digests = list(digests)
+
+
+class BlobState(StrEnum):
+    STORED = "stored"  # the bytes are in storage
+    PENDING = "pending"  # reserved by a writer: the bytes may not be in place (yet)
+    DELETING = "deleting"  # marked by a collector, which deletes the bytes, then the row
+
+
+class Reservation(StrEnum):
+    """What reserve_blob found."""
+
+    STORED = "stored"  # the bytes are in place: record the blob without writing them
+    ABSENT = "absent"  # write the bytes, then record the blob
+    BUSY = "busy"  # a collector is deleting the bytes: nothing was reserved; ask again shortly
 
 
 class ReferenceKind(StrEnum):
@@ -39,6 +65,17 @@ class Manifest:
     artifact_type: str | None = None
     subject: str | None = None
     annotations: str | None = None  # JSON text of the manifest's annotations, as pushed
+    # org.opencontainers.image.description: the manifest's annotation, else its config's label
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySummary:
+    """A repository as search lists it. Its description is that of its newest manifest (latest
+    pushed: created_at) that has one; moving a tag to an older manifest does not change it."""
+
+    name: str
+    description: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +94,74 @@ class Upload:
     part: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease: holder has it until expires_at."""
+
+    name: str
+    holder: str
+    expires_at: datetime
+
+
+# What a collector reads: the whole reference graph at one moment (gc_snapshot).
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    repository: str
+    digest: str
+    subject: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    repository: str
+    name: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRecord:
+    repository: str
+    manifest: str  # the referencing manifest's digest
+    digest: str
+    kind: ReferenceKind
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    repository: str
+    digest: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    digest: str
+    size: int
+    state: BlobState
+    created_at: datetime
+    marked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRecord:
+    digest: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    manifests: tuple[ManifestRecord, ...]
+    tags: tuple[TagRecord, ...]
+    references: tuple[ReferenceRecord, ...]
+    links: tuple[LinkRecord, ...]
+    blobs: tuple[BlobRecord, ...]
+    reservations: tuple[ReservationRecord, ...]
+    uploads: tuple[Upload, ...]
+
+
 class MetadataStore(Protocol):
     """Repositories, blob links, manifests, tags and upload sessions.
 
@@ -72,15 +177,32 @@ class MetadataStore(Protocol):
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         """The size of a blob readable in repository (pushed, mounted or a manifest there)."""
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
-        """Record the blob (if new) and link it to repository, creating the repository."""
+    async def link_blob(self, repository: str, digest: str, size: int, reservation: str) -> None:
+        """Record the blob as stored, ending its reservation, and link it to repository,
+        creating the repository. Conflict if the reservation has ended (expired)."""
 
-    async def complete_upload(self, id: str, repository: str, digest: str, size: int) -> None:
-        """In one transaction: link_blob(repository, digest, size) and end the upload session
-        (if it is still there)."""
+    async def complete_upload(
+        self, id: str, repository: str, digest: str, size: int, reservation: str
+    ) -> None:
+        """In one transaction: link_blob(repository, digest, size, reservation) and end the
+        upload session (if it is still there)."""
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         """Remove the link; False if there was none."""
+
+    async def reserve_blob(self, digest: str, size: int, token: str) -> Reservation:
+        """Reserve digest for a writer under token (unique): while the reservation lasts, no
+        collector marks the blob, so bytes the writer puts in place stay there. A writer stores
+        a blob's bytes only under a reservation, and records them only by passing the token to
+        link_blob, complete_upload or put_manifest, which end it; release_blob ends it
+        otherwise. BUSY reserves nothing; a mark older than MARK_TTL is taken over."""
+
+    async def release_blob(self, token: str) -> None:
+        """End a reservation without recording anything; no error if it has ended."""
+
+    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+        """Link a stored blob that source can read into repository, creating the repository;
+        its size, or None (and nothing linked) if source cannot read it."""
 
     # upload sessions
     async def create_upload(self, id: str, repository: str) -> Upload: ...
@@ -108,10 +230,17 @@ class MetadataStore(Protocol):
         """The digests among references that repository cannot read."""
 
     async def put_manifest(
-        self, manifest: Manifest, references: Sequence[Reference], tag: str | None
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
     ) -> None:
-        """Store the manifest's record and references, link its digest as a blob, point tag at
-        it. Storing the same manifest again is fine; Conflict if a concurrent write interfered."""
+        """Store the manifest's record and references, record its bytes as a stored blob
+        (ending reservation, as link_blob does) linked to the repository, point tag at it.
+        Missing (and nothing stored) if the repository cannot read every reference, checked
+        in the transaction that records them. Storing the same manifest again is fine; Conflict
+        if a concurrent write interfered or the reservation has ended."""
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """By digest when reference contains a colon, else by tag."""
@@ -130,7 +259,75 @@ class MetadataStore(Protocol):
         """Names of repositories holding at least one manifest, in lexical (code point) order
         after last, at most n of them."""
 
+    async def search_repositories(
+        self,
+        query: str,
+        offset: int,
+        limit: int,
+        visible: Callable[[str], bool] | None = None,
+    ) -> tuple[int, list[RepositorySummary]]:
+        """Repositories holding at least one manifest whose name or description contains query,
+        case-insensitively (an empty query matches all), and, if given, for whose name visible
+        is true: how many there are, and at most limit of them after the first offset, in
+        lexical (code point) order of name.
+
+        visible runs in Python over every repository the query matches (repository permissions
+        are patterns, not SQL), so a search with it reads all matching names: fine up to some
+        tens of thousands of repositories."""
+
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None
     ) -> list[Manifest]:
         """Manifests in repository whose subject is the given digest."""
+
+    # garbage collection: each deletion re-checks, in its transaction, that what it removes is
+    # still garbage, skipping rows a concurrent writer holds (registry/gc.py has the argument)
+    async def gc_snapshot(self) -> Snapshot:
+        """Every manifest, tag, reference, link, blob, reservation and upload session, read in
+        one transaction."""
+
+    async def delete_manifests(
+        self, repository: str, digests: Collection[str], before: datetime, keep_referrers: bool
+    ) -> list[str]:
+        """Delete those of digests in repository that are still garbage, with their references
+        and the links of their own digests; the digests deleted. Garbage: created before
+        `before`, untagged, no child of a manifest that stays, and, with keep_referrers, no
+        referrer of a manifest that stays (referrers follow their subject)."""
+
+    async def delete_dangling_tags(self, repository: str) -> list[str]:
+        """Delete the tags in repository that point at no manifest; their names."""
+
+    async def delete_links(
+        self, repository: str, digests: Collection[str], before: datetime
+    ) -> list[str]:
+        """Unlink those of digests from repository whose links were made before `before`, that
+        no manifest of the repository references and that are no manifest there; the digests
+        unlinked."""
+
+    async def drop_reservations(self, before: datetime) -> int:
+        """End the reservations made before `before` (their writers died or took too long)."""
+
+    async def mark_blobs(
+        self, digests: Collection[str], before: datetime, token: str
+    ) -> dict[str, int]:
+        """Mark as DELETING, by token, those of digests that are garbage: linked nowhere,
+        referenced by no manifest, not reserved, and either recorded (STORED or PENDING) before
+        `before` or marked DELETING more than MARK_TTL ago; digest to size of those marked."""
+
+    async def claim_orphans(self, sizes: Mapping[str, int], token: str) -> list[str]:
+        """Record, marked DELETING by token, those of the digests (to their sizes in storage)
+        that have no blob record: bytes without a record, which no writer can be about to
+        record; the digests claimed."""
+
+    async def forget_blobs(self, digests: Collection[str], token: str) -> None:
+        """Delete the records of digests still marked DELETING by token (their bytes are gone)."""
+
+    async def expire_uploads(self, ids: Collection[str], before: datetime) -> list[str]:
+        """Delete those of the upload sessions not updated since `before`; their ids."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
+        """Take or renew the lease for ttl if it is free, expired or holder's already; the lease
+        as it now stands (holder has it if lease.holder == holder)."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease go if holder has it."""

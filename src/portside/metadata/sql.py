@@ -9,31 +9,55 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Select,
     Table,
     and_,
     create_engine,
     delete,
     event,
     exists,
+    func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from portside.metadata.base import Conflict, Manifest, Reference, ReferenceKind, Upload
+from portside.metadata.base import (
+    MARK_TTL,
+    BlobRecord,
+    BlobState,
+    Conflict,
+    Lease,
+    LinkRecord,
+    Manifest,
+    ManifestRecord,
+    Missing,
+    Reference,
+    ReferenceKind,
+    ReferenceRecord,
+    RepositorySummary,
+    Reservation,
+    ReservationRecord,
+    Snapshot,
+    TagRecord,
+    Upload,
+)
 from portside.metadata.tables import (
+    blob_reservations,
     blobs,
+    leases,
     manifest_references,
     manifests,
     repositories,
@@ -43,6 +67,11 @@ from portside.metadata.tables import (
 )
 
 T = TypeVar("T")
+
+# Digests per IN (...) list, well under SQLite's 32766 bound variables.
+CHUNK: Final = 500
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race.
+LOST_RACE: Final = frozenset({"40P01", "40001"})
 
 
 def now() -> datetime:
@@ -105,11 +134,35 @@ _MANIFEST_COLUMNS = (
     manifests.c.artifact_type,
     manifests.c.subject,
     manifests.c.annotations,
+    manifests.c.description,
 )
 
 
 def _manifest(repository: str, row: Any) -> Manifest:
     return Manifest(repository, *row)
+
+
+def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
+    """items, sorted (so that rows are locked in one order), in lists of at most CHUNK."""
+    ordered = sorted(items)
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start : start + CHUNK]
+
+
+def _lost_race(error: OperationalError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in LOST_RACE
+
+
+def _hold(conn: Connection, table: Table, where: ColumnElement[bool], **values: Any) -> bool:
+    """Insert a row unless it is there, then hold it (FOR SHARE) until the transaction ends, so
+    that no concurrent transaction deletes it meanwhile; whether this transaction inserted it.
+    A row a concurrent transaction deleted between the two steps is inserted again."""
+    for _ in range(10):
+        inserted = _insert_missing(conn, table, **values)
+        held = select(*table.primary_key).where(where).with_for_update(read=True)
+        if conn.execute(held).first() is not None:
+            return inserted
+    raise Conflict(f"{table.name}: deleted and inserted again ten times")
 
 
 def _utc(value: datetime) -> datetime:
@@ -214,38 +267,126 @@ class SqlMetadataStore:
     # blobs
 
     async def blob_size(self, digest: str) -> int | None:
-        return await self._read(
-            lambda conn: conn.scalar(select(blobs.c.size).where(blobs.c.digest == digest))
+        query = select(blobs.c.size).where(
+            blobs.c.digest == digest, blobs.c.state == BlobState.STORED
         )
+        return await self._read(lambda conn: conn.scalar(query))
 
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         query = (
             select(blobs.c.size)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(repositories.c.name == repository, blobs.c.digest == digest)
+            .where(
+                repositories.c.name == repository,
+                blobs.c.digest == digest,
+                blobs.c.state == BlobState.STORED,
+            )
         )
         return await self._read(lambda conn: conn.scalar(query))
 
+    async def reserve_blob(self, digest: str, size: int, token: str) -> Reservation:
+        def run(conn: Connection) -> Reservation:
+            stamp = now()
+            for _ in range(10):
+                _insert_missing(
+                    conn, blobs, digest=digest, size=size, created_at=stamp, state=BlobState.PENDING
+                )
+                row = conn.execute(
+                    select(blobs.c.state, blobs.c.marked_at)
+                    .where(blobs.c.digest == digest)
+                    .with_for_update()
+                ).first()
+                if row is not None:  # else forgotten by a collector in between: again
+                    break
+            else:
+                raise Conflict(digest)
+            state = BlobState(row.state)
+            if state is BlobState.DELETING:
+                if row.marked_at is not None and _utc(row.marked_at) > stamp - MARK_TTL:
+                    return Reservation.BUSY
+                # Its collector died before it was done: the blob is this writer's to store.
+                conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest == digest)
+                    .values(
+                        state=BlobState.PENDING,
+                        size=size,
+                        created_at=stamp,
+                        marked_at=None,
+                        marked_by=None,
+                    )
+                )
+            conn.execute(
+                insert(blob_reservations).values(token=token, digest=digest, created_at=stamp)
+            )
+            return Reservation.STORED if state is BlobState.STORED else Reservation.ABSENT
+
+        return await self._write(run)
+
+    async def release_blob(self, token: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                delete(blob_reservations).where(blob_reservations.c.token == token)
+            )
+        )
+
     @staticmethod
-    def _link(conn: Connection, repository_id: int, digest: str, size: int) -> None:
-        _insert_missing(conn, blobs, digest=digest, size=size, created_at=now())
+    def _record(conn: Connection, digest: str, reservation: str) -> None:
+        """Record the blob as stored and end its reservation; Conflict if it has ended."""
+        ended = conn.execute(
+            delete(blob_reservations).where(
+                blob_reservations.c.token == reservation, blob_reservations.c.digest == digest
+            )
+        )
+        if ended.rowcount != 1:
+            raise Conflict(f"the reservation of {digest} has ended")
+        conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=BlobState.STORED))
+
+    @staticmethod
+    def _link(conn: Connection, repository_id: int, digest: str) -> None:
         _insert_missing(
             conn, repository_blobs, repository_id=repository_id, digest=digest, created_at=now()
         )
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, reservation: str) -> None:
         def run(conn: Connection) -> None:
-            self._link(conn, self._ensure_repository(conn, repository), digest, size)
+            self._record(conn, digest, reservation)
+            self._link(conn, self._ensure_repository(conn, repository), digest)
 
         await self._write(run)
 
-    async def complete_upload(self, id: str, repository: str, digest: str, size: int) -> None:
+    async def complete_upload(
+        self, id: str, repository: str, digest: str, size: int, reservation: str
+    ) -> None:
         def run(conn: Connection) -> None:
-            self._link(conn, self._ensure_repository(conn, repository), digest, size)
+            self._record(conn, digest, reservation)
+            self._link(conn, self._ensure_repository(conn, repository), digest)
             conn.execute(delete(uploads).where(uploads.c.id == id))
 
         await self._write(run)
+
+    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+        def run(conn: Connection) -> int | None:
+            source_id = self._repository_id(conn, source)
+            if source_id is None:
+                return None
+            # Holding the source's link and the blob's record keeps a collector from either.
+            size: int | None = conn.scalar(
+                select(blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .where(
+                    repository_blobs.c.repository_id == source_id,
+                    blobs.c.digest == digest,
+                    blobs.c.state == BlobState.STORED,
+                )
+                .with_for_update(read=True)
+            )
+            if size is not None:
+                self._link(conn, self._ensure_repository(conn, repository), digest)
+            return size
+
+        return await self._write(run)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def run(conn: Connection) -> bool:
@@ -348,15 +489,55 @@ class SqlMetadataStore:
 
         return await self._read(run)
 
+    @staticmethod
+    def _hold_references(
+        conn: Connection, repository_id: int, references: Sequence[Reference]
+    ) -> list[str]:
+        """Hold (FOR SHARE) the links of the blobs and the child manifests that references
+        name, so that no collector removes them before the transaction ends; the digests not
+        found."""
+        wanted = {kind: {r.digest for r in references if r.kind is kind} for kind in ReferenceKind}
+        tables = {
+            ReferenceKind.BLOB: (repository_blobs.c.repository_id, repository_blobs.c.digest),
+            ReferenceKind.MANIFEST: (manifests.c.repository_id, manifests.c.digest),
+        }
+        missing: set[str] = set()
+        for kind, (owner, digest) in tables.items():
+            found: set[str] = set()
+            for chunk in _chunks(wanted[kind]):
+                found.update(
+                    conn.scalars(
+                        select(digest)
+                        .where(owner == repository_id, digest.in_(chunk))
+                        .order_by(digest)
+                        .with_for_update(read=True)
+                    )
+                )
+            missing |= wanted[kind] - found
+        return sorted(missing)
+
     async def put_manifest(
-        self, manifest: Manifest, references: Sequence[Reference], tag: str | None
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
     ) -> None:
         def run(conn: Connection) -> None:
             repository_id = self._ensure_repository(conn, manifest.repository)
-            self._link(conn, repository_id, manifest.digest, manifest.size)
-            inserted = _insert_missing(
+            missing = self._hold_references(conn, repository_id, references)
+            if missing:
+                raise Missing(missing)
+            self._record(conn, manifest.digest, reservation)
+            # Held, so that a collector deleting an untagged manifest cannot take the record or
+            # the link away from under a tag or a push of the same manifest.
+            inserted = _hold(
                 conn,
                 manifests,
+                and_(
+                    manifests.c.repository_id == repository_id,
+                    manifests.c.digest == manifest.digest,
+                ),
                 repository_id=repository_id,
                 digest=manifest.digest,
                 media_type=manifest.media_type,
@@ -364,6 +545,18 @@ class SqlMetadataStore:
                 artifact_type=manifest.artifact_type,
                 subject=manifest.subject,
                 annotations=manifest.annotations,
+                description=manifest.description,
+                created_at=now(),
+            )
+            _hold(
+                conn,
+                repository_blobs,
+                and_(
+                    repository_blobs.c.repository_id == repository_id,
+                    repository_blobs.c.digest == manifest.digest,
+                ),
+                repository_id=repository_id,
+                digest=manifest.digest,
                 created_at=now(),
             )
             if inserted and references:
@@ -385,6 +578,10 @@ class SqlMetadataStore:
         try:
             await self._write(run)
         except IntegrityError as error:  # lost a race with another writer
+            raise Conflict(manifest.digest) from error
+        except OperationalError as error:
+            if not _lost_race(error):
+                raise
             raise Conflict(manifest.digest) from error
 
     @staticmethod
@@ -488,6 +685,61 @@ class SqlMetadataStore:
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
 
+    def _summaries(self, query: str) -> Select[tuple[str, str | None]]:
+        """Repositories with a manifest, their descriptions, matching query, ordered by name."""
+        newest_description = (
+            select(manifests.c.description)
+            .where(
+                manifests.c.repository_id == repositories.c.id,
+                manifests.c.description.is_not(None),
+            )
+            .order_by(manifests.c.created_at.desc(), manifests.c.digest.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
+        summaries = (
+            select(repositories.c.name, newest_description.label("description"))
+            .where(has_manifest)
+            .subquery()
+        )
+        found = select(summaries.c.name, summaries.c.description).order_by(
+            self._lexical(summaries.c.name)
+        )
+        if query:
+            # lower() folds ASCII only on SQLite, all of Unicode on PostgreSQL; names are ASCII.
+            found = found.where(
+                or_(
+                    summaries.c.name.icontains(query, autoescape=True),
+                    summaries.c.description.icontains(query, autoescape=True),
+                )
+            )
+        return found
+
+    async def search_repositories(
+        self,
+        query: str,
+        offset: int,
+        limit: int,
+        visible: Callable[[str], bool] | None = None,
+    ) -> tuple[int, list[RepositorySummary]]:
+        if "\x00" in query:  # in no name or description; and PostgreSQL refuses it as text
+            return 0, []
+        found = self._summaries(query)
+        if visible is None:
+            counted = select(func.count()).select_from(found.order_by(None).subquery())
+
+            def run(conn: Connection) -> tuple[int, list[RepositorySummary]]:
+                total = conn.scalar(counted) or 0
+                rows = conn.execute(found.offset(offset).limit(limit)).all()
+                return total, [RepositorySummary(row.name, row.description) for row in rows]
+
+            return await self._read(run)
+        # The predicate runs here, outside the transaction: it is the caller's code.
+        rows = await self._read(lambda conn: conn.execute(found).all())
+        shown = [RepositorySummary(row.name, row.description) for row in rows if visible(row.name)]
+        return len(shown), shown[offset : offset + limit]
+
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None
     ) -> list[Manifest]:
@@ -501,3 +753,332 @@ class SqlMetadataStore:
             query = query.where(manifests.c.artifact_type == artifact_type)
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [_manifest(repository, row) for row in rows]
+
+    # garbage collection: every deletion locks its candidates, skipping those a writer holds,
+    # and re-checks them in later statements, which see what such writers committed
+
+    async def gc_snapshot(self) -> Snapshot:
+        def run(conn: Connection) -> Snapshot:
+            if conn.dialect.name == "postgresql":  # one snapshot for every query below
+                conn.execution_options(isolation_level="REPEATABLE READ")
+
+            def rows(*columns: Any) -> Sequence[Any]:
+                return conn.execute(select(*columns)).all()
+
+            names = dict(rows(repositories.c.id, repositories.c.name))
+            m, t, r, rb, b, br = (
+                manifests.c,
+                tags.c,
+                manifest_references.c,
+                repository_blobs.c,
+                blobs.c,
+                blob_reservations.c,
+            )
+            return Snapshot(
+                manifests=tuple(
+                    ManifestRecord(names[row[0]], row[1], row[2], _utc(row[3]))
+                    for row in rows(m.repository_id, m.digest, m.subject, m.created_at)
+                ),
+                tags=tuple(
+                    TagRecord(names[row[0]], row[1], row[2])
+                    for row in rows(t.repository_id, t.name, t.digest)
+                ),
+                references=tuple(
+                    ReferenceRecord(names[row[0]], row[1], row[2], ReferenceKind(row[3]))
+                    for row in rows(r.repository_id, r.manifest_digest, r.digest, r.kind)
+                    if row[0] in names
+                ),
+                links=tuple(
+                    LinkRecord(names[row[0]], row[1], _utc(row[2]))
+                    for row in rows(rb.repository_id, rb.digest, rb.created_at)
+                ),
+                blobs=tuple(
+                    BlobRecord(
+                        row[0],
+                        row[1],
+                        BlobState(row[2]),
+                        _utc(row[3]),
+                        None if row[4] is None else _utc(row[4]),
+                    )
+                    for row in rows(b.digest, b.size, b.state, b.created_at, b.marked_at)
+                ),
+                reservations=tuple(
+                    ReservationRecord(row[0], _utc(row[1]))
+                    for row in rows(br.digest, br.created_at)
+                ),
+                uploads=tuple(_upload(row) for row in conn.execute(select(uploads))),
+            )
+
+        return await self._read(run)
+
+    @staticmethod
+    def _matching(
+        conn: Connection,
+        column: ColumnElement[str],
+        digests: Collection[str],
+        *where: ColumnElement[bool],
+    ) -> set[str]:
+        """Those of digests that column holds in rows matching where."""
+        found: set[str] = set()
+        for chunk in _chunks(digests):
+            found.update(conn.scalars(select(column).where(column.in_(chunk), *where).distinct()))
+        return found
+
+    @classmethod
+    def _still_needed(
+        cls, conn: Connection, repository_id: int, candidates: set[str], keep_referrers: bool
+    ) -> set[str]:
+        """The candidates that a manifest outside them needs, or that are tagged."""
+        needed = cls._matching(
+            conn, tags.c.digest, candidates, tags.c.repository_id == repository_id
+        )
+        parents: list[tuple[str, str]] = []
+        for chunk in _chunks(candidates):
+            parents += conn.execute(
+                select(manifest_references.c.digest, manifest_references.c.manifest_digest).where(
+                    manifest_references.c.repository_id == repository_id,
+                    manifest_references.c.kind == ReferenceKind.MANIFEST,
+                    manifest_references.c.digest.in_(chunk),
+                )
+            ).all()
+        needed |= {child for child, parent in parents if parent not in candidates}
+        if keep_referrers:
+            subjects: list[tuple[str, str]] = []
+            for chunk in _chunks(candidates):
+                subjects += conn.execute(
+                    select(manifests.c.digest, manifests.c.subject).where(
+                        manifests.c.repository_id == repository_id,
+                        manifests.c.digest.in_(chunk),
+                        manifests.c.subject.is_not(None),
+                    )
+                ).all()
+            outside = {subject for _, subject in subjects if subject not in candidates}
+            kept = cls._matching(
+                conn, manifests.c.digest, outside, manifests.c.repository_id == repository_id
+            )
+            needed |= {referrer for referrer, subject in subjects if subject in kept}
+        return needed & candidates
+
+    async def delete_manifests(
+        self, repository: str, digests: Collection[str], before: datetime, keep_referrers: bool
+    ) -> list[str]:
+        before = before.astimezone(UTC)
+
+        def run(conn: Connection) -> list[str]:
+            repository_id = self._repository_id(conn, repository)
+            if repository_id is None:
+                return []
+            here = manifests.c.repository_id == repository_id
+            candidates: set[str] = set()
+            for chunk in _chunks(digests):
+                candidates.update(
+                    conn.scalars(
+                        select(manifests.c.digest)
+                        .where(here, manifests.c.digest.in_(chunk), manifests.c.created_at < before)
+                        .order_by(manifests.c.digest)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+            # Keeping one candidate may make it need others (its children, its referrers).
+            while needed := self._still_needed(conn, repository_id, candidates, keep_referrers):
+                candidates -= needed
+            for chunk in _chunks(candidates):
+                conn.execute(delete(manifests).where(here, manifests.c.digest.in_(chunk)))
+                conn.execute(
+                    delete(manifest_references).where(
+                        manifest_references.c.repository_id == repository_id,
+                        manifest_references.c.manifest_digest.in_(chunk),
+                    )
+                )
+                conn.execute(
+                    delete(repository_blobs).where(
+                        repository_blobs.c.repository_id == repository_id,
+                        repository_blobs.c.digest.in_(chunk),
+                    )
+                )
+            return sorted(candidates)
+
+        return await self._write(run)
+
+    async def delete_dangling_tags(self, repository: str) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            repository_id = self._repository_id(conn, repository)
+            if repository_id is None:
+                return []
+            has_manifest = exists().where(
+                manifests.c.repository_id == tags.c.repository_id,
+                manifests.c.digest == tags.c.digest,
+            )
+            dangling = list(
+                conn.scalars(
+                    delete(tags)
+                    .where(tags.c.repository_id == repository_id, ~has_manifest)
+                    .returning(tags.c.name)
+                )
+            )
+            return sorted(dangling)
+
+        return await self._write(run)
+
+    async def delete_links(
+        self, repository: str, digests: Collection[str], before: datetime
+    ) -> list[str]:
+        before = before.astimezone(UTC)
+
+        def run(conn: Connection) -> list[str]:
+            repository_id = self._repository_id(conn, repository)
+            if repository_id is None:
+                return []
+            here = repository_blobs.c.repository_id == repository_id
+            candidates: set[str] = set()
+            for chunk in _chunks(digests):
+                candidates.update(
+                    conn.scalars(
+                        select(repository_blobs.c.digest)
+                        .where(
+                            here,
+                            repository_blobs.c.digest.in_(chunk),
+                            repository_blobs.c.created_at < before,
+                        )
+                        .order_by(repository_blobs.c.digest)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+            candidates -= self._matching(
+                conn,
+                manifest_references.c.digest,
+                candidates,
+                manifest_references.c.repository_id == repository_id,
+            )
+            candidates -= self._matching(
+                conn, manifests.c.digest, candidates, manifests.c.repository_id == repository_id
+            )
+            for chunk in _chunks(candidates):
+                conn.execute(
+                    delete(repository_blobs).where(here, repository_blobs.c.digest.in_(chunk))
+                )
+            return sorted(candidates)
+
+        return await self._write(run)
+
+    async def drop_reservations(self, before: datetime) -> int:
+        before = before.astimezone(UTC)
+        result = await self._write(
+            lambda conn: conn.execute(
+                delete(blob_reservations).where(blob_reservations.c.created_at < before)
+            )
+        )
+        return result.rowcount
+
+    async def mark_blobs(
+        self, digests: Collection[str], before: datetime, token: str
+    ) -> dict[str, int]:
+        before = before.astimezone(UTC)
+
+        def run(conn: Connection) -> dict[str, int]:
+            stamp = now()
+            garbage_age = or_(
+                and_(blobs.c.state != BlobState.DELETING, blobs.c.created_at < before),
+                and_(blobs.c.state == BlobState.DELETING, blobs.c.marked_at < stamp - MARK_TTL),
+            )
+            found: dict[str, int] = {}
+            for chunk in _chunks(digests):
+                found.update(
+                    conn.execute(
+                        select(blobs.c.digest, blobs.c.size)
+                        .where(blobs.c.digest.in_(chunk), garbage_age)
+                        .order_by(blobs.c.digest)
+                        .with_for_update(skip_locked=True)
+                    ).all()
+                )
+            used = (
+                self._matching(conn, repository_blobs.c.digest, found)
+                | self._matching(conn, manifest_references.c.digest, found)
+                | self._matching(conn, blob_reservations.c.digest, found)
+            )
+            marked = {digest: size for digest, size in found.items() if digest not in used}
+            for chunk in _chunks(marked):
+                conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest.in_(chunk))
+                    .values(state=BlobState.DELETING, marked_at=stamp, marked_by=token)
+                )
+            return marked
+
+        return await self._write(run)
+
+    async def claim_orphans(self, sizes: Mapping[str, int], token: str) -> list[str]:
+        def run(conn: Connection) -> list[str]:
+            stamp = now()
+            return [
+                digest
+                for digest in sorted(sizes)
+                if _insert_missing(
+                    conn,
+                    blobs,
+                    digest=digest,
+                    size=sizes[digest],
+                    created_at=stamp,
+                    state=BlobState.DELETING,
+                    marked_at=stamp,
+                    marked_by=token,
+                )
+            ]
+
+        return await self._write(run)
+
+    async def forget_blobs(self, digests: Collection[str], token: str) -> None:
+        def run(conn: Connection) -> None:
+            for chunk in _chunks(digests):
+                conn.execute(
+                    delete(blobs).where(
+                        blobs.c.digest.in_(chunk),
+                        blobs.c.state == BlobState.DELETING,
+                        blobs.c.marked_by == token,
+                    )
+                )
+
+        await self._write(run)
+
+    async def expire_uploads(self, ids: Collection[str], before: datetime) -> list[str]:
+        before = before.astimezone(UTC)
+
+        def run(conn: Connection) -> list[str]:
+            expired: list[str] = []
+            for chunk in _chunks(ids):
+                expired += conn.scalars(
+                    delete(uploads)
+                    .where(uploads.c.id.in_(chunk), uploads.c.updated_at < before)
+                    .returning(uploads.c.id)
+                )
+            return sorted(expired)
+
+        return await self._write(run)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
+        def run(conn: Connection) -> Lease:
+            stamp = now()
+            if _insert_missing(conn, leases, name=name, holder=holder, expires_at=stamp + ttl):
+                return Lease(name, holder, stamp + ttl)
+            row = conn.execute(
+                select(leases.c.holder, leases.c.expires_at)
+                .where(leases.c.name == name)
+                .with_for_update()
+            ).one()
+            if row.holder != holder and _utc(row.expires_at) > stamp:
+                return Lease(name, row.holder, _utc(row.expires_at))
+            conn.execute(
+                update(leases)
+                .where(leases.c.name == name)
+                .values(holder=holder, expires_at=stamp + ttl)
+            )
+            return Lease(name, holder, stamp + ttl)
+
+        return await self._write(run)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                delete(leases).where(leases.c.name == name, leases.c.holder == holder)
+            )
+        )

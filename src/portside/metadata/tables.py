@@ -33,6 +33,30 @@ blobs = Table(
     Column("digest", DIGEST, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # stored | pending (reserved, bytes on their way) | deleting (marked by a collector): base.py
+    # BlobState, and registry/gc.py for why (0003)
+    Column("state", String(16), nullable=False, server_default="stored"),
+    Column("marked_at", DateTime(timezone=True)),
+    Column("marked_by", String(64)),
+)
+
+# A writer's claim on a digest while it stores the bytes, so that no collector deletes them (0003)
+blob_reservations = Table(
+    "blob_reservations",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_blob_reservations_digest", "digest"),
+)
+
+# Named leases with an expiry: which process collects garbage, and when the next run is due (0003)
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 repository_blobs = Table(
@@ -55,7 +79,10 @@ manifests = Table(
     Column("subject", DIGEST),
     Column("annotations", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # org.opencontainers.image.description of the manifest, else of its config's labels (0002)
+    Column("description", Text),
     Index("ix_manifests_subject", "repository_id", "subject"),
+    Index("ix_manifests_created", "repository_id", "created_at"),
 )
 
 manifest_references = Table(

@@ -24,9 +24,14 @@ class BlobContent:
 
 
 class Blobs:
-    def __init__(self, storage: BlobStore, metadata: MetadataStore) -> None:
+    def __init__(
+        self, storage: BlobStore, metadata: MetadataStore, redirect_seconds: int | None = None
+    ) -> None:
+        """redirect_seconds: hand clients URLs of the storage backend valid this long, where the
+        driver can make them (`storage_redirect`); None: always send the bytes."""
         self._storage = storage
         self._metadata = metadata
+        self._redirect_seconds = redirect_seconds
 
     async def stat(self, name: str, digest: Digest) -> int:
         size = await self._metadata.linked_blob_size(name, str(digest))
@@ -38,6 +43,13 @@ class Blobs:
         size = await self.stat(name, digest)
         key = keys.blob(digest)
         return BlobContent(digest, size, self._storage.local_path(key), key)
+
+    def redirect_url(self, content: BlobContent) -> str | None:
+        """A short-lived URL where the client may GET the blob (ranges too) from the storage
+        backend itself; None when redirects are off or the driver makes no such URLs."""
+        if self._redirect_seconds is None:
+            return None
+        return self._storage.redirect_url(content.key, self._redirect_seconds)
 
     def read(self, content: BlobContent, offset: int, length: int) -> AsyncIterator[bytes]:
         return self._storage.read(content.key, offset, length)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from portside.metadata.base import Manifest, MetadataStore
+from portside.metadata.base import Manifest, MetadataStore, RepositorySummary
 from portside.registry.errors import NameUnknown
 from portside.registry.names import Digest
 
 # The most entries one page returns, whatever n asks for; the Link header leads to the rest.
 PAGE_MAX: Final = 10_000
+# Names read at a time while filling a catalog page with repositories the caller may see.
+CATALOG_BATCH: Final = 1_000
+
+# Whether the caller may see (pull) a repository, by name.
+Visible = Callable[[str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +24,13 @@ class Page:
     items: list[str]
     # The last item when more follow: the `last` of the next page's Link.
     next_last: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResults:
+    # How many repositories match in all, and those of the page asked for.
+    total: int
+    items: list[RepositorySummary]
 
 
 def _page(items: list[str], n: int) -> Page:
@@ -38,11 +51,25 @@ class Discovery:
             return Page([], None)
         return _page(await self._metadata.list_tags(name, limit + 1, last), limit)
 
-    async def repositories(self, n: int | None, last: str | None) -> Page:
+    async def repositories(
+        self, n: int | None, last: str | None, visible: Visible | None = None
+    ) -> Page:
+        """Repositories holding a manifest, after last; with visible, only those it passes, and
+        as many of them as n asks for, however many hidden ones lie between."""
         limit = PAGE_MAX if n is None else min(n, PAGE_MAX)
         if limit == 0:
             return Page([], None)
-        return _page(await self._metadata.list_repositories(limit + 1, last), limit)
+        if visible is None:
+            return _page(await self._metadata.list_repositories(limit + 1, last), limit)
+        shown: list[str] = []
+        batch_size = max(limit + 1, CATALOG_BATCH)
+        while len(shown) <= limit:
+            batch = await self._metadata.list_repositories(batch_size, last)
+            shown += [name for name in batch if visible(name)]
+            if len(batch) < batch_size:
+                break
+            last = batch[-1]
+        return _page(shown[: limit + 1], limit)
 
     async def referrers(
         self, name: str, subject: Digest, artifact_type: str | None
@@ -51,7 +78,12 @@ class Discovery:
             raise NameUnknown({"name": name})
         return await self._metadata.list_referrers(name, str(subject), artifact_type)
 
-    async def search(self, query: str) -> list[str]:
-        """Repositories whose name contains query, in lexical order."""
-        names = await self._metadata.list_repositories(None, None)
-        return [name for name in names if query in name]
+    async def search(
+        self, query: str, page: int, page_size: int, visible: Visible | None = None
+    ) -> SearchResults:
+        """Repositories whose name or description contains query, ignoring case, in lexical
+        order: page (from 1) of those visible passes, page_size to a page."""
+        total, items = await self._metadata.search_repositories(
+            query, (page - 1) * page_size, page_size, visible
+        )
+        return SearchResults(total, items)

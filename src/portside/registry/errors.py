@@ -16,7 +16,8 @@ RegistryError
 ├── Unauthorized           UNAUTHORIZED
 ├── Denied                 DENIED
 ├── Unsupported            UNSUPPORTED
-│   └── DeleteDisabled         DELETE with deletes switched off (405)
+│   ├── DeleteDisabled         DELETE with deletes switched off (405)
+│   └── TokenRequestInvalid    a token request the token endpoint cannot serve (400)
 ├── TooManyRequests        TOOMANYREQUESTS
 └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
 """
@@ -121,8 +122,15 @@ class TooLarge(SizeInvalid):
 
 
 class Unauthorized(RegistryError):
+    """No credentials, bad ones, or a token without the scope: `challenge` tells the client
+    how to authenticate (the WWW-Authenticate value)."""
+
     code = ErrorCode.UNAUTHORIZED
     message = "authentication required"
+
+    def __init__(self, detail: object = None, *, challenge: str | None = None) -> None:
+        super().__init__(detail)
+        self.challenge = challenge
 
 
 class Denied(RegistryError):
@@ -141,9 +149,20 @@ class DeleteDisabled(Unsupported):
     message = "deletes are disabled on this registry"
 
 
+class TokenRequestInvalid(Unsupported):
+    """A token request the token endpoint cannot serve: a malformed scope, another service,
+    an unknown grant_type (400, as OAuth2's invalid_request)."""
+
+    message = "invalid token request"
+
+
 class TooManyRequests(RegistryError):
     code = ErrorCode.TOOMANYREQUESTS
     message = "too many requests"
+
+    def __init__(self, detail: object = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # seconds, for Retry-After
 
 
 class PaginationNumberInvalid(RegistryError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from portside.registry.errors import DigestInvalid
 from portside.registry.names import Digest
 
 BLOBS: Final = "blobs"
@@ -35,3 +36,25 @@ def upload_part(upload_id: str, nonce: str) -> str:
     if not UPLOAD_ID_PATTERN.fullmatch(nonce):
         raise ValueError(f"not a nonce: {nonce!r}")
     return f"{upload(upload_id)}.{nonce}"
+
+
+def blob_digest(key: str) -> Digest | None:
+    """The digest whose bytes key holds, if key is where blob() puts them; else None."""
+    prefix, _, rest = key.partition("/")
+    algorithm, _, rest = rest.partition("/")
+    fan_out, _, encoded = rest.partition("/")
+    if prefix != BLOBS or fan_out != encoded[:2]:
+        return None
+    try:
+        return Digest.parse(f"{algorithm}:{encoded}")
+    except DigestInvalid:
+        return None
+
+
+def upload_of(key: str) -> str | None:
+    """The upload id whose bytes or chunk key holds, if key is an upload() or upload_part()."""
+    prefix, _, name = key.partition("/")
+    upload_id = name.partition(".")[0]
+    if prefix != UPLOADS or not UPLOAD_ID_PATTERN.fullmatch(upload_id):
+        return None
+    return upload_id

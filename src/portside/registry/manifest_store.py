@@ -7,10 +7,11 @@ the digests it references) is in metadata, so that reads by tag are one query an
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from portside.metadata.base import Conflict, Manifest, MetadataStore
+from portside.metadata.base import Conflict, Manifest, MetadataStore, Missing, Reference
 from portside.registry import keys
 from portside.registry.errors import (
     DigestInvalid,
@@ -18,12 +19,15 @@ from portside.registry.errors import (
     ManifestInvalid,
     ManifestUnknown,
 )
-from portside.registry.manifests import parse
+from portside.registry.manifests import config_description, parse
 from portside.registry.names import Digest, is_tag
-from portside.storage.base import BlobStore
+from portside.registry.reservations import reserved
+from portside.storage.base import BlobStore, NotFound
 
 # Manifest bytes are immutable per digest; keeping recent ones spares a file read on hot tags.
 CACHE_BYTES: Final = 32 * 1024 * 1024
+# An image config is a few KiB; a bigger config blob is read no further for its description.
+CONFIG_READ_MAX: Final = 1024 * 1024
 
 
 class _ContentCache:
@@ -105,7 +109,9 @@ class ManifestStore:
         missing = await self._metadata.missing_references(name, parsed.references)
         if missing:
             raise ManifestBlobUnknown({"digests": missing[:50]})
-        await self._storage.put(keys.blob(digest), body)
+        description = parsed.description
+        if description is None and parsed.config_digest is not None:
+            description = await self._config_description(parsed.config_digest, parsed.config_size)
         manifest = Manifest(
             repository=name,
             digest=str(digest),
@@ -114,13 +120,41 @@ class ManifestStore:
             artifact_type=parsed.artifact_type,
             subject=parsed.subject,
             annotations=parsed.annotations,
+            description=description,
         )
+        # The bytes are stored under a reservation, and the references checked again where
+        # they are recorded, so that garbage collection takes neither away meanwhile.
+        async with reserved(self._metadata, digest, len(body)) as reservation:
+            if not reservation.stored:
+                await self._storage.put(keys.blob(digest), body)
+            try:
+                await self._record(manifest, parsed.references, tag, reservation.token)
+            except Missing as error:
+                raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
+        return PushedManifest(digest, parsed.subject)
+
+    async def _record(
+        self, manifest: Manifest, references: Sequence[Reference], tag: str | None, token: str
+    ) -> None:
         try:
-            await self._metadata.put_manifest(manifest, parsed.references, tag)
+            await self._metadata.put_manifest(manifest, references, tag, token)
         except Conflict:
             # The same manifest was stored concurrently; the stored record is identical.
-            await self._metadata.put_manifest(manifest, parsed.references, tag)
-        return PushedManifest(digest, parsed.subject)
+            await self._metadata.put_manifest(manifest, references, tag, token)
+
+    async def _config_description(self, digest: str, size: int) -> str | None:
+        """The description label of an image's config blob, read up to CONFIG_READ_MAX bytes."""
+        if size > CONFIG_READ_MAX:
+            return None
+        parts: list[bytes] = []
+        try:
+            key = keys.blob(Digest.parse(digest))
+            async for chunk in self._storage.read(key, 0, CONFIG_READ_MAX + 1):
+                parts.append(chunk)
+        except NotFound:  # collected since the reference check: the push goes on without it
+            return None
+        content = b"".join(parts)
+        return None if len(content) > CONFIG_READ_MAX else config_description(content)
 
     async def delete(self, name: str, reference: str) -> None:
         """By digest: the manifest and every tag on it. By tag: that tag only (spec v1.1)."""

@@ -31,6 +31,10 @@ FOREIGN_LAYER_TYPES: Final = frozenset(
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
     }
 )
+# The annotation (of a manifest) or label (of an image config) that search shows.
+DESCRIPTION: Final = "org.opencontainers.image.description"
+# A search result's summary, not a document: longer descriptions are cut to this many characters.
+DESCRIPTION_MAX: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,11 @@ class ParsedManifest:
     subject: str | None
     artifact_type: str | None
     annotations: str | None
+    # The manifest's own description annotation, if it has one.
+    description: str | None = None
+    # An image manifest's config descriptor, where the description label may be instead.
+    config_digest: str | None = None
+    config_size: int = 0
 
 
 def _descriptor(value: object, where: str) -> dict[str, Any]:
@@ -73,6 +82,27 @@ def _optional_string(document: dict[str, Any], field: str) -> str | None:
     return value
 
 
+def _description(values: object) -> str | None:
+    """The description among annotations or labels, if it is a string with some text."""
+    value = values.get(DESCRIPTION) if isinstance(values, dict) else None
+    if not isinstance(value, str):
+        return None
+    # JSON carries what a database or UTF-8 refuses: NUL (PostgreSQL text), lone surrogates.
+    text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
+    return text[:DESCRIPTION_MAX] or None
+
+
+def config_description(content: bytes) -> str | None:
+    """The description label of an image config (`config.Labels`, in OCI and Docker configs
+    alike); None when it has none or is not JSON: a config is the client's, never refused."""
+    try:
+        document = json.loads(content)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    config = document.get("config") if isinstance(document, dict) else None
+    return _description(config.get("Labels") if isinstance(config, dict) else None)
+
+
 def parse(body: bytes, content_type: str | None) -> ParsedManifest:
     """Parse a pushed manifest; ManifestInvalid for anything the registry cannot store faithfully.
 
@@ -102,6 +132,7 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
 
     references: list[Reference] = []
     artifact_type = _optional_string(document, "artifactType")
+    config: dict[str, Any] | None = None
     if media_type in IMAGE_TYPES:
         config = _descriptor(document.get("config"), "config")
         references.append(Reference(config["digest"], ReferenceKind.BLOB))
@@ -127,4 +158,7 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
         subject=subject_digest,
         artifact_type=artifact_type,
         annotations=json.dumps(annotations, separators=(",", ":")) if annotations else None,
+        description=_description(annotations),
+        config_digest=None if config is None else config["digest"],
+        config_size=0 if config is None else config["size"],
     )

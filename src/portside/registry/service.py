@@ -22,10 +22,14 @@ class Registry:
 
     @classmethod
     def build(
-        cls, storage: BlobStore, metadata: MetadataStore, max_blob_size: int | None = None
+        cls,
+        storage: BlobStore,
+        metadata: MetadataStore,
+        max_blob_size: int | None = None,
+        redirect_seconds: int | None = None,
     ) -> Registry:
         return cls(
-            blobs=Blobs(storage, metadata),
+            blobs=Blobs(storage, metadata, redirect_seconds),
             uploads=Uploads(storage, metadata, max_blob_size),
             manifests=ManifestStore(storage, metadata),
             discovery=Discovery(metadata),

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Final
 
@@ -30,6 +30,7 @@ from portside.registry.errors import (
     UploadOutOfOrder,
 )
 from portside.registry.names import Digest
+from portside.registry.reservations import reserved
 from portside.storage.base import BlobStore, NotFound, Writer
 
 HASHERS_KEPT: Final = 256
@@ -137,18 +138,30 @@ class Uploads:
         upload = await self._metadata.get_upload(name, upload_id)
         if upload is None or upload.offset == 0:
             return None
-        try:
-            if await self._storage.stat(keys.blob(digest)) != upload.offset:
+        async with reserved(self._metadata, digest, upload.offset) as reservation:
+            # Checked under the reservation, so that no collector deletes the bytes afterwards.
+            if not await self._is_blob_of(upload, digest):
+                await self._metadata.release_blob(reservation.token)
                 return None
-        except NotFound:
-            return None
-        if await self._digest_of(
-            upload, None, keys.blob(digest), digest.algorithm, trust=False
-        ) != (digest.encoded):
-            return None
-        await self._metadata.complete_upload(upload.id, name, str(digest), upload.offset)
+            await self._record(
+                self._metadata.complete_upload(
+                    upload.id, name, str(digest), upload.offset, reservation.token
+                )
+            )
         self._hashers.forget(upload.id)
         return upload.offset
+
+    async def _is_blob_of(self, upload: Upload, digest: Digest) -> bool:
+        """Whether the blob of digest in storage holds the upload's bytes."""
+        try:
+            if await self._storage.stat(keys.blob(digest)) != upload.offset:
+                return False
+        except NotFound:
+            return False
+        key = keys.blob(digest)
+        return await self._digest_of(upload, None, key, digest.algorithm, trust=False) == (
+            digest.encoded
+        )
 
     async def _finish(
         self,
@@ -163,12 +176,14 @@ class Uploads:
         if upload.offset == 0:
             # The whole blob came with this request (POST then PUT): it is checked and stored
             # from its own object, with no claim on the session, which ends either way.
+            def complete(size: int, token: str) -> Awaitable[None]:
+                return self._metadata.complete_upload(upload.id, name, str(digest), size, token)
+
             try:
-                size = await self._whole(upload.id, digest, body, length)
+                size = await self._whole(upload.id, digest, body, length, complete)
             except DigestInvalid:
                 await self._forget(upload.id)  # as distribution does: the upload is over
                 raise
-            await self._metadata.complete_upload(upload.id, name, str(digest), size)
             self._hashers.forget(upload.id)
             return size
         part = keys.upload_part(upload.id, uuid.uuid4().hex)
@@ -183,12 +198,18 @@ class Uploads:
                 await self._forget(upload.id)  # as distribution does: the upload is over
                 expected, actual = str(digest), f"{digest.algorithm}:{actual}"
                 raise DigestInvalid({"expected": expected, "actual": actual})
-            await self._store(content, digest)
+            await self._store(
+                content,
+                digest,
+                claimed.offset,
+                lambda token: self._metadata.complete_upload(
+                    upload.id, name, str(digest), claimed.offset, token
+                ),
+            )
         finally:
             await self._storage.delete(part)  # already gone when it became the blob
             if content != part:
                 await self._storage.delete(content)
-        await self._metadata.complete_upload(upload.id, name, str(digest), claimed.offset)
         self._hashers.forget(upload.id)
         return claimed.offset
 
@@ -197,14 +218,22 @@ class Uploads:
     ) -> int:
         """A whole blob in one request (POST ?digest=), with no upload session at all: nothing
         is left behind when the blob is refused. Returns the blob's size."""
-        size = await self._whole(uuid.uuid4().hex, digest, body, length)
-        await self._metadata.link_blob(name, str(digest), size)
-        return size
+
+        def link(size: int, token: str) -> Awaitable[None]:
+            return self._metadata.link_blob(name, str(digest), size, token)
+
+        return await self._whole(uuid.uuid4().hex, digest, body, length, link)
 
     async def _whole(
-        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
+        self,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        record: Callable[[int, str], Awaitable[None]],
     ) -> int:
-        """Receive a whole blob into an object of its own, check its digest and store it."""
+        """Receive a whole blob into an object of its own, check its digest, store it and
+        record it with record(size, reservation)."""
         limit = self._max_blob_size
         if limit is not None and length is not None and length > limit:
             raise TooLarge({"limit": limit})
@@ -221,15 +250,31 @@ class Uploads:
             if actual != digest.encoded:
                 expected, actual = str(digest), f"{digest.algorithm}:{actual}"
                 raise DigestInvalid({"expected": expected, "actual": actual})
-            await self._store(part, digest)
+            await self._store(part, digest, size, lambda token: record(size, token))
         finally:
             await self._storage.delete(part)  # already gone when it became the blob
         return size
 
-    async def _store(self, content: str, digest: Digest) -> None:
-        """Make checked bytes the blob of digest, unless the registry has that blob already."""
-        if await self._metadata.blob_size(str(digest)) is None:
-            await self._storage.move(content, keys.blob(digest))
+    async def _store(
+        self, content: str, digest: Digest, size: int, record: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """Make checked bytes the blob of digest, unless the registry has that blob already,
+        and record it with record(reservation): under a reservation, so that no collector
+        deletes the bytes before the record makes them reachable."""
+        async with reserved(self._metadata, digest, size) as reservation:
+            if not reservation.stored:
+                await self._storage.move(content, keys.blob(digest))
+            await self._record(record(reservation.token))
+
+    @staticmethod
+    async def _record(recording: Awaitable[None]) -> None:
+        try:
+            await recording
+        except Conflict:
+            # The reservation ended: the bytes took longer than upload_expiry to be stored.
+            raise BlobUploadInvalid(
+                {"reason": "storing the blob took too long; start again"}
+            ) from None
 
     # Concurrent requests on one upload (a client's mistake, or an attempt to store other bytes
     # under a digest) must never leave bytes in it that its kept hash does not cover. So a chunk
@@ -430,8 +475,4 @@ class Uploads:
 
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:
         """Link a blob readable in source into name; None when source cannot read it."""
-        size = await self._metadata.linked_blob_size(source, str(digest))
-        if size is None:
-            return None
-        await self._metadata.link_blob(name, str(digest), size)
-        return size
+        return await self._metadata.mount_blob(name, str(digest), source)

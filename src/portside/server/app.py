@@ -11,10 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from portside.api.routes import ROUTES
+from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.errors import RegistryError
 from portside.registry.service import Registry
+from portside.server import auth
+from portside.server.collector import background_collection
 from portside.server.errors import http_error, registry_error
 from portside.server.middleware import RegistryMiddleware
 from portside.storage.base import BlobStore
@@ -47,18 +50,27 @@ STORAGE_DRIVERS: dict[str, Callable[[Settings], BlobStore]] = {
 def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
-    registry = Registry.build(storage, metadata, settings.max_blob_size)
+    redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
+    registry = Registry.build(storage, metadata, settings.max_blob_size, redirect_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with background_collection(settings, storage, metadata):
+            yield
         await metadata.close()
+
+    middleware = [Middleware(RegistryMiddleware)]
+    routes = ROUTES
+    access = auth.build(settings)
+    if access is not None:
+        middleware.append(Middleware(auth.AuthMiddleware, gate=access.gate))
+        routes = [*access.routes, *ROUTES]
 
     app = Starlette(
         # Never Starlette's debug pages: a client gets the spec's envelope, the log the traceback.
         debug=False,
-        routes=ROUTES,
-        middleware=[Middleware(RegistryMiddleware)],
+        routes=routes,
+        middleware=middleware,
         exception_handlers={RegistryError: registry_error, HTTPException: http_error},
         lifespan=lifespan,
     )
@@ -66,4 +78,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.issue = settings.issue
     app.state.delete_enabled = settings.delete_enabled
     app.state.max_manifest_size = settings.max_manifest_size
+    app.state.token_service = access.token_service if access is not None else None
+    app.state.public_address = PublicAddress(settings.public_url, settings.trust_forwarded_headers)
     return app

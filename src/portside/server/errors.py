@@ -14,7 +14,10 @@ from starlette.responses import Response
 from portside.registry.errors import (
     ErrorCode,
     RegistryError,
+    TokenRequestInvalid,
     TooLarge,
+    TooManyRequests,
+    Unauthorized,
     Unsupported,
     UploadOutOfOrder,
 )
@@ -42,6 +45,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
 STATUS_OVERRIDES: Final[Mapping[type[RegistryError], int]] = {
     UploadOutOfOrder: 416,
     TooLarge: 413,
+    TokenRequestInvalid: 400,
 }
 
 
@@ -54,10 +58,17 @@ def envelope(code: str, message: str, detail: object = None) -> bytes:
 
 def error_response(error: RegistryError) -> Response:
     status = STATUS_OVERRIDES.get(type(error), STATUS[error.code])
+    headers = {}
+    # spec: a 401 "MUST" carry WWW-Authenticate (RFC 7235); a 429 tells when to retry.
+    if isinstance(error, Unauthorized) and error.challenge is not None:
+        headers["WWW-Authenticate"] = error.challenge
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return Response(
         envelope(error.code, error.message, error.detail),
         status_code=status,
         media_type="application/json",
+        headers=headers,
     )
 
 

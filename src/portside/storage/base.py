@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -33,6 +35,13 @@ def check_key(key: str) -> str:
     if not KEY_PATTERN.fullmatch(key):
         raise InvalidKey(key)
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime  # when the object was last written, time-zone aware
 
 
 class Writer(Protocol):
@@ -88,5 +97,15 @@ class BlobStore(Protocol):
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Every key under prefix, in no particular order."""
 
+    def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object under prefix, as list finds them, with its size and when it was last
+        written (a move keeps that time)."""
+
     def local_path(self, key: str) -> Path | None:
         """A local file holding the object, for zero-copy sends; None when the driver has none."""
+
+    def redirect_url(self, key: str, expires: int) -> str | None:
+        """A URL that GETs the finished object under key, Range requests included, without
+        credentials for expires seconds, so that clients can fetch the bytes from the backend
+        itself; None when the driver has none. Made locally: it does not check that the object
+        exists."""

@@ -10,12 +10,13 @@ import shutil
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from anyio import to_thread
 
-from portside.storage.base import NotFound, check_key
+from portside.storage.base import NotFound, ObjectInfo, check_key
 
 T = TypeVar("T")
 
@@ -222,5 +223,17 @@ class FilesystemBlobStore:
                 if not name.startswith(TEMP_PREFIX):
                     yield str((Path(folder) / name).relative_to(self.root))
 
+    async def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for key in self.list(prefix):
+            try:
+                info = self._path(key).stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            yield ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    def redirect_url(self, key: str, expires: int) -> None:
+        """None: the server sends the file itself, which is already zero-copy."""
+        check_key(key)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import anyio
 from anyio import to_thread
 
-from portside.storage.base import KEY_PATTERN, NotFound, StorageError, check_key
+from portside.storage.base import KEY_PATTERN, NotFound, ObjectInfo, StorageError, check_key
 
 try:
     import boto3
@@ -662,9 +662,38 @@ class S3BlobStore:
             ):
                 yield key.removesuffix(TAIL)  # unfinished, and not beside a finished one
 
+    async def scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """The listing gives each finished object's size and time; an unfinished one's size is
+        in its tail's metadata, its time the tail's."""
+        if (found := await self._head(self._name(prefix))) is not None:
+            head = await self._run(
+                lambda: self.client.head_object(Bucket=self.bucket, Key=self._name(prefix))
+            )
+            yield ObjectInfo(prefix, found[0], head["LastModified"])
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._name(prefix) + "/"
+        )
+        finished: set[str] = set()
+        tails: dict[str, ObjectInfo] = {}
+        async for page in self._pages(pages):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if KEY_PATTERN.fullmatch(key):
+                    finished.add(key)
+                    yield ObjectInfo(key, item["Size"], item["LastModified"])
+                elif key.endswith(TAIL) and KEY_PATTERN.fullmatch(key.removesuffix(TAIL)):
+                    key = key.removesuffix(TAIL)
+                    tails[key] = ObjectInfo(key, item["Size"], item["LastModified"])
+        for key, tail in tails.items():
+            if key not in finished and (unfinished := await self._unfinished(key)) is not None:
+                yield ObjectInfo(key, unfinished.size, tail.modified)
+
     def local_path(self, key: str) -> Path | None:
         check_key(key)
         return None
+
+    def redirect_url(self, key: str, expires: int) -> str:
+        return self.presigned_url(key, expires)
 
     def presigned_url(self, key: str, expires: int = 3600) -> str:
         """A URL that GETs the finished object under key for expires seconds, no credentials

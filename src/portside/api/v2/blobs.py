@@ -1,4 +1,5 @@
-"""GET, HEAD and DELETE /v2/<name>/blobs/<digest> (spec end-2, end-10)."""
+"""GET, HEAD and DELETE /v2/<name>/blobs/<digest> (spec end-2, end-10). With `storage_redirect`,
+a GET answers 307 with a short-lived URL of the object store instead of the bytes."""
 
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ async def get_blob(request: Request) -> Response:
     name = requests.name(request)
     digest = Digest.parse(request.path_params["digest"])
     content = await registry.blobs.open(name, digest)
+    if request.method == "GET" and (location := registry.blobs.redirect_url(content)):
+        # The object store serves the bytes, Range included; HEAD still answers here.
+        return Response(
+            status_code=307, headers={"Location": location, "Docker-Content-Digest": str(digest)}
+        )
     headers = {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",

@@ -35,7 +35,7 @@ async def list_tags(request: Request) -> Response:
 async def list_catalog(request: Request) -> Response:
     registry = requests.registry(request)
     n, last = requests.paging(request)
-    page = await registry.discovery.repositories(n, last)
+    page = await registry.discovery.repositories(n, last, requests.visible_repository(request))
     return JSONResponse({"repositories": page.items}, headers=_link("/v2/_catalog", n, page))
 
 

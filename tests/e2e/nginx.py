@@ -1,0 +1,145 @@
+"""nginx in front of a `portside serve`, with the shipped deploy/nginx/portside.conf: a real nginx
+process (not a daemon) whose config, pid, logs and temp folders all live under one folder.
+
+Only the machine-specific lines of the shipped file are replaced (listen address, certificate,
+htpasswd file, upstream); each must occur as often as expected, so the test breaks loudly if the
+shipped file drifts from what the test checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from .server import _group_members, free_port
+from .tls import TlsFiles
+
+SHIPPED = Path(__file__).parents[2] / "deploy" / "nginx" / "portside.conf"
+START_TIMEOUT = 20.0
+TEMP_FOLDERS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def have_nginx() -> bool:
+    return shutil.which("nginx") is not None
+
+
+class Nginx:
+    """nginx on a free port of 127.0.0.1, TLS with `tls`, basic auth from `htpasswd`, proxying
+    to `upstream` (HOST:PORT). The port is chosen at construction, so that a backend can be told
+    its public_url before either starts."""
+
+    def __init__(self, root: Path, tls: TlsFiles, htpasswd: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"https://{self.host}"
+        self.tls = tls
+        self.htpasswd = htpasswd
+        self.conf = root / "nginx.conf"
+        self.error_log = root / "error.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def temp_folder(self, name: str) -> Path:
+        return self.root / "temp" / name
+
+    def temp_files(self) -> set[str]:
+        """Files in nginx's temp folders now, those it holds open included: nginx unlinks a temp
+        file right after creating it, so only its processes' open files show it."""
+        temp = self.root / "temp"
+        found = {str(path) for path in temp.rglob("*") if path.is_file()}
+        for pid in _group_members(self.process.pid) if self.process else []:
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith(f"{temp}/"):
+                            found.add(target)
+        return found
+
+    def site_conf(self, upstream: str) -> str:
+        """The shipped file with this machine's listen address, files and upstream."""
+        text = SHIPPED.read_text()
+        replacements = [
+            ("listen 443 ssl http2;", f"listen {self.host} ssl http2;", 1),
+            ("    listen [::]:443 ssl http2;\n", "", 1),
+            ("/etc/nginx/tls/registry.example.com.crt", str(self.tls.certificate), 1),
+            ("/etc/nginx/tls/registry.example.com.key", str(self.tls.key), 1),
+            ("/etc/nginx/portside.htpasswd", str(self.htpasswd), 2),
+            ("server 127.0.0.1:5000;", f"server {upstream};", 1),
+        ]
+        for old, new, count in replacements:
+            assert text.count(old) == count, f"{SHIPPED} should hold {old!r} {count} time(s)"
+            text = text.replace(old, new)
+        return text
+
+    def start(self, upstream: str) -> None:
+        assert self.process is None, "already running"
+        (self.root / "portside.conf").write_text(self.site_conf(upstream))
+        temp_paths = ""
+        for name in TEMP_FOLDERS:
+            self.temp_folder(name).mkdir(parents=True, exist_ok=True)
+            temp_paths += f"    {name}_temp_path {self.temp_folder(name)};\n"
+        self.conf.write_text(
+            # Workers as root only when the test is root: they read the 0600 key and htpasswd.
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"worker_processes 1;\npid {self.root / 'nginx.pid'};\n"
+            + f"error_log {self.error_log} warn;\n"
+            + "events {\n    worker_connections 256;\n}\n"
+            + "http {\n"
+            + f"    access_log {self.root / 'access.log'};\n"
+            + temp_paths
+            + f"    include {self.root / 'portside.conf'};\n"
+            + "}\n"
+        )
+        command = ["nginx", "-c", str(self.conf), "-p", str(self.root), "-e", str(self.error_log)]
+        check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+        assert check.returncode == 0, f"nginx -t:\n{check.stderr}"
+        self.process = subprocess.Popen(
+            [*command, "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"{self.url}/v1/_ping", verify=self.tls.ssl_context(), timeout=2)
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not answer within {START_TIMEOUT}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGQUIT (finish requests, then stop); SIGKILL to the whole group after 10 s."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGQUIT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def log(self) -> str:
+        try:
+            return self.error_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,484 @@
+"""Token auth (distribution's token specification): the built-in token service, bearer tokens on
+the registry API, every way a token is refused, and tokens of an external issuer."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from auth_setup import Registry, auth_section, basic, bearer
+from helpers import assert_error, digest_of, push_image, random_bytes
+
+from conftest import RegistryFactory
+from portside.auth.base import repository
+from portside.auth.htpasswd import remove_user
+from portside.auth.keys import KeySet, SigningKey
+from portside.auth.tokens import TokenIssuer, TokenVerifier
+
+SERVICE = "registry.test"
+REALM = "http://registry.test/auth/token"
+
+
+def claims(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+async def get_token(
+    registry: Registry, *scopes: str, user: str | None = None, **params: str
+) -> dict[str, Any]:
+    headers = basic(user) if user else {}
+    response = await registry.client.get(
+        "/auth/token",
+        params={"service": SERVICE, "scope": list(scopes), **params},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def signing_key(registry: Registry) -> SigningKey:
+    return SigningKey.from_pem(registry.settings.token_key_path.read_bytes())
+
+
+def assert_bearer_challenge(
+    response: httpx.Response, scope: str | None = None, error: str | None = None
+) -> None:
+    assert_error(response, 401, "UNAUTHORIZED")
+    expected = f'Bearer realm="{REALM}",service="{SERVICE}"'
+    if scope:
+        expected += f',scope="{scope}"'
+    if error:
+        expected += f',error="{error}"'
+    assert response.headers["www-authenticate"] == expected
+
+
+# Challenges --------------------------------------------------------------------------------
+
+
+async def test_version_check_sends_clients_to_the_token_service(token_registry: Registry) -> None:
+    response = await token_registry.client.get("/v2/")
+    assert_bearer_challenge(response)
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+async def test_a_refused_request_names_the_scope_it_needs(token_registry: Registry) -> None:
+    response = await token_registry.client.post("/v2/team/app/blobs/uploads/")
+    assert_bearer_challenge(response, "repository:team/app:pull,push")
+    catalog = await token_registry.client.get("/v2/_catalog")
+    assert_bearer_challenge(catalog, "registry:catalog:*")
+
+
+async def test_the_realm_is_absolute_from_public_url(
+    make_registry: RegistryFactory, htpasswd: Path
+) -> None:
+    registry = await make_registry(
+        auth_section(htpasswd, token={"service": SERVICE}), public_url="https://r.example"
+    )
+    response = await registry.client.get("/v2/")
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="https://r.example/auth/token",service="{SERVICE}"'
+    )
+
+
+async def test_the_token_endpoint_path_follows_the_realm(
+    make_registry: RegistryFactory, htpasswd: Path
+) -> None:
+    realm = "https://auth.example/v9/token"
+    registry = await make_registry(auth_section(htpasswd, token={"realm": realm}))
+
+    challenge = (await registry.client.get("/v2/")).headers["www-authenticate"]
+    token = await registry.client.get("/v9/token", headers=basic("alice"))
+
+    assert challenge == f'Bearer realm="{realm}",service="portside"'
+    assert token.status_code == 200
+    assert (await registry.client.get("/auth/token")).status_code == 404
+
+
+# The token endpoint ----------------------------------------------------------------------------
+
+
+async def test_a_token_holds_what_was_asked_cut_to_what_is_allowed(
+    token_registry: Registry,
+) -> None:
+    before = int(time.time())
+    body = await get_token(
+        token_registry,
+        "repository:team/app:pull,push,delete",
+        "repository:other/secret:pull repository:public/base:pull",
+        "registry:catalog:*",
+        user="alice",
+    )
+
+    assert set(body) == {"token", "access_token", "expires_in", "issued_at"}
+    assert body["access_token"] == body["token"]
+    assert body["expires_in"] == 300
+    issued = datetime.datetime.fromisoformat(body["issued_at"].replace("Z", "+00:00"))
+    assert before - 1 <= issued.timestamp() <= time.time() + 1
+    decoded = claims(body["token"])
+    assert decoded["sub"] == "alice"
+    assert decoded["aud"] == SERVICE
+    assert decoded["iss"] == "portside"
+    assert decoded["exp"] - decoded["iat"] == 300
+    assert decoded["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
+        {"type": "repository", "name": "public/base", "actions": ["pull"]},
+        {"type": "registry", "name": "catalog", "actions": ["*"]},
+    ]
+    verifier = TokenVerifier(
+        KeySet.from_signing_key(signing_key(token_registry)), issuer="portside", audience=SERVICE
+    )
+    assert verifier.verify(body["token"]).allows(repository("team/app", "pull", "push"))
+
+
+async def test_an_anonymous_token_holds_only_anonymous_grants(token_registry: Registry) -> None:
+    body = await get_token(
+        token_registry, "repository:public/base:pull,push", "repository:team/app:pull"
+    )
+    decoded = claims(body["token"])
+    assert decoded["sub"] == ""
+    assert decoded["access"] == [{"type": "repository", "name": "public/base", "actions": ["pull"]}]
+    assert "refresh_token" not in body
+
+
+async def test_offline_token_gives_a_refresh_token_that_the_oauth2_grant_takes(
+    token_registry: Registry,
+) -> None:
+    body = await get_token(
+        token_registry, "repository:team/app:pull", user="alice", offline_token="true"
+    )
+    refresh_token = body["refresh_token"]
+
+    response = await token_registry.client.post(
+        "/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "service": SERVICE,
+            "scope": "repository:team/app:push repository:other/x:pull",
+            "client_id": "docker",
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    refreshed = response.json()
+    assert refreshed["scope"] == "repository:team/app:push"
+    assert "refresh_token" not in refreshed
+    assert claims(refreshed["access_token"])["sub"] == "alice"
+    assert claims(refreshed["access_token"])["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["push"]}
+    ]
+
+
+async def test_the_oauth2_password_grant(token_registry: Registry) -> None:
+    form = {
+        "grant_type": "password",
+        "username": "carol",
+        "password": "carol-Secret-3",
+        "service": SERVICE,
+        "scope": "repository:team/app:pull,push",
+        "client_id": "test",
+        "access_type": "offline",
+    }
+    response = await token_registry.client.post("/auth/token", data=form)
+    wrong = await token_registry.client.post("/auth/token", data=form | {"password": "x"})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["scope"] == "repository:team/app:pull"
+    assert body["refresh_token"]
+    assert body["expires_in"] == 300
+    assert_error(wrong, 401, "UNAUTHORIZED")
+
+
+async def test_refresh_tokens_of_removed_users_are_refused(
+    token_registry: Registry, htpasswd: Path
+) -> None:
+    body = await get_token(token_registry, user="dave", offline_token="true")
+    remove_user(htpasswd, "dave")
+
+    response = await token_registry.client.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+    )
+    unknown = await token_registry.client.post(
+        "/auth/token", data={"grant_type": "refresh_token", "refresh_token": "made-up"}
+    )
+
+    assert_error(response, 401, "UNAUTHORIZED")
+    assert_error(unknown, 401, "UNAUTHORIZED")
+
+
+async def test_refresh_tokens_are_stored_hashed_with_mode_0600(token_registry: Registry) -> None:
+    body = await get_token(token_registry, user="alice", offline_token="true")
+    path = token_registry.settings.refresh_tokens_path
+    assert body["refresh_token"] not in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_wrong_password_at_the_token_endpoint_is_401_with_a_basic_challenge(
+    token_registry: Registry,
+) -> None:
+    response = await token_registry.client.get(
+        "/auth/token", params={"service": SERVICE}, headers=basic("alice", "wrong")
+    )
+    assert_error(response, 401, "UNAUTHORIZED")
+    assert response.headers["www-authenticate"] == 'Basic realm="Portside registry"'
+
+
+async def test_the_token_endpoint_limits_failed_logins(
+    make_registry: RegistryFactory, htpasswd: Path
+) -> None:
+    registry = await make_registry(
+        auth_section(htpasswd, token={}, login_limit={"failures": 2, "window_seconds": 30})
+    )
+    for _ in range(2):
+        response = await registry.client.get("/auth/token", headers=basic("alice", "nope"))
+        assert response.status_code == 401
+    throttled = await registry.client.get("/auth/token", headers=basic("alice"))
+    assert_error(throttled, 429, "TOOMANYREQUESTS")
+    assert 0 < int(throttled.headers["retry-after"]) <= 30
+
+
+@pytest.mark.parametrize(
+    ("params", "form"),
+    [
+        ({"scope": "repository:team/app"}, None),
+        ({"service": "another.registry"}, None),
+        (None, {"grant_type": "client_credentials"}),
+        (None, {"grant_type": "password", "username": "alice"}),
+        (None, {"grant_type": "refresh_token"}),
+        (None, {"grant_type": "password", "username": "alice", "password": "x", "scope": "a:b"}),
+    ],
+    ids=["bad-scope", "other-service", "grant-type", "no-password", "no-token", "post-scope"],
+)
+async def test_malformed_token_requests_are_400(
+    token_registry: Registry, params: dict[str, str] | None, form: dict[str, str] | None
+) -> None:
+    if form is None:
+        response = await token_registry.client.get(
+            "/auth/token", params=params, headers=basic("alice")
+        )
+    else:
+        response = await token_registry.client.post("/auth/token", data=form)
+    assert_error(response, 400, "UNSUPPORTED")
+
+
+async def test_account_must_be_the_user_who_logged_in(token_registry: Registry) -> None:
+    same = await token_registry.client.get(
+        "/auth/token", params={"account": "alice"}, headers=basic("alice")
+    )
+    other = await token_registry.client.get(
+        "/auth/token", params={"account": "admin"}, headers=basic("alice")
+    )
+    assert same.status_code == 200
+    assert_error(other, 400, "UNSUPPORTED")
+
+
+# Tokens on the registry API ------------------------------------------------------------------
+
+
+async def test_a_token_lets_its_holder_push_and_pull(token_registry: Registry) -> None:
+    body = await get_token(token_registry, "repository:team/app:pull,push", user="alice")
+    client = await token_registry.client_with(bearer(body["token"]))
+
+    pushed = await push_image(client, "team/app", "v1", layers=1)
+
+    assert (await client.get(f"/v2/team/app/manifests/{pushed.digest}")).status_code == 200
+    assert (await client.get("/v2/")).status_code == 200
+
+
+async def test_a_token_for_one_repository_is_refused_on_another(token_registry: Registry) -> None:
+    admin = await token_registry.as_user("admin")  # Basic credentials work in token mode too
+    pushed = await push_image(admin, "team/other", "v1", layers=0)
+    body = await get_token(token_registry, "repository:team/app:pull,push", user="alice")
+
+    response = await token_registry.client.get(
+        f"/v2/team/other/manifests/{pushed.digest}", headers=bearer(body["token"])
+    )
+
+    assert_bearer_challenge(response, "repository:team/other:pull", "insufficient_scope")
+
+
+async def test_a_pull_only_token_cannot_push_and_stores_nothing(token_registry: Registry) -> None:
+    body = await get_token(token_registry, "repository:team/app:pull,push", user="carol")
+    assert claims(body["token"])["access"][0]["actions"] == ["pull"]
+    data = random_bytes(128)
+
+    response = await token_registry.client.post(
+        "/v2/team/app/blobs/uploads/",
+        params={"digest": digest_of(data)},
+        content=data,
+        headers=bearer(body["token"]),
+    )
+
+    assert_bearer_challenge(response, "repository:team/app:pull,push", "insufficient_scope")
+    admin = await token_registry.as_user("admin")
+    assert (await admin.head(f"/v2/team/app/blobs/{digest_of(data)}")).status_code == 404
+
+
+def forged(registry: Registry, key: SigningKey | None = None, **changes: Any) -> str:
+    """A token for alice with pull,push on team/app, signed by `key` (default: the registry's),
+    from an issuer whose clock reads `clock` if given."""
+    clock = changes.pop("clock", time.time)
+    issuer = TokenIssuer(key or signing_key(registry), changes.pop("iss", "portside"), clock=clock)
+    return issuer.issue("alice", SERVICE, [repository("team/app", "pull", "push")]).token
+
+
+async def refused_push(registry: Registry, token: str) -> httpx.Response:
+    data = random_bytes(64)
+    response = await registry.client.post(
+        "/v2/team/app/blobs/uploads/",
+        params={"digest": digest_of(data)},
+        content=data,
+        headers=bearer(token),
+    )
+    admin = await registry.as_user("admin")
+    assert (await admin.head(f"/v2/team/app/blobs/{digest_of(data)}")).status_code == 404
+    return response
+
+
+def tamper(token: str) -> str:
+    """The token with its access claim widened, its signature kept."""
+    header, payload, signature = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data["access"][0]["name"] = "other/secret"
+    encoded = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{header}.{encoded}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda registry: forged(registry, clock=lambda: time.time() - 3600),
+        lambda registry: tamper(forged(registry)),
+        lambda registry: forged(registry, SigningKey.generate()),
+        lambda registry: forged(registry, iss="someone-else"),
+        lambda registry: "not-a-jwt",
+        lambda registry: jwt.encode({"sub": "alice"}, "s" * 32, algorithm="HS256"),
+    ],
+    ids=["expired", "tampered", "unknown-key", "other-issuer", "garbage", "hmac"],
+)
+async def test_invalid_tokens_are_401_invalid_token_and_change_nothing(
+    token_registry: Registry, make_token: Any
+) -> None:
+    valid = await token_registry.client_with(bearer(forged(token_registry)))
+    assert (await valid.post("/v2/team/app/blobs/uploads/")).status_code == 202
+
+    response = await refused_push(token_registry, make_token(token_registry))
+    assert_bearer_challenge(response, error="invalid_token")
+
+
+async def test_a_verified_token_is_not_verified_again(
+    token_registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    verify = TokenVerifier.verify
+
+    def spy(self: TokenVerifier, token: str) -> Any:
+        calls.append(token)
+        return verify(self, token)
+
+    monkeypatch.setattr(TokenVerifier, "verify", spy)
+    body = await get_token(token_registry, "repository:public/base:pull", user="alice")
+    client = await token_registry.client_with(bearer(body["token"]))
+
+    for _ in range(5):
+        assert (await client.get("/v2/public/base/tags/list")).status_code == 404
+
+    assert calls == [body["token"]]
+
+
+async def test_the_catalog_with_a_token_shows_what_its_user_may_pull(
+    token_registry: Registry,
+) -> None:
+    admin = await token_registry.as_user("admin")
+    for name in ("other/secret", "public/base", "team/app"):
+        await push_image(admin, name, "v1", layers=0)
+    body = await get_token(token_registry, "registry:catalog:*", user="carol")
+
+    response = await token_registry.client.get("/v2/_catalog", headers=bearer(body["token"]))
+
+    assert response.json() == {"repositories": ["public/base", "team/app"]}
+
+
+# Keys ----------------------------------------------------------------------------------------
+
+
+async def test_the_signing_key_is_made_on_first_start_with_mode_0600_and_kept(
+    make_registry: RegistryFactory, htpasswd: Path, tmp_path: Path
+) -> None:
+    key_path = tmp_path / "keys" / "token.pem"
+    section = auth_section(htpasswd, token={"key_path": str(key_path), "service": SERVICE})
+    first = await make_registry(section)
+    body = await get_token(first, "repository:team/app:pull", user="alice")
+    second = await make_registry(section)
+
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    response = await second.client.get("/v2/", headers=bearer(body["token"]))
+    assert response.status_code == 200
+
+
+async def test_a_given_rsa_key_signs_the_tokens(
+    make_registry: RegistryFactory, htpasswd: Path, tmp_path: Path
+) -> None:
+    key = SigningKey.generate("RS256")
+    key_path = tmp_path / "rsa.pem"
+    key_path.write_bytes(key.to_pem())
+    token = {"key_path": str(key_path), "service": SERVICE}
+    registry = await make_registry(auth_section(htpasswd, token=token))
+
+    body = await get_token(registry, user="alice")
+
+    assert jwt.get_unverified_header(body["token"])["alg"] == "RS256"
+    assert jwt.get_unverified_header(body["token"])["kid"] == key.kid
+
+
+# An external issuer ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trust", ["rootcertbundle", "jwks"])
+async def test_tokens_of_an_external_issuer_are_accepted(
+    make_registry: RegistryFactory, tmp_path: Path, trust: str
+) -> None:
+    key = SigningKey.generate()
+    trusted = tmp_path / "issuer.pem"
+    if trust == "rootcertbundle":
+        trusted.write_bytes(key.certificate())
+    else:
+        trusted.write_text(json.dumps(key.jwks()))
+    external = {
+        "realm": "https://auth.example/token",
+        "service": SERVICE,
+        "issuer": "auth.example",
+        trust: str(trusted),
+    }
+    registry = await make_registry({"external_token": external})
+    issuer = TokenIssuer(key, "auth.example")
+    token = issuer.issue("someone", SERVICE, [repository("any/repo", "pull", "push")]).token
+    stranger = TokenIssuer(SigningKey.generate(), "auth.example")
+    forged_token = stranger.issue("someone", SERVICE, [repository("any/repo", "push")]).token
+
+    challenge = await registry.client.get("/v2/")
+    client = await registry.client_with(bearer(token))
+    pushed = await push_image(client, "any/repo", "v1", layers=1)
+    refused = await registry.client.post(
+        "/v2/any/repo/blobs/uploads/", headers=bearer(forged_token)
+    )
+
+    assert challenge.headers["www-authenticate"] == (
+        f'Bearer realm="https://auth.example/token",service="{SERVICE}"'
+    )
+    assert (await client.get(f"/v2/any/repo/manifests/{pushed.digest}")).status_code == 200
+    assert refused.status_code == 401
+    assert (await registry.client.get("/auth/token")).status_code == 404
