@@ -436,18 +436,15 @@ async def test_pushes_and_deletes_during_collections_leave_every_tagged_image_in
     base = random_bytes(4096)  # in every image: its links come and go
     kept: dict[tuple[str, str], Pushed] = {}
     deleted: list[Pushed] = []
-    retries = 0
     pushing = True
 
     async def pusher(n: int) -> None:
-        nonlocal retries
         for round_ in range(6):
             name, tag = f"team/app{n % 3}", f"v{n}-{round_}"
             layers = [base, os.urandom(512)]
             for _ in range(100):  # as a client retries a push the registry refused
                 if (pushed := await push_image_or_none(client, name, tag, layers)) is not None:
                     break
-                retries += 1
             else:
                 pytest.fail("a push failed 100 times in a row")
             if round_ % 3 == 1:
@@ -475,9 +472,7 @@ async def test_pushes_and_deletes_during_collections_leave_every_tagged_image_in
     collecting = asyncio.create_task(collector())
     await asyncio.gather(*(pusher(n) for n in range(6)))
     pushing = False
-    runs = await collecting
-    print(f"{runs} collections, {retries} pushes refused and pushed again")
-    assert runs > 1
+    assert await collecting > 1
     await gc_registry.collect(untagged=untagged)
 
     for (name, tag), pushed in kept.items():

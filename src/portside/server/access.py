@@ -73,6 +73,7 @@ MOUNTS: Final = uploads.start_upload
 
 
 Endpoint = Callable[..., Any]
+SEEN_MAX: Final = 4096
 
 
 class Matcher:
@@ -99,14 +100,25 @@ class Matcher:
         self._by_method = {
             method: re.compile("|".join(patterns)) for method, patterns in alternatives.items()
         }
+        # The same paths come again and again (a tag's manifest, a layer): remember the last few.
+        self._seen: dict[tuple[str, str], tuple[Endpoint, Scope] | None] = {}
 
     def __call__(self, scope: Scope) -> tuple[Endpoint, Scope] | None:
-        """The endpoint the router will call for this request and its path parameters, or None
-        when it will answer 404 or 405."""
+        """The endpoint the router will call for this request and its path parameters (shared
+        between requests: read them only), or None when it will answer 404 or 405."""
         if not self.plain:
             return self._slow(scope)
-        regex = self._by_method.get(scope["method"])
-        found = regex.match(_route_path(scope)) if regex is not None else None
+        key = (scope["method"], _route_path(scope))
+        if key in self._seen:
+            return self._seen[key]
+        if len(self._seen) >= SEEN_MAX:
+            self._seen.clear()
+        found = self._seen[key] = self._match(*key)
+        return found
+
+    def _match(self, method: str, path: str) -> tuple[Endpoint, Scope] | None:
+        regex = self._by_method.get(method)
+        found = regex.match(path) if regex is not None else None
         if found is None or found.lastgroup is None:
             return None
         route, params = self._found[found.lastgroup]
