@@ -93,7 +93,14 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock up front, so a read-then-write transaction never fails to
     # upgrade its lock; readers start deferred and, in WAL mode, never wait.
-    immediate = conn.get_execution_options().get("portside_write", False)
+    options = conn.get_execution_options()
+    # A transaction that need not survive a power cut commits without an fsync (NORMAL); the
+    # next FULL commit makes it durable too, since the WAL is written in order.
+    synchronous = "FULL" if options.get("portside_durable", True) else "NORMAL"
+    if conn.connection.info.get("synchronous", "FULL") != synchronous:
+        conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+        conn.connection.info["synchronous"] = synchronous
+    immediate = options.get("portside_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -208,6 +215,9 @@ class SqlMetadataStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._writer = self.engine.execution_options(portside_write=True)
+        self._light_writer = self.engine.execution_options(
+            portside_write=True, portside_durable=False
+        )
         self._inline = url.startswith("sqlite")
         database = self.engine.url.database
         self._writer_lock = (
@@ -229,17 +239,33 @@ class SqlMetadataStore:
         with self.engine.connect() as conn:
             return fn(conn)
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+    async def _write(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
+        """fn in a write transaction; one that need not be durable (reservations: a crash ends
+        the writer they protect) commits without waiting for the disk."""
         if self._inline:
-            return self._write_sync(fn)
-        return await to_thread.run_sync(self._write_sync, fn)
+            return self._write_sync(fn, durable)
+        return await to_thread.run_sync(self._write_sync, fn, durable)
 
-    def _write_sync(self, fn: Callable[[Connection], T]) -> T:
-        if self._writer_lock is None:
-            with self._writer.begin() as conn:
-                return fn(conn)
-        with self._writer_lock.held(), self._writer.begin() as conn:
+    def _write_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
+        engine = self._writer if durable else self._light_writer
+        with contextlib.ExitStack() as stack:
+            if self._writer_lock is not None:
+                stack.enter_context(self._writer_lock.held())
+            conn = stack.enter_context(engine.begin())
+            if not durable and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             return fn(conn)
+
+    async def _collect(self, fn: Callable[[Connection], T]) -> T:
+        """A collector's write: tried again when PostgreSQL picked it to lose a deadlock with a
+        writer (possible only for contrived manifests), since the collector can always wait."""
+        for _ in range(4):
+            try:
+                return await self._write(fn)
+            except OperationalError as error:
+                if not _lost_race(error):
+                    raise
+        return await self._write(fn)
 
     # repositories
 
@@ -322,13 +348,14 @@ class SqlMetadataStore:
             )
             return Reservation.STORED if state is BlobState.STORED else Reservation.ABSENT
 
-        return await self._write(run)
+        return await self._write(run, durable=False)
 
     async def release_blob(self, token: str) -> None:
         await self._write(
             lambda conn: conn.execute(
                 delete(blob_reservations).where(blob_reservations.c.token == token)
-            )
+            ),
+            durable=False,
         )
 
     @staticmethod
@@ -898,7 +925,7 @@ class SqlMetadataStore:
                 )
             return sorted(candidates)
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def delete_dangling_tags(self, repository: str) -> list[str]:
         def run(conn: Connection) -> list[str]:
@@ -918,7 +945,7 @@ class SqlMetadataStore:
             )
             return sorted(dangling)
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def delete_links(
         self, repository: str, digests: Collection[str], before: datetime
@@ -959,11 +986,11 @@ class SqlMetadataStore:
                 )
             return sorted(candidates)
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def drop_reservations(self, before: datetime) -> int:
         before = before.astimezone(UTC)
-        result = await self._write(
+        result = await self._collect(
             lambda conn: conn.execute(
                 delete(blob_reservations).where(blob_reservations.c.created_at < before)
             )
@@ -1005,7 +1032,7 @@ class SqlMetadataStore:
                 )
             return marked
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def claim_orphans(self, sizes: Mapping[str, int], token: str) -> list[str]:
         def run(conn: Connection) -> list[str]:
@@ -1025,7 +1052,7 @@ class SqlMetadataStore:
                 )
             ]
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def forget_blobs(self, digests: Collection[str], token: str) -> None:
         def run(conn: Connection) -> None:
@@ -1038,7 +1065,7 @@ class SqlMetadataStore:
                     )
                 )
 
-        await self._write(run)
+        await self._collect(run)
 
     async def expire_uploads(self, ids: Collection[str], before: datetime) -> list[str]:
         before = before.astimezone(UTC)
@@ -1053,7 +1080,7 @@ class SqlMetadataStore:
                 )
             return sorted(expired)
 
-        return await self._write(run)
+        return await self._collect(run)
 
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
         def run(conn: Connection) -> Lease:

@@ -4,6 +4,10 @@ between the write and the record that makes them reachable (registry/gc.py has t
 Every writer of `keys.blob(digest)` does, in order: reserve the digest; put the bytes in place
 unless the blob is stored already; record the blob with the reservation (metadata's link_blob,
 complete_upload or put_manifest), or release it if anything fails before.
+
+A reservation costs one more transaction per blob or manifest pushed, committed without waiting
+for the disk: a power cut ends the writers it protects, and bytes one had moved into place are
+then bytes without a record, which a collection removes after the grace period.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A library, like helpers.py, so no test_ prefix.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +97,7 @@ async def _client(
 async def open_registry(stack: AsyncExitStack, settings: Settings) -> Registry:
     app = create_app(settings)
     return Registry(app, settings, stack, await _client(stack, app, {}))
+
+
+# make_registry(auth_section, **settings) in conftest.py
+RegistryFactory = Callable[..., Awaitable[Registry]]

@@ -3,17 +3,15 @@ whose clients keep their app and settings at hand (auth_setup.Registry)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from auth_setup import Registry, auth_section, open_registry, write_htpasswd
+from auth_setup import Registry, RegistryFactory, auth_section, open_registry, write_htpasswd
 
 from portside.config.settings import Settings
-
-RegistryFactory = Callable[..., Awaitable[Registry]]
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import pytest
 from auth_setup import (
     PASSWORDS,
     Registry,
+    RegistryFactory,
     auth_section,
     basic,
     write_htpasswd,
 )
 from helpers import assert_error, digest_of, push_blob, push_image, random_bytes
 
-from conftest import RegistryFactory
-from portside.auth.htpasswd import HtpasswdFile, Scheme, add_user, remove_user
+from portside.auth.htpasswd import HtpasswdFile, Scheme, add_user, remove_user, set_password
 
 CHALLENGE = 'Basic realm="Portside registry"'
 
@@ -113,6 +113,18 @@ async def test_the_htpasswd_file_is_read_again_when_it_changes(
     assert (await registry.client.get("/v2/", auth=("erin", "erin-Secret-6"))).status_code == 200
     remove_user(htpasswd, "erin")
     assert_challenge(await registry.client.get("/v2/", auth=("erin", "erin-Secret-6")))
+
+
+async def test_a_changed_password_is_refused_at_once(registry: Registry, htpasswd: Path) -> None:
+    """However recently the old password was verified (and cached)."""
+    alice = await registry.as_user("alice")
+    assert (await alice.get("/v2/")).status_code == 200
+    set_password(htpasswd, "alice", "alice-New-Secret", rounds=4)
+
+    assert_challenge(await alice.get("/v2/"))
+    assert (
+        await registry.client.get("/v2/", auth=("alice", "alice-New-Secret"))
+    ).status_code == 200
 
 
 async def test_the_realm_follows_the_setting(

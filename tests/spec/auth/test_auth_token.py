@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from auth_setup import Registry, auth_section, basic, bearer
+from auth_setup import Registry, RegistryFactory, auth_section, basic, bearer
 from helpers import assert_error, digest_of, push_image, random_bytes
 
-from conftest import RegistryFactory
 from portside.auth.base import repository
 from portside.auth.htpasswd import remove_user
 from portside.auth.keys import KeySet, SigningKey
