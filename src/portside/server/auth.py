@@ -17,6 +17,7 @@ listings, which get the caller's `visible_repository` predicate in the request s
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import time
@@ -58,10 +59,13 @@ class Caller:
     presented: bool
     identity: Identity | None = None  # judged by the access config; None: anonymous
     token: VerifiedToken | None = None  # a bearer token: its grants decide
+    subject: str | None = None  # the user our own token names (its Identity made when needed)
     external: bool = False  # the token is another issuer's, whose subjects we do not know
-
-
-ANONYMOUS = Caller(presented=False)
+    # (repository, actions) -> allowed, for a caller kept between requests (RecentLogins, the
+    # bearer cache): its grants do not change while it is kept.
+    decisions: dict[tuple[str, frozenset[str]], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -85,22 +89,30 @@ class Challenges:
 
 FileVersion = tuple[int, int, int, int, int] | None
 RECENT_LOGINS_MAX = 4096
+BEARERS_MAX = 2048
 ALLOWED_MEMO_MAX = 16384
+DECISIONS_MAX = 32  # per caller: bounded memory whatever the callers ask for
+# How often RecentLogins looks at the htpasswd file: a changed or removed password stops
+# working within this many seconds (a stat on every request costs more than all the rest).
+FILE_CHECK_SECONDS = 1.0
 
 
 class RecentLogins:
     """The Basic headers that logged in lately, by a keyed BLAKE2 hash of the header: a request
-    that carries one again while the htpasswd file is unchanged (a `stat`), within `ttl`
-    seconds, skips decoding it and the htpasswd cache's HMAC. Failures are never remembered."""
+    that carries one again within `ttl` seconds, while the htpasswd file is unchanged (looked at
+    every FILE_CHECK_SECONDS), skips decoding it, the htpasswd cache's HMAC and its `stat`.
+    Failures are never remembered."""
 
     def __init__(
         self, path: Path, ttl: float, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.path = path
+        self.path = os.fspath(path)
         self.ttl = ttl
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._entries: dict[bytes, tuple[float, FileVersion, Identity]] = {}
+        self._entries: dict[bytes, tuple[float, FileVersion, Caller]] = {}
+        self._version: FileVersion = None
+        self._checked_at = -math.inf
 
     def key(self, header: bytes) -> bytes:
         return hashlib.blake2b(header, key=self._key, digest_size=16).digest()
@@ -112,21 +124,26 @@ class RecentLogins:
             return None
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def get(self, key: bytes) -> Identity | None:
+    def get(self, key: bytes) -> Caller | None:
         hit = self._entries.get(key)
         if hit is None:
             return None
-        expires, version, identity = hit
-        if expires > self._clock() and version == self.version():
-            return identity
+        expires, version, caller = hit
+        now = self._clock()
+        if now >= self._checked_at + FILE_CHECK_SECONDS:
+            self._version, self._checked_at = self.version(), now
+        if expires > now and version == self._version:
+            return caller
         del self._entries[key]
         return None
 
-    def put(self, key: bytes, identity: Identity, version: FileVersion) -> None:
+    def put(self, key: bytes, caller: Caller, version: FileVersion) -> None:
         """Remember a login, with the file's version from before it was checked."""
         if len(self._entries) >= RECENT_LOGINS_MAX:
             self._entries.clear()
-        self._entries[key] = (self._clock() + self.ttl, version, identity)
+        now = self._clock()
+        self._entries[key] = (now + self.ttl, version, caller)
+        self._version, self._checked_at = version, now
 
 
 class Gate:
@@ -157,6 +174,11 @@ class Gate:
             self.recent = RecentLogins(htpasswd.path, htpasswd.cache_ttl)
         # The access config does not change while the process runs: its answers can be kept.
         self._allowed: dict[tuple[Identity | None, Access], frozenset[str]] = {}
+        # Callers by a keyed hash of their bearer token, until it expires: each token is
+        # verified (and hashed with SHA-256 by the Authenticator) once per process.
+        self._hash_key = secrets.token_bytes(32)
+        self._bearers: dict[bytes, Caller] = {}
+        self.anonymous = Caller(presented=False)  # one per gate: it keeps decisions
 
     async def admit(self, scope: Scope) -> None:
         if scope["path"] == self.token_path:
@@ -182,7 +204,7 @@ class Gate:
                 raise Denied({"path": scope["path"][:300]})
             raise Unauthorized(challenge=self.challenges.make(scope, None))
         elif isinstance(need, frozenset):
-            self._require(scope, caller, repository(params["name"], *need))
+            self._require_repository(scope, caller, params["name"], need)
             if endpoint is MOUNTS:
                 self._check_mount(scope, caller)
 
@@ -197,22 +219,30 @@ class Gate:
                 raw = value
                 break
         if raw is None:
-            return ANONYMOUS
+            return self.anonymous
         recent = self.recent if raw[:6].lower() == b"basic " else None
         if recent is not None:
             key = recent.key(raw)
-            identity = recent.get(key)
-            if identity is not None:
-                return Caller(presented=True, identity=identity)
+            known = recent.get(key)
+            if known is not None:
+                return known
+        bearer_key = None
+        if raw[:7].lower() == b"bearer ":
+            bearer_key = hashlib.blake2b(raw, key=self._hash_key, digest_size=16).digest()
+            kept = self._bearers.get(bearer_key)
+            if kept is not None and kept.token is not None:
+                if kept.token.expires_at > time.time():
+                    return kept
+                del self._bearers[bearer_key]
         credentials = parse_authorization(raw.decode("latin-1"))
         if credentials is None:
-            return ANONYMOUS
+            return self.anonymous
         if isinstance(credentials, Basic):
             version = recent.version() if recent is not None else None
-            identity = await self._login(scope, credentials)
+            caller = Caller(presented=True, identity=await self._login(scope, credentials))
             if recent is not None:
-                recent.put(key, identity, version)
-            return Caller(presented=True, identity=identity)
+                recent.put(key, caller, version)
+            return caller
         if isinstance(credentials, Bearer):
             try:
                 verified = self.authenticator.bearer(credentials.token)
@@ -221,8 +251,12 @@ class Gate:
                 raise Unauthorized("invalid token", challenge=challenge) from None
             external = self.external_tokens
             subject = None if external or not verified.subject else verified.subject
-            known = None if subject is None else self.authorizer.identity(subject)
-            return Caller(presented=True, identity=known, token=verified, external=external)
+            caller = Caller(presented=True, token=verified, subject=subject, external=external)
+            if bearer_key is not None:
+                if len(self._bearers) >= BEARERS_MAX:
+                    self._bearers.clear()
+                self._bearers[bearer_key] = caller
+            return caller
         raise Unauthorized("unreadable credentials", challenge=self.challenges.make(scope, None))
 
     async def _login(self, scope: Scope, credentials: Basic) -> Identity:
@@ -255,6 +289,20 @@ class Gate:
             found = self._allowed[memo] = self.authorizer.allowed(identity, access)
         return found
 
+    def _require_repository(
+        self, scope: Scope, caller: Caller, name: str, actions: frozenset[str]
+    ) -> None:
+        """`_require` of `actions` on repository `name`, answered from the caller's memo."""
+        decisions = caller.decisions
+        ok = decisions.get((name, actions))
+        if ok is None:
+            if len(decisions) >= DECISIONS_MAX:
+                decisions.clear()
+            access = repository(name, *actions)
+            ok = decisions[name, actions] = self.granted(caller, access) == actions
+        if not ok:
+            self._require(scope, caller, repository(name, *actions))
+
     def _require(self, scope: Scope, caller: Caller, access: Access) -> None:
         if self.granted(caller, access) == access.actions:
             return
@@ -272,6 +320,8 @@ class Gate:
         if caller.external:
             return None
         identity = caller.identity
+        if caller.subject is not None:
+            identity = self.authorizer.identity(caller.subject)
 
         def visible(name: str) -> bool:  # not memoized: a listing would flush the memo
             return bool(self.authorizer.allowed(identity, repository(name, PULL)))
