@@ -168,6 +168,15 @@ def assert_pulled(pulled: Path, source: Layout, tag: str) -> None:
             assert on_disk.get(blob.digest) == blob.size, f"{blob.digest} missing or resized"
 
 
+def test_serve_on_s3_makes_no_folder_of_the_key_prefix(pair: Pair) -> None:
+    """With storage: s3, storage_path is a key prefix in the bucket, not a folder to create
+    (relative here, so it would appear in the server's working directory)."""
+    for server in pair:
+        prefix = Path(server.settings["storage_path"])
+        assert not prefix.is_absolute()
+        assert not (server.root / prefix.parts[0]).exists()
+
+
 def test_skopeo_pushes_via_one_instance_and_pulls_via_the_other(
     tmp_path: Path, pair: Pair, skopeo: Skopeo
 ) -> None:
