@@ -52,13 +52,18 @@ async def push_image(client: httpx.AsyncClient, repository: str, tag: str, image
 
 
 async def push_all(
-    base_url: str, repository: str, images: Sequence[Image], concurrency: int
+    base_url: str,
+    repository: str,
+    images: Sequence[Image],
+    concurrency: int,
+    authorization: str | None = None,
 ) -> None:
     """Push every image as `repository:t<index>`, `concurrency` at a time over kept-alive links."""
     pending = iter(enumerate(images))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": authorization} if authorization else {}
     async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S
+        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S, headers=headers
     ) as client:
 
         async def worker() -> None:
@@ -71,9 +76,15 @@ async def push_all(
                 group.create_task(worker())
 
 
-def push_images(base_url: str, repository: str, images: Sequence[Image], concurrency: int) -> None:
+def push_images(
+    base_url: str,
+    repository: str,
+    images: Sequence[Image],
+    concurrency: int,
+    authorization: str | None = None,
+) -> None:
     try:
-        asyncio.run(push_all(base_url, repository, images, concurrency))
+        asyncio.run(push_all(base_url, repository, images, concurrency, authorization))
     except ExceptionGroup as group:
         # TaskGroup wraps the first failure (and any sibling's): report that first one plainly.
         first = group.exceptions[0]

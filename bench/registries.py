@@ -7,6 +7,7 @@ twice: sending blob bytes itself, and redirecting blob GETs to presigned URLs of
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -32,6 +33,9 @@ REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION)
 # With --backend s3: each registry with redirects off, then on.
 S3_REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION, PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT)
 
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-password"
+
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -47,6 +51,8 @@ class Registry:
     version: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    # The Authorization header every request sends, when the registry runs with htpasswd auth.
+    authorization: str | None = None
 
     @property
     def host(self) -> str:
@@ -96,17 +102,22 @@ def version_of(command: list[str]) -> str:
 
 
 def distribution_command(
-    workdir: Path, port: int, services: Services | None = None, name: str = DISTRIBUTION
+    workdir: Path,
+    port: int,
+    services: Services | None = None,
+    name: str = DISTRIBUTION,
+    htpasswd: Path | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
         # JSON-style flow mappings are valid YAML, so no YAML library is needed to write them.
+        auth = f'auth: {{htpasswd: {{realm: bench, path: "{htpasswd}"}}}}\n' if htpasswd else ""
         config.write_text(
             "version: 0.1\n"
             "log: {level: error, accesslog: {disabled: true}}\n"
             f'storage: {{filesystem: {{rootdirectory: "{workdir / "storage"}"}}, '
             "delete: {enabled: true}}\n"
-            f"http: {{addr: 127.0.0.1:{port}}}\n"
+            f"http: {{addr: 127.0.0.1:{port}}}\n" + auth
         )
         return ["docker-registry", "serve", str(config)]
     # distribution 2.8's S3 driver: path-style requests whenever regionendpoint is set (it has
@@ -136,11 +147,26 @@ def distribution_command(
 
 
 def portside_command(
-    workdir: Path, port: int, services: Services | None = None, name: str = PORTSIDE
+    workdir: Path,
+    port: int,
+    services: Services | None = None,
+    name: str = PORTSIDE,
+    htpasswd: Path | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
-        config.write_text(f'bench: {{storage_path: "{workdir / "storage"}", loglevel: warning}}\n')
+        settings: dict[str, object] = {
+            "storage_path": str(workdir / "storage"),
+            "loglevel": "warning",
+        }
+        if htpasswd is not None:
+            settings["auth"] = {
+                "htpasswd": {"path": str(htpasswd)},
+                "access": {
+                    "rules": [{"repositories": ["*"], "users": [BENCH_USER], "actions": ["*"]}]
+                },
+            }
+        config.write_text(json.dumps({"bench": settings}, indent=2) + "\n")  # JSON is YAML
     else:
         settings = {
             "storage": "s3",
@@ -211,19 +237,35 @@ def environment(name: str) -> dict[str, str]:
     return dict(os.environ)
 
 
+def write_htpasswd(path: Path) -> str:
+    """An htpasswd file with one bcrypt user, as `htpasswd -B` writes it (cost 5); the
+    Authorization header that logs in as that user."""
+    from portside.auth.htpasswd import add_user
+
+    add_user(path, BENCH_USER, BENCH_PASSWORD, rounds=5)
+    token = base64.b64encode(f"{BENCH_USER}:{BENCH_PASSWORD}".encode()).decode()
+    return f"Basic {token}"
+
+
 @contextmanager
-def running(name: str, workdir: Path, services: Services | None = None) -> Iterator[Registry]:
+def running(
+    name: str,
+    workdir: Path,
+    services: Services | None = None,
+    htpasswd: Path | None = None,
+    authorization: str | None = None,
+) -> Iterator[Registry]:
     """Run registry `name` with its storage under `workdir`, or in the S3 bucket and PostgreSQL
-    database of services, until the block exits."""
+    database of services, until the block exits; with htpasswd, behind Basic auth."""
     workdir.mkdir(parents=True)
     (workdir / "storage").mkdir()
     port = free_port()
     try:
         if name in (DISTRIBUTION, DISTRIBUTION_REDIRECT):
-            command = distribution_command(workdir, port, services, name)
+            command = distribution_command(workdir, port, services, name, htpasswd)
             version = version_of(["docker-registry", "--version"])
         else:
-            command = portside_command(workdir, port, services, name)
+            command = portside_command(workdir, port, services, name, htpasswd)
             version = version_of([command[0], "--version"])
     except RegistryStartError:
         raise
@@ -244,7 +286,8 @@ def running(name: str, workdir: Path, services: Services | None = None) -> Itera
             )
         except OSError as error:
             raise RegistryStartError(f"cannot run {command[0]}: {error}") from error
-    registry = Registry(name, f"http://127.0.0.1:{port}", version, process, log_path)
+    url = f"http://127.0.0.1:{port}"
+    registry = Registry(name, url, version, process, log_path, authorization)
     try:
         wait_until_ready(registry)
         yield registry

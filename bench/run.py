@@ -21,7 +21,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from registries import REGISTRY_NAMES, S3_REGISTRY_NAMES, Registry, RegistryStartError, running
+from registries import (
+    REGISTRY_NAMES,
+    S3_REGISTRY_NAMES,
+    Registry,
+    RegistryStartError,
+    running,
+    write_htpasswd,
+)
 from report import Row, markdown_table, text_table, write_json
 from scenarios import (
     DEFAULT_PROFILE,
@@ -81,6 +88,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "portside-redirect,distribution-redirect)",
     )
     parser.add_argument(
+        "--auth",
+        choices=["none", "htpasswd"],
+        default="none",
+        help="htpasswd: both registries behind Basic auth from one bcrypt htpasswd file (cost "
+        "5, as htpasswd -B writes) and every request logged in; runs the manifest "
+        "scenarios unless --only says more",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
@@ -88,6 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     if unknown := set(args.only or ()) - set(names):
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    if args.auth == "htpasswd":
+        if args.backend != "filesystem":
+            parser.error("--auth htpasswd runs on the filesystem backend")
+        args.only = args.only or ["manifest-head", "manifest-get"]
     args.columns = S3_REGISTRY_NAMES if args.backend == "s3" else REGISTRY_NAMES
     if args.registries is None:
         args.registries = list(args.columns)
@@ -201,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                 except ServiceError as error:
                     log(f"--backend s3 needs an S3 server and PostgreSQL: {error}")
                     return 1
+            htpasswd = workdir / "htpasswd" if args.auth == "htpasswd" else None
+            authorization = write_htpasswd(htpasswd) if htpasswd else None
             for name in args.registries:
                 try:
-                    registries[name] = stack.enter_context(running(name, workdir / name, services))
+                    registries[name] = stack.enter_context(
+                        running(name, workdir / name, services, htpasswd, authorization)
+                    )
                 except RegistryStartError as error:
                     log(f"{name} did not start, its column will read 'error':\n{error}")
                     for row in rows.values():

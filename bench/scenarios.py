@@ -250,10 +250,13 @@ class ManifestLoad(Scenario):
     def prepare(self, registry: Registry, scratch: Path) -> None:
         image = make_image([16 * KiB])
         repository = f"bench/{self.name}"
-        push_images(registry.url, repository, [image], concurrency=1)
+        push_images(registry.url, repository, [image], 1, registry.authorization)
         url = f"{registry.url}/v2/{repository}/manifests/t0"
         # Check once that the load below hits a working endpoint with the right answer.
-        response = httpx.request(self.method, url, headers={"Accept": OCI_MANIFEST}, timeout=30)
+        headers = {"Accept": OCI_MANIFEST}
+        if registry.authorization:
+            headers["Authorization"] = registry.authorization
+        response = httpx.request(self.method, url, headers=headers, timeout=30)
         if response.status_code != 200 or (
             self.method == "GET" and response.content != image.manifest.data
         ):
@@ -271,10 +274,15 @@ class ManifestLoad(Scenario):
                 profile.load_threads,
                 profile.load_connections,
                 scratch,
+                registry.authorization,
             )
         else:
             result = curl_head_load(
-                url, OCI_MANIFEST, profile.load_seconds, profile.load_connections
+                url,
+                OCI_MANIFEST,
+                profile.load_seconds,
+                profile.load_connections,
+                registry.authorization,
             )
         return Measurement(result.succeeded_per_second, result.failure_note())
 

@@ -141,6 +141,7 @@ class LoadResult:
 WRK_SCRIPT = """\
 wrk.method = "{method}"
 wrk.headers["Accept"] = "{accept}"
+{authorization}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH-SUMMARY %d %d %d %d\\n", summary.requests, summary.duration,
@@ -151,11 +152,18 @@ WRK_SUMMARY = re.compile(r"^BENCH-SUMMARY (\d+) (\d+) (\d+) (\d+)$", re.MULTILIN
 
 
 def wrk_get(
-    url: str, accept: str, seconds: int, threads: int, connections: int, scratch: Path
+    url: str,
+    accept: str,
+    seconds: int,
+    threads: int,
+    connections: int,
+    scratch: Path,
+    authorization: str | None = None,
 ) -> LoadResult:
     """GET load with wrk; its Lua `done` hook prints exact counts instead of rounded prose."""
     script = scratch / "wrk-get.lua"
-    script.write_text(WRK_SCRIPT.format(method="GET", accept=accept))
+    login = f'wrk.headers["Authorization"] = "{authorization}"' if authorization else ""
+    script.write_text(WRK_SCRIPT.format(method="GET", accept=accept, authorization=login))
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False
@@ -168,7 +176,9 @@ def wrk_get(
     return LoadResult(requests - bad_status, bad_status + socket_errors, duration_us / 1e6)
 
 
-def curl_head_load(url: str, accept: str, seconds: int, connections: int) -> LoadResult:
+def curl_head_load(
+    url: str, accept: str, seconds: int, connections: int, authorization: str | None = None
+) -> LoadResult:
     """HEAD load for `seconds` with curl's parallel mode.
 
     wrk 4.1 cannot do HEAD: it waits for the body that Content-Length announces and never gets,
@@ -188,6 +198,7 @@ def curl_head_load(url: str, accept: str, seconds: int, connections: int) -> Loa
         "--head",
         "--header",
         f"Accept: {accept}",
+        *(["--header", f"Authorization: {authorization}"] if authorization else []),
         "--output",
         "/dev/null",
         "--write-out",
