@@ -9,11 +9,14 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 COMMAND_TIMEOUT = 300.0
 POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
@@ -175,6 +178,23 @@ def _client_env(tmpdir: Path, registries_conf: Path) -> dict[str, str]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def skopeo_for(base: Path, registry_host: str, cert_dir: Path | None = None) -> Skopeo:
+    """A Skopeo for registry_host under base; skips the test when skopeo is not installed."""
+    if not have("skopeo"):
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    return Skopeo(base, registry_host, cert_dir)
+
+
+@contextmanager
+def podman_for(base: Path, registry_host: str, cert_dir: Path | None = None) -> Iterator[Podman]:
+    """A Podman for registry_host under base; skips the test when podman is not installed."""
+    if not have("podman"):
+        pytest.skip("podman is not installed (apt-get install podman)")
+    # podman wants a runroot of at most 50 characters, shorter than any tmp_path.
+    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
+        yield Podman(base, registry_host, Path(runroot), cert_dir)
 
 
 # A small OCI client on httpx --------------------------------------------------------------------

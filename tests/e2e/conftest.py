@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ssl
 import sys
-import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .clients import OciClient, Podman, Skopeo, have
+from .clients import OciClient, Podman, Skopeo, podman_for, skopeo_for
 from .server import PORTSIDE, PortsideServer
 
 E2E_DIR = Path(__file__).parent
@@ -77,18 +76,13 @@ def portside(portside_factory: ServerFactory) -> PortsideServer:
 
 @pytest.fixture
 def skopeo(tmp_path: Path, portside: PortsideServer) -> Skopeo:
-    if not have("skopeo"):
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return Skopeo(tmp_path / "skopeo", portside.host)
+    return skopeo_for(tmp_path / "skopeo", portside.host)
 
 
 @pytest.fixture
 def podman(tmp_path: Path, portside: PortsideServer) -> Iterator[Podman]:
-    if not have("podman"):
-        pytest.skip("podman is not installed (apt-get install podman)")
-    # podman wants a runroot of at most 50 characters, shorter than any tmp_path.
-    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
-        yield Podman(tmp_path / "podman", portside.host, Path(runroot))
+    with podman_for(tmp_path / "podman", portside.host) as client:
+        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ pull-only users are refused, and no credential reaches the server's log."""
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from portside.auth.htpasswd import Scheme, add_user
 
-from .clients import Podman, Skopeo, have
+from .clients import Podman, Skopeo, podman_for, skopeo_for
 from .conftest import ServerFactory
 from .images import Layout, multi_layer_image
 from .server import PortsideServer
@@ -67,20 +66,12 @@ def server(
 
 @pytest.fixture
 def skopeo(tmp_path: Path, server: PortsideServer) -> Skopeo:
-    if not have("skopeo"):
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    client = Skopeo(tmp_path / "skopeo", server.host)
-    client.env["REGISTRY_AUTH_FILE"] = str(tmp_path / "skopeo" / "auth.json")
-    return client
+    return skopeo_for(tmp_path / "skopeo", server.host)
 
 
 @pytest.fixture
 def podman(tmp_path: Path, server: PortsideServer) -> Iterator[Podman]:
-    if not have("podman"):
-        pytest.skip("podman is not installed (apt-get install podman)")
-    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
-        client = Podman(tmp_path / "podman", server.host, Path(runroot))
-        client.env["REGISTRY_AUTH_FILE"] = str(tmp_path / "podman" / "auth.json")
+    with podman_for(tmp_path / "podman", server.host) as client:
         yield client
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from portside.auth.htpasswd import add_user
 
-from .clients import Podman, Skopeo, digest_of, have
+from .clients import Podman, Skopeo, digest_of, podman_for, skopeo_for
 from .conftest import ServerFactory
 from .images import (
     OCI_CONFIG,
@@ -73,17 +72,13 @@ def front(portside_factory: ServerFactory, nginx: Nginx) -> Nginx:
 
 @pytest.fixture
 def skopeo(tmp_path: Path, front: Nginx, tls: TlsFiles) -> Skopeo:
-    if not have("skopeo"):
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return Skopeo(tmp_path / "skopeo", front.host, tls.cert_dir)
+    return skopeo_for(tmp_path / "skopeo", front.host, tls.cert_dir)
 
 
 @pytest.fixture
 def podman(tmp_path: Path, front: Nginx, tls: TlsFiles) -> Iterator[Podman]:
-    if not have("podman"):
-        pytest.skip("podman is not installed (apt-get install podman)")
-    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
-        yield Podman(tmp_path / "podman", front.host, Path(runroot), tls.cert_dir)
+    with podman_for(tmp_path / "podman", front.host, tls.cert_dir) as client:
+        yield client
 
 
 def login(client: Skopeo | Podman, host: str, password: str = PASSWORD) -> int:

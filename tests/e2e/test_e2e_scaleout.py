@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ import pytest
 from postgres import schema
 from s3 import S3Server
 
-from .clients import OciClient, Podman, Skopeo, have
+from .clients import OciClient, Podman, Skopeo, have, podman_for, skopeo_for
 from .conftest import SERVERS
 from .images import (
     OCI_CONFIG,
@@ -101,17 +100,13 @@ def _show_logs_on_failure(request: pytest.FixtureRequest, pair: Pair) -> None:
 
 @pytest.fixture
 def skopeo(tmp_path: Path, pair: Pair) -> Skopeo:
-    if not have("skopeo"):
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return Skopeo(tmp_path / "skopeo", pair[0].host)
+    return skopeo_for(tmp_path / "skopeo", pair[0].host)
 
 
 @pytest.fixture
 def podman(tmp_path: Path, pair: Pair) -> Iterator[Podman]:
-    if not have("podman"):
-        pytest.skip("podman is not installed (apt-get install podman)")
-    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
-        yield Podman(tmp_path / "podman", pair[0].host, Path(runroot))
+    with podman_for(tmp_path / "podman", pair[0].host) as client:
+        yield client
 
 
 @pytest.fixture

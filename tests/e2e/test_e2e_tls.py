@@ -4,13 +4,12 @@ certificate against a test CA made here; HTTP/2 by ALPN; client certificates wit
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .clients import Podman, Skopeo, have
+from .clients import Podman, Skopeo, have, podman_for, skopeo_for
 from .conftest import ServerFactory
 from .images import multi_layer_image, tagged_digest, verify_layout_blobs
 from .server import PortsideServer
@@ -38,17 +37,13 @@ def portside(portside_factory: ServerFactory, tls: TlsFiles) -> PortsideServer:
 
 @pytest.fixture
 def skopeo(tmp_path: Path, portside: PortsideServer, tls: TlsFiles) -> Skopeo:
-    if not have("skopeo"):
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return Skopeo(tmp_path / "skopeo", portside.host, tls.cert_dir)
+    return skopeo_for(tmp_path / "skopeo", portside.host, tls.cert_dir)
 
 
 @pytest.fixture
 def podman(tmp_path: Path, portside: PortsideServer, tls: TlsFiles) -> Iterator[Podman]:
-    if not have("podman"):
-        pytest.skip("podman is not installed (apt-get install podman)")
-    with tempfile.TemporaryDirectory(prefix="e2e-podman-run-", dir="/tmp") as runroot:
-        yield Podman(tmp_path / "podman", portside.host, Path(runroot), tls.cert_dir)
+    with podman_for(tmp_path / "podman", portside.host, tls.cert_dir) as client:
+        yield client
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
