@@ -156,6 +156,29 @@ def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
         yield ordered[start : start + CHUNK]
 
 
+def _lock_older(
+    conn: Connection,
+    digest: ColumnElement[str],
+    created_at: ColumnElement[datetime],
+    where: ColumnElement[bool],
+    digests: Collection[str],
+    before: datetime,
+) -> set[str]:
+    """The digests among digests whose rows (where) were created before `before`, locked for this
+    transaction; rows a concurrent writer holds are skipped, not waited for."""
+    found: set[str] = set()
+    for chunk in _chunks(digests):
+        found.update(
+            conn.scalars(
+                select(digest)
+                .where(where, digest.in_(chunk), created_at < before)
+                .order_by(digest)
+                .with_for_update(skip_locked=True)
+            )
+        )
+    return found
+
+
 def _lost_race(error: OperationalError) -> bool:
     return getattr(error.orig, "sqlstate", None) in LOST_RACE
 
@@ -896,16 +919,9 @@ class SqlMetadataStore:
             if repository_id is None:
                 return []
             here = manifests.c.repository_id == repository_id
-            candidates: set[str] = set()
-            for chunk in _chunks(digests):
-                candidates.update(
-                    conn.scalars(
-                        select(manifests.c.digest)
-                        .where(here, manifests.c.digest.in_(chunk), manifests.c.created_at < before)
-                        .order_by(manifests.c.digest)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
+            candidates = _lock_older(
+                conn, manifests.c.digest, manifests.c.created_at, here, digests, before
+            )
             # Keeping one candidate may make it need others (its children, its referrers).
             while needed := self._still_needed(conn, repository_id, candidates, keep_referrers):
                 candidates -= needed
@@ -957,20 +973,14 @@ class SqlMetadataStore:
             if repository_id is None:
                 return []
             here = repository_blobs.c.repository_id == repository_id
-            candidates: set[str] = set()
-            for chunk in _chunks(digests):
-                candidates.update(
-                    conn.scalars(
-                        select(repository_blobs.c.digest)
-                        .where(
-                            here,
-                            repository_blobs.c.digest.in_(chunk),
-                            repository_blobs.c.created_at < before,
-                        )
-                        .order_by(repository_blobs.c.digest)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
+            candidates = _lock_older(
+                conn,
+                repository_blobs.c.digest,
+                repository_blobs.c.created_at,
+                here,
+                digests,
+                before,
+            )
             candidates -= self._matching(
                 conn,
                 manifest_references.c.digest,
