@@ -6,7 +6,8 @@ iat, jti and access = [{"type", "name", "actions"}]. The header names the key by
 
 Errors, all TokenError:
 
-    TokenMalformed       not a JWT, or claims of the wrong shape
+    TokenMalformed       not a JWT, a header PyJWT refuses (a `kid` that is no string, a `crit`
+                         extension it does not know), or claims of the wrong shape
     TokenUnknownKey      no trusted key for its `kid` or `x5c` (nor, where allowed, any other)
     TokenBadSignature    a trusted key but the signature does not match: tampered
       AlgorithmRejected  `none`, HMAC, or an algorithm the key cannot have signed with
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -213,7 +215,9 @@ class TokenVerifier:
     def _check_signature(self, token: str) -> bytes:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as error:
+        except jwt.PyJWTError as error:
+            # Not only DecodeError: a `kid` that is no string, a `crit` extension PyJWT does not
+            # understand (RFC 7515: refuse the token) are InvalidTokenErrors.
             raise TokenMalformed(f"not a JWT: {error}") from error
         algorithm, kid, x5c = header.get("alg"), header.get("kid"), header.get("x5c")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
@@ -242,7 +246,7 @@ class TokenVerifier:
                 decoded = self._jws.decode_complete(token, key, algorithms=[algorithm])
             except jwt.InvalidSignatureError:
                 continue
-            except (jwt.DecodeError, jwt.InvalidKeyError) as error:
+            except jwt.PyJWTError as error:
                 raise TokenMalformed(f"unreadable token: {error}") from error
             payload = decoded["payload"]
             assert isinstance(payload, bytes)
@@ -271,7 +275,8 @@ class TokenVerifier:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # Finite: Python's JSON reads `Infinity` and `NaN`, which int() refuses.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def bearer_challenge(

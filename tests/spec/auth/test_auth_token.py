@@ -481,3 +481,117 @@ async def test_tokens_of_an_external_issuer_are_accepted(
     assert (await client.get(f"/v2/any/repo/manifests/{pushed.digest}")).status_code == 200
     assert refused.status_code == 401
     assert (await registry.client.get("/auth/token")).status_code == 404
+
+
+# Malformed token headers -----------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def with_header(key: SigningKey, header: dict[str, Any], issuer: str = "portside") -> str:
+    """A token for alice with pull,push on team/app, signed by `key` but under `header` as given:
+    headers PyJWT refuses to encode (a `kid` that is no string, a `crit` it does not know)."""
+    now = int(time.time())
+    payload = {
+        "iss": issuer,
+        "sub": "alice",
+        "aud": SERVICE,
+        "exp": now + 300,
+        "nbf": now,
+        "iat": now,
+        "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}],
+    }
+    encoded = [_b64url(json.dumps(part).encode()) for part in (header, payload)]
+    signing_input = ".".join(encoded)
+    algorithm = jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256)
+    signature = algorithm.sign(signing_input.encode(), key.private_key)
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def unsigned(header: bytes) -> str:
+    """A token whose header segment encodes `header` (raw bytes), with an empty claim set."""
+    return f"{_b64url(header)}.{_b64url(b'{}')}.{_b64url(b'signature')}"
+
+
+# Each makes a token from (signing key, issuer). PyJWT refuses each with an InvalidTokenError (or
+# a DecodeError) that is not a signature mismatch, on our own tokens and an external issuer's.
+MALFORMED_HEADERS: dict[str, Any] = {
+    "kid-number": lambda key, iss: with_header(key, {"alg": "ES256", "kid": 5}, iss),
+    "kid-null": lambda key, iss: with_header(key, {"alg": "ES256", "kid": None}, iss),
+    "kid-object": lambda key, iss: with_header(key, {"alg": "ES256", "kid": {"a": key.kid}}, iss),
+    "kid-list": lambda key, iss: with_header(key, {"alg": "ES256", "kid": [key.kid]}, iss),
+    "crit-unknown": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "crit": ["exp"], "exp": 1}, iss
+    ),
+    "crit-not-a-list": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "crit": "b64"}, iss
+    ),
+    "crit-empty": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "crit": []}, iss
+    ),
+    "crit-missing-extension": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "crit": ["b64"]}, iss
+    ),
+    "b64-false": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "b64": False, "crit": ["b64"]}, iss
+    ),
+    "b64-false-not-critical": lambda key, iss: with_header(
+        key, {"alg": "ES256", "kid": key.kid, "b64": False}, iss
+    ),
+    "alg-list": lambda key, iss: with_header(key, {"alg": ["ES256"], "kid": key.kid}, iss),
+    "x5c-not-a-list": lambda key, iss: with_header(key, {"alg": "ES256", "x5c": "MII"}, iss),
+    "x5c-not-base64": lambda key, iss: with_header(key, {"alg": "ES256", "x5c": ["%%"]}, iss),
+    "garbage-base64": lambda key, iss: "%%%%.%%%%.%%%%",
+    "bad-padding": lambda key, iss: "eyJ=.e30.c2ln",
+    "header-not-json": lambda key, iss: unsigned(b"not json"),
+    "header-not-utf8": lambda key, iss: unsigned(b'{"alg": "\xff\xfe"}'),
+    "header-not-an-object": lambda key, iss: unsigned(b'["ES256"]'),
+    "header-nested-deeply": lambda key, iss: unsigned(b"[" * 100_000 + b"]" * 100_000),
+    "two-segments": lambda key, iss: f"{_b64url(b'{}')}.{_b64url(b'{}')}",
+    "empty-segments": lambda key, iss: "..",
+}
+
+
+@pytest.mark.parametrize("make_token", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS.keys())
+async def test_tokens_with_malformed_headers_are_401_invalid_token(
+    token_registry: Registry, make_token: Any
+) -> None:
+    """A header PyJWT refuses (RFC 7515: a `kid` is a string, a `crit` extension must be
+    understood) is a token that does not hold, refused like any other: 401 invalid_token."""
+    token = make_token(signing_key(token_registry), "portside")
+
+    response = await refused_push(token_registry, token)
+
+    assert_bearer_challenge(response, error="invalid_token")
+    version = await token_registry.client.get("/v2/", headers=bearer(token))
+    assert_bearer_challenge(version, error="invalid_token")
+
+
+@pytest.mark.parametrize("trust", ["rootcertbundle", "jwks"])
+@pytest.mark.parametrize("make_token", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS.keys())
+async def test_an_external_issuers_tokens_with_malformed_headers_are_401_invalid_token(
+    make_registry: RegistryFactory, tmp_path: Path, trust: str, make_token: Any
+) -> None:
+    key = SigningKey.generate()
+    trusted = tmp_path / "issuer.pem"
+    if trust == "rootcertbundle":
+        trusted.write_bytes(key.certificate())
+    else:
+        trusted.write_text(json.dumps(key.jwks()))
+    external = {
+        "realm": "https://auth.example/token",
+        "service": SERVICE,
+        "issuer": "auth.example",
+        trust: str(trusted),
+    }
+    registry = await make_registry({"external_token": external})
+    token = make_token(key, "auth.example")
+
+    response = await registry.client.post("/v2/team/app/blobs/uploads/", headers=bearer(token))
+
+    assert_error(response, 401, "UNAUTHORIZED")
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="https://auth.example/token",service="{SERVICE}",error="invalid_token"'
+    )

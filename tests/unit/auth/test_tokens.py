@@ -262,6 +262,9 @@ def test_malformed(es_key: SigningKey, clock: FakeClock, token: str) -> None:
         {"access": {"type": "repository"}},
         {"access": [{"type": "repository", "name": "a", "actions": "pull"}]},
         {"sub": 5},
+        {"exp": float("inf")},
+        {"exp": float("nan")},
+        {"nbf": float("-inf")},
     ],
 )
 def test_malformed_claims(es_key: SigningKey, clock: FakeClock, overrides: dict[str, Any]) -> None:
