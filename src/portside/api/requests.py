@@ -8,11 +8,14 @@ from typing import Final
 
 from starlette.requests import Request
 
+from portside.api import query
 from portside.registry.discovery import Visible
 from portside.registry.errors import PaginationNumberInvalid, TooLarge, UploadOutOfOrder
 from portside.registry.names import Digest, parse_name
 from portside.registry.service import Registry
 
+# The request state key where the auth gate says a mount's `from` may not be pulled by the caller.
+MOUNT_REFUSED: Final = "mount_refused"
 CONTENT_RANGE: Final = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
 
 
@@ -26,7 +29,7 @@ def name(request: Request) -> str:
 
 
 def digest_param(request: Request, field: str = "digest") -> Digest:
-    return Digest.parse(request.query_params.get(field, ""))
+    return Digest.parse(query.one(request.scope, field) or "")
 
 
 def content_length(request: Request) -> int | None:
@@ -67,10 +70,10 @@ async def small_body(request: Request, limit: int) -> bytes:
 
 def paging(request: Request) -> tuple[int | None, str | None]:
     """The `n` and `last` query parameters of a listing."""
-    n = request.query_params.get("n")
+    n = query.one(request.scope, "n")
     if n is not None and not _is_number(n):
         raise PaginationNumberInvalid({"n": n[:20]})
-    return (None if n is None else int(n)), request.query_params.get("last") or None
+    return (None if n is None else int(n)), query.one(request.scope, "last") or None
 
 
 def _is_number(value: str) -> bool:
@@ -80,7 +83,7 @@ def _is_number(value: str) -> bool:
 
 def page_number(request: Request, field: str, default: int) -> int:
     """A positive number from the query (`n`, `page` of /v1/search), default when absent."""
-    value = request.query_params.get(field)
+    value = query.one(request.scope, field)
     if value is None:
         return default
     if not _is_number(value) or int(value) == 0:
@@ -93,3 +96,9 @@ def visible_repository(request: Request) -> Visible | None:
     `request.state.visible_repository` (a callable: name -> bool); None shows them all."""
     found: Visible | None = getattr(request.state, "visible_repository", None)
     return found
+
+
+def may_mount(request: Request) -> bool:
+    """Whether the caller may pull the repository a mount names in `from`, as the auth gate
+    decided on the same parse of the query (api/query.py); True on an open registry."""
+    return not getattr(request.state, MOUNT_REFUSED, False)

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portside.api import requests
+from portside.api import query, requests
 from portside.api.credentials import Basic, client_address, parse_authorization
 from portside.auth.authenticator import Authenticator, LoginFailed, LoginThrottled
 from portside.auth.base import Access, Identity, InvalidScope, parse_scopes
@@ -58,19 +57,23 @@ def _token_service(request: Request) -> TokenService:
 
 async def get_token(request: Request) -> Response:
     ts = _token_service(request)
-    query = request.query_params
-    _check_service(ts, query.get("service"))
-    scopes = _scopes(query.getlist("scope"))
+    _check_service(ts, query.one(request.scope, "service"))
+    scopes = _scopes(request.query_params.getlist("scope"))  # the one parameter given repeatedly
     identity = None
-    credentials = parse_authorization(request.headers.get("authorization"))
+    try:
+        raw = query.authorization(request.scope)
+    except Unauthorized as error:
+        raise Unauthorized(error.detail, challenge=ts.challenge()) from None
+    credentials = parse_authorization(raw.decode("latin-1") if raw is not None else None)
     if credentials is not None:
         if not isinstance(credentials, Basic):
             raise Unauthorized("Basic credentials expected", challenge=ts.challenge())
         identity = await _login(ts, request, credentials.username, credentials.password)
-    account = query.get("account")
+    account = query.one(request.scope, "account")
     if account and identity is not None and account != identity.username:
         raise TokenRequestInvalid({"account": "is not the user who logged in"})
-    offline = query.get("offline_token", "").lower() == "true" and identity is not None
+    offline_token = query.one(request.scope, "offline_token") or ""
+    offline = offline_token.lower() == "true" and identity is not None
     return await _answer(ts, identity, scopes, offline=offline, oauth=False)
 
 
@@ -101,9 +104,7 @@ async def _answer(
     issued = ts.issuer.issue(identity.username if identity else "", ts.service, granted)
     refresh_token = None
     if offline and identity is not None:
-        refresh_token = await anyio.to_thread.run_sync(
-            ts.refresh.issue, identity.username, ts.service
-        )
+        refresh_token = await ts.refresh.issue(identity.username, ts.service)
     body = issued.response(refresh_token)
     if oauth:
         body["scope"] = " ".join(access.scope for access in granted)
@@ -124,11 +125,11 @@ async def _redeem(ts: TokenService, token: str | None) -> Identity:
     if not token:
         raise TokenRequestInvalid({"grant_type": "refresh_token needs refresh_token"})
     try:
-        username = await anyio.to_thread.run_sync(ts.refresh.redeem, token, ts.service)
+        username = await ts.refresh.redeem(token, ts.service)
     except RefreshTokenInvalid:
         raise Unauthorized("invalid refresh token", challenge=ts.challenge()) from None
     if not ts.authenticator.known_user(username):
-        await anyio.to_thread.run_sync(ts.refresh.revoke, token)
+        await ts.refresh.revoke_user(username)  # all of them: the user has left the htpasswd file
         raise Unauthorized("invalid refresh token", challenge=ts.challenge())
     return ts.authenticator.authorizer.identity(username)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portside.api import requests
+from portside.api import query, requests
 
 # docker and podman ask for 25 by default, and docker for at most 100.
 SEARCH_PAGE_DEFAULT = 25
@@ -26,14 +26,14 @@ async def search(request: Request) -> Response:
     """Repositories whose name or description contains q, ignoring case, in the shape the docker
     and podman CLIs parse; only those the caller may pull when authorization says which."""
     registry = requests.registry(request)
-    query = request.query_params.get("q", "").strip()
+    text = (query.one(request.scope, "q") or "").strip()
     page_size = min(requests.page_number(request, "n", SEARCH_PAGE_DEFAULT), SEARCH_PAGE_MAX)
     page = requests.page_number(request, "page", 1)
     visible = requests.visible_repository(request)
-    found = await registry.discovery.search(query, page, page_size, visible)
+    found = await registry.discovery.search(text, page, page_size, visible)
     return JSONResponse(
         {
-            "query": query,
+            "query": text,
             "num_results": found.total,
             "num_pages": max(1, -(-found.total // page_size)),
             "page": page,

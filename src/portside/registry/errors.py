@@ -17,7 +17,8 @@ RegistryError
 ├── Denied                 DENIED
 ├── Unsupported            UNSUPPORTED
 │   ├── DeleteDisabled         DELETE with deletes switched off (405)
-│   └── TokenRequestInvalid    a token request the token endpoint cannot serve (400)
+│   ├── TokenRequestInvalid    a token request the token endpoint cannot serve (400)
+│   └── QueryInvalid           a query parameter given twice, or otherwise unusable (400)
 ├── TooManyRequests        TOOMANYREQUESTS
 └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
 """
@@ -154,6 +155,13 @@ class TokenRequestInvalid(Unsupported):
     an unknown grant_type (400, as OAuth2's invalid_request)."""
 
     message = "invalid token request"
+
+
+class QueryInvalid(Unsupported):
+    """A query parameter the registry cannot act on, such as one given twice (400): the spec's
+    codes have none for it, and UNSUPPORTED is what distribution answers a bad request with."""
+
+    message = "invalid query parameter"
 
 
 class TooManyRequests(RegistryError):

@@ -134,13 +134,16 @@ class Uploads:
     async def _finished_before(self, name: str, upload_id: str, digest: Digest) -> int | None:
         """A closing request that stored the blob and died before recording it, or that a
         concurrent one beat to it, leaves the session without bytes but the blob in place: a
-        retried PUT completes it once the blob proves to be the upload's bytes."""
+        retried PUT completes it, but only when the session's own record proves that its bytes
+        are that blob (the sha256 kept as they arrived covers all of them). A stored blob of the
+        same size proves nothing: it may be another repository's, named by a caller who cannot
+        read it and whose own bytes were something else."""
         upload = await self._metadata.get_upload(name, upload_id)
-        if upload is None or upload.offset == 0:
+        if upload is None or upload.offset == 0 or not _hashed_as(upload, digest):
             return None
         async with reserved(self._metadata, digest, upload.offset) as reservation:
             # Checked under the reservation, so that no collector deletes the bytes afterwards.
-            if not await self._is_blob_of(upload, digest):
+            if not await self._is_stored(digest, upload.offset):
                 await self._metadata.release_blob(reservation.token)
                 return None
             await self._record(
@@ -151,17 +154,15 @@ class Uploads:
         self._hashers.forget(upload.id)
         return upload.offset
 
-    async def _is_blob_of(self, upload: Upload, digest: Digest) -> bool:
-        """Whether the blob of digest in storage holds the upload's bytes."""
+    async def _is_stored(self, digest: Digest, size: int) -> bool:
+        """Whether the blob of digest is in storage, whole and intact."""
+        key = keys.blob(digest)
         try:
-            if await self._storage.stat(keys.blob(digest)) != upload.offset:
+            if await self._storage.stat(key) != size:
                 return False
         except NotFound:
             return False
-        key = keys.blob(digest)
-        return await self._digest_of(upload, None, key, digest.algorithm, trust=False) == (
-            digest.encoded
-        )
+        return await self._read_digest(key, digest.algorithm) == digest.encoded
 
     async def _finish(
         self,
@@ -442,16 +443,11 @@ class Uploads:
         return closing
 
     async def _digest_of(
-        self,
-        upload: Upload,
-        hasher: hashlib._Hash | None,
-        key: str,
-        algorithm: str,
-        trust: bool = True,
+        self, upload: Upload, hasher: hashlib._Hash | None, key: str, algorithm: str
     ) -> str:
         """The digest of the upload's bytes, stored under key: from the hash kept while they
-        arrived when there is one and trust allows, else read back."""
-        if algorithm == "sha256" and trust:
+        arrived when there is one, else read back."""
+        if algorithm == "sha256":
             if hasher is not None:
                 return hasher.hexdigest()
             if upload.hashed_digest and upload.hashed_offset == upload.offset:
@@ -476,3 +472,12 @@ class Uploads:
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:
         """Link a blob readable in source into name; None when source cannot read it."""
         return await self._metadata.mount_blob(name, str(digest), source)
+
+
+def _hashed_as(upload: Upload, digest: Digest) -> bool:
+    """Whether the upload's recorded sha256, kept over all its bytes, is digest."""
+    return (
+        digest.algorithm == "sha256"
+        and upload.hashed_digest == digest.encoded
+        and upload.hashed_offset == upload.offset
+    )

@@ -10,8 +10,10 @@ challenge that tells a client how to log in.
     too many failed logins         429 TOOMANYREQUESTS  Retry-After
 
 Allowed requests go on unchanged, except a mount from a repository the caller may not pull,
-which loses its `mount` and `from` (so it becomes a plain upload, 202, as the spec says), and
-listings, which get the caller's `visible_repository` predicate in the request state.
+which the request state marks so that the handler makes it a plain upload (202, as the spec
+says), and listings, which get the caller's `visible_repository` predicate in the request state.
+Query parameters and the Authorization header are read through api/query.py, as the handlers
+read them, so that a value given twice cannot be checked as one and served as another.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from portside.api import token
+from portside.api import query, token
 from portside.api.credentials import Basic, Bearer, client_address, parse_authorization
+from portside.api.requests import MOUNT_REFUSED
 from portside.api.urls import PublicAddress
 from portside.auth.authenticator import Authenticator, LoginFailed, LoginThrottled
 from portside.auth.base import PULL, Access, AuthError, Identity, repository
@@ -39,14 +41,23 @@ from portside.auth.htpasswd import HtpasswdFile
 from portside.auth.keys import KeySet, SigningKey, load_or_create_signing_key
 from portside.auth.permissions import Authorizer
 from portside.auth.ratelimit import FailureWindow, LoginLimiter
-from portside.auth.refresh import FileRefreshTokenStore, RefreshTokens
+from portside.auth.refresh import RefreshTokens
 from portside.auth.tokens import TokenIssuer, TokenVerifier, VerifiedToken, bearer_challenge
 from portside.config.auth import TokenSettings
 from portside.config.auth import token_path as token_path_of
 from portside.config.settings import Settings
+from portside.metadata.base import MetadataStore
 from portside.registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
-from portside.server.access import CATALOG_ACCESS, MOUNTS, Need, match, requirement
+from portside.server.access import (
+    CATALOG_ACCESS,
+    MOUNTS,
+    PULL_PUSH,
+    Need,
+    match,
+    requirement,
+)
 from portside.server.errors import error_response
+from portside.server.refresh import MetadataRefreshTokenStore
 
 # The request state key that api.requests.visible_repository reads.
 VISIBLE: str = "visible_repository"
@@ -78,13 +89,16 @@ class Challenges:
     public: PublicAddress = field(default_factory=PublicAddress)
 
     def make(self, scope: Scope, access: Access | None, error: str | None = None) -> str:
+        return self.make_many(scope, [access] if access else [], error)
+
+    def make_many(self, scope: Scope, accesses: list[Access], error: str | None = None) -> str:
         if self.token_realm is None:
             return f'Basic realm="{_quote(self.basic_realm)}"'
         realm = self.token_realm
         if realm.startswith("/"):
             # spec: clients need an absolute URL; built from public_url or the request.
             realm = self.public.base_url(HTTPConnection(scope)) + realm
-        return bearer_challenge(realm, self.service, [access] if access else [], error=error)
+        return bearer_challenge(realm, self.service, accesses, error=error)
 
 
 FileVersion = tuple[int, int, int, int, int] | None
@@ -206,18 +220,17 @@ class Gate:
         elif isinstance(need, frozenset):
             self._require_repository(scope, caller, params["name"], need)
             if endpoint is MOUNTS:
-                self._check_mount(scope, caller)
+                self._check_mount(scope, caller, params["name"])
 
     # Who ----------------------------------------------------------------------------------------
 
     async def caller(self, scope: Scope) -> Caller:
         """The caller by its Authorization header; raises Unauthorized for credentials that do
         not hold, TooManyRequests while its address or username is throttled."""
-        raw = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                raw = value
-                break
+        try:
+            raw = query.authorization(scope)
+        except Unauthorized as error:
+            raise Unauthorized(error.detail, challenge=self.challenges.make(scope, None)) from None
         if raw is None:
             return self.anonymous
         recent = self.recent if raw[:6].lower() == b"basic " else None
@@ -328,16 +341,30 @@ class Gate:
 
         return visible
 
-    def _check_mount(self, scope: Scope, caller: Caller) -> None:
-        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        source = next((value for key, value in query if key == "from"), None)
-        if not any(key == "mount" for key, _ in query) or source is None:
+    def _check_mount(self, scope: Scope, caller: Caller, name: str) -> None:
+        """A mount needs pull on its `from` too. A token without it gets distribution's answer:
+        401 with a challenge for both repositories, so the client fetches a wider token and
+        mounts; anyone else falls back to a plain upload (spec: 202), as does a token whose user
+        could not get that scope anyway."""
+        source = query.one(scope, "from")
+        if not query.has(scope, "mount") or source is None:
             return
-        if PULL in self.granted(caller, repository(source, PULL)):
+        access = repository(source, PULL)
+        if PULL in self.granted(caller, access):
             return
-        # spec: a registry that cannot mount "MUST" fall back to a plain upload (202).
-        kept = [(key, value) for key, value in query if key not in ("mount", "from")]
-        scope["query_string"] = urlencode(kept).encode("latin-1")
+        if caller.token is not None and self._could_pull(caller, access):
+            challenge = self.challenges.make_many(
+                scope, [repository(name, *PULL_PUSH), access], "insufficient_scope"
+            )
+            raise Unauthorized(_detail(access), challenge=challenge)
+        _set_state(scope, MOUNT_REFUSED, True)
+
+    def _could_pull(self, caller: Caller, access: Access) -> bool:
+        """Whether the token service would grant the caller's user pull on access: always
+        assumed for another issuer's token, whose users are not ours to judge."""
+        if caller.external or caller.subject is None:
+            return caller.external
+        return PULL in self._allowed_to(self.authorizer.identity(caller.subject), access)
 
 
 class AuthMiddleware:
@@ -388,9 +415,9 @@ class AuthParts:
     token_service: token.TokenService | None
 
 
-def build(settings: Settings) -> AuthParts | None:
+def build(settings: Settings, metadata: MetadataStore) -> AuthParts | None:
     """The auth parts for these settings; None for an open registry. Makes the token signing
-    key on first start."""
+    key on first start; the token service keeps its refresh tokens in metadata."""
     auth = settings.auth
     if auth is None:
         return None
@@ -434,7 +461,9 @@ def build(settings: Settings) -> AuthParts | None:
     token_service = token_path = None
     if auth.token is not None:
         token_path = token_path_of(auth.token.realm)
-        token_service = _token_service(settings, auth.token, authenticator, key, basic_realm)
+        token_service = _token_service(
+            settings, auth.token, authenticator, key, basic_realm, metadata
+        )
         routes = [
             Route(token_path, token.get_token, methods=["GET"]),
             Route(token_path, token.post_token, methods=["POST"]),
@@ -456,11 +485,11 @@ def _token_service(
     authenticator: Authenticator,
     key: SigningKey,
     basic_realm: str,
+    metadata: MetadataStore,
 ) -> token.TokenService:
-    # One file for every worker of this machine (auth/refresh.py); not shared between machines.
-    store_path = settings.refresh_tokens_path
-    store_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    refresh = RefreshTokens(FileRefreshTokenStore(store_path), lifetime=config.refresh_lifetime)
+    # In the metadata database: every worker and every instance sharing it accepts the tokens.
+    store = MetadataRefreshTokenStore(metadata)
+    refresh = RefreshTokens(store, lifetime=config.refresh_lifetime)
     return token.TokenService(
         authenticator,
         TokenIssuer(key, config.issuer, lifetime=config.lifetime),

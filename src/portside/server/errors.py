@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from portside.registry.errors import (
     ErrorCode,
+    QueryInvalid,
     RegistryError,
     TokenRequestInvalid,
     TooLarge,
@@ -46,6 +47,7 @@ STATUS_OVERRIDES: Final[Mapping[type[RegistryError], int]] = {
     UploadOutOfOrder: 416,
     TooLarge: 413,
     TokenRequestInvalid: 400,
+    QueryInvalid: 400,
 }
 
 

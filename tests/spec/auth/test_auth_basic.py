@@ -4,6 +4,7 @@ spares bcrypt on repeated requests."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,14 @@ from auth_setup import (
     basic,
     write_htpasswd,
 )
-from helpers import assert_error, digest_of, push_blob, push_image, random_bytes
+from helpers import (
+    assert_error,
+    digest_of,
+    push_blob,
+    push_image,
+    random_bytes,
+    start_upload,
+)
 
 from portside.auth.htpasswd import HtpasswdFile, Scheme, add_user, remove_user, set_password
 from portside.server import auth
@@ -407,6 +415,80 @@ async def test_a_mount_from_a_repository_the_caller_cannot_pull_becomes_an_uploa
     assert (await alice.head(f"/v2/alice/copy/blobs/{secret}")).status_code == 404
     assert mounted.status_code == 201, mounted.text
     assert (await alice.head(f"/v2/alice/copy/blobs/{shared}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "order", [("team/app", "other/secret"), ("other/secret", "team/app")], ids=str
+)
+async def test_a_mount_naming_from_twice_is_refused_whichever_comes_first(
+    registry: Registry, order: tuple[str, str]
+) -> None:
+    """A `from` given twice once meant the first to the permission check and the last to the
+    mount: alice, checked on team/app, was given other/secret's blob. A repeated parameter is
+    now refused (400 NAME_INVALID) before anything is linked."""
+    admin = await registry.as_user("admin")
+    alice = await registry.as_user("alice")
+    data = random_bytes(128)
+    secret = await push_blob(admin, "other/secret", data)
+    await push_blob(admin, "team/app", data)  # the same blob, which alice may read there
+
+    query = f"mount={secret}&from={order[0]}&from={order[1]}"
+    refused = await alice.post(f"/v2/alice/m2/blobs/uploads/?{query}")
+
+    assert_error(refused, 400, "NAME_INVALID")
+    assert (await alice.head(f"/v2/alice/m2/blobs/{secret}")).status_code == 404
+    assert (await alice.get("/v2/alice/m2/tags/list")).status_code == 404
+
+
+@pytest.mark.parametrize("parameter", ["mount", "digest"])
+async def test_a_digest_given_twice_is_refused(registry: Registry, parameter: str) -> None:
+    alice = await registry.as_user("alice")
+    data = random_bytes(64)
+    digest = digest_of(data)
+    query = f"{parameter}={digest}&{parameter}={digest_of(b'other')}&from=team/app"
+
+    refused = await alice.post(f"/v2/alice/app/blobs/uploads/?{query}", content=data)
+
+    assert_error(refused, 400, "DIGEST_INVALID")
+    assert (await alice.head(f"/v2/alice/app/blobs/{digest}")).status_code == 404
+
+
+async def test_two_authorization_headers_are_refused(registry: Registry) -> None:
+    """Which one would count? Neither: 401 with the challenge, whatever the order."""
+    headers = [
+        ("Authorization", basic("dave")["Authorization"]),
+        ("Authorization", basic("admin")["Authorization"]),
+    ]
+    response = await registry.client.get("/v2/team/app/tags/list", headers=headers)
+
+    assert_challenge(response)
+
+
+async def test_racing_closing_puts_cannot_link_another_repositorys_blob(
+    registry: Registry,
+) -> None:
+    """Alice fills an upload with as many bytes as a blob of other/secret has, closes it with a
+    wrong digest and, while that request runs, with the secret blob's digest. The second PUT
+    once found the session without bytes and the secret blob stored at that size, took it for
+    the upload's content and linked it. Only what the session itself hashed may complete it."""
+    admin = await registry.as_user("admin")
+    alice = await registry.as_user("alice")
+    secret_data = random_bytes(4096)
+    secret = await push_blob(admin, "other/secret", secret_data)
+
+    for _ in range(10):
+        location = await start_upload(alice, "alice/app")
+        await alice.patch(location, content=random_bytes(4096))
+        wrong = "sha512:" + "0" * 128
+        first, second = await asyncio.gather(
+            alice.put(location, params={"digest": wrong}),
+            alice.put(location, params={"digest": secret}),
+        )
+        assert first.status_code in (400, 404), first.text
+        assert second.status_code in (400, 404), second.text
+
+    assert (await alice.head(f"/v2/alice/app/blobs/{secret}")).status_code == 404
+    assert (await alice.get(f"/v2/alice/app/blobs/{secret}")).status_code == 404
 
 
 # Speed ----------------------------------------------------------------------------------------

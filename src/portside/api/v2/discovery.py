@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portside.api import requests
+from portside.api import query, requests
 from portside.registry.discovery import Page
 from portside.registry.manifests import OCI_INDEX
 from portside.registry.names import Digest
@@ -43,7 +43,7 @@ async def list_referrers(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     subject = Digest.parse(request.path_params["digest"])
-    artifact_type = request.query_params.get("artifactType") or None
+    artifact_type = query.one(request.scope, "artifactType") or None
     referrers = await registry.discovery.referrers(name, subject, artifact_type)
     descriptors = []
     for manifest in referrers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portside.api import requests
+from portside.api import query, requests
 from portside.metadata.base import Upload
 from portside.registry.errors import NameInvalid
 from portside.registry.names import Digest, parse_name
@@ -37,19 +37,23 @@ async def start_upload(request: Request) -> Response:
     """A new upload (202), a monolithic upload with ?digest= (201), or a mount (201, else 202)."""
     registry = requests.registry(request)
     name = requests.name(request)
-    query = request.query_params
-    if "mount" in query:
+    if query.has(request.scope, "mount"):
         digest = requests.digest_param(request, "mount")
-        source = query.get("from")
+        source = query.one(request.scope, "from")
         if source is not None:
             try:
                 source = parse_name(source)
             except NameInvalid:
                 source = None
-        # spec: a registry that cannot mount "MUST" fall back to a new upload (202).
-        if source is not None and await registry.uploads.mount(name, digest, source) is not None:
+        # spec: a registry that cannot mount "MUST" fall back to a new upload (202); so does a
+        # mount from a repository the caller may not pull (decided by the auth gate).
+        if (
+            source is not None
+            and requests.may_mount(request)
+            and await registry.uploads.mount(name, digest, source) is not None
+        ):
             return _created(name, digest)
-    elif "digest" in query:
+    elif query.has(request.scope, "digest"):
         digest = requests.digest_param(request)
         length = requests.content_length(request)
         await registry.uploads.upload(name, digest, requests.body(request), length)
