@@ -191,3 +191,24 @@ def test_anyone_pulls_public_repositories_without_logging_in(
         check=False,
     )
     assert refused.returncode != 0
+
+
+def test_podman_search_after_login_shows_the_users_repositories(
+    tmp_path: Path, server: PortsideServer, skopeo: Skopeo, podman: Podman
+) -> None:
+    """podman sends /v1/search without credentials and asks the authenticated /v2/_catalog
+    only when that is not a 200. The user's own repositories must show after `podman login`,
+    and another user's must not."""
+    source = Layout(tmp_path / "source")
+    source.add_image([1024], tag="v1")
+    assert skopeo_login(skopeo, server.host, "bcrypt-user").returncode == 0
+    skopeo.copy(source.ref("v1"), f"docker://{server.host}/bcrypt-user/kite:v1")
+    skopeo.copy(source.ref("v1"), f"docker://{server.host}/team/kite-secret:v1")
+    assert skopeo_login(skopeo, server.host, "apr1-user").returncode == 0
+    skopeo.copy(source.ref("v1"), f"docker://{server.host}/apr1-user/kite:v1")
+    assert podman_login(podman, server.host, "apr1-user").returncode == 0
+
+    result = podman("search", "--tls-verify=false", "--format", "{{.Name}}", f"{server.host}/kite")
+    found = {line.strip() for line in result.stdout.splitlines() if line.strip()}
+
+    assert found == {f"{server.host}/apr1-user/kite"}

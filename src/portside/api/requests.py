@@ -16,6 +16,9 @@ from portside.registry.service import Registry
 
 # The request state key where the auth gate says a mount's `from` may not be pulled by the caller.
 MOUNT_REFUSED: Final = "mount_refused"
+# The request state key of the challenge an anonymous caller of an auth-enabled registry gets
+# where a login would show more.
+LOGIN_CHALLENGE: Final = "login_challenge"
 CONTENT_RANGE: Final = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
 
 
@@ -102,3 +105,10 @@ def may_mount(request: Request) -> bool:
     """Whether the caller may pull the repository a mount names in `from`, as the auth gate
     decided on the same parse of the query (api/query.py); True on an open registry."""
     return not getattr(request.state, MOUNT_REFUSED, False)
+
+
+def login_challenge(request: Request) -> str | None:
+    """The WWW-Authenticate value to send an anonymous caller of a registry with auth, which the
+    auth gate leaves in the request state; None for a caller who logged in, or no auth."""
+    found: str | None = getattr(request.state, LOGIN_CHALLENGE, None)
+    return found

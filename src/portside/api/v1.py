@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from portside.api import query, requests
+from portside.registry.errors import Unauthorized
 
 # docker and podman ask for 25 by default, and docker for at most 100.
 SEARCH_PAGE_DEFAULT = 25
@@ -31,6 +32,12 @@ async def search(request: Request) -> Response:
     page = requests.page_number(request, "page", 1)
     visible = requests.visible_repository(request)
     found = await registry.discovery.search(text, page, page_size, visible)
+    challenge = requests.login_challenge(request)
+    if found.total == 0 and challenge is not None:
+        # podman sends /v1/search without credentials, and asks the authenticated /v2/_catalog
+        # only when this is not a 200: an anonymous caller who sees nothing is told to log in,
+        # so that a logged-in user finds their repositories (docker over HTTPS sends its login).
+        raise Unauthorized("log in to search", challenge=challenge)
     return JSONResponse(
         {
             "query": text,

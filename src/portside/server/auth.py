@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from portside.api import query, token
 from portside.api.credentials import Basic, Bearer, client_address, parse_authorization
-from portside.api.requests import MOUNT_REFUSED
+from portside.api.requests import LOGIN_CHALLENGE, MOUNT_REFUSED
 from portside.api.urls import PublicAddress
 from portside.auth.authenticator import Authenticator, LoginFailed, LoginThrottled
 from portside.auth.base import PULL, Access, AuthError, Identity, repository
@@ -210,6 +210,8 @@ class Gate:
             raise Unauthorized(challenge=self.challenges.make(scope, None))
         if need is Need.SEARCH:
             _set_state(scope, VISIBLE, self._visible(caller))
+            if not caller.presented:
+                _set_state(scope, LOGIN_CHALLENGE, self.challenges.make(scope, None))
         elif need is Need.CATALOG:
             self._require(scope, caller, CATALOG_ACCESS)
             _set_state(scope, VISIBLE, self._visible(caller))

@@ -149,8 +149,9 @@ async def test_the_realm_follows_the_setting(
     assert_challenge(await registry.client.get("/v2/"), 'Basic realm="Our \\"lab\\""')
 
 
-@pytest.mark.parametrize("path", ["/", "/v1/_ping", "/v1/search?q=x"])
+@pytest.mark.parametrize("path", ["/", "/v1/_ping", "/v1/search?q=public"])
 async def test_classic_endpoints_answer_without_credentials(registry: Registry, path: str) -> None:
+    await push_repositories(registry)
     response = await registry.client.get(path)
     assert response.status_code == 200
 
@@ -382,6 +383,26 @@ async def test_search_shows_only_what_the_caller_may_pull(registry: Registry) ->
     assert [r["name"] for r in anonymous.json()["results"]] == ["public/base"]
     assert anonymous.json()["num_results"] == 1
     assert [r["name"] for r in carol.json()["results"]] == ["public/base", "team/app"]
+
+
+async def test_an_anonymous_search_that_shows_nothing_asks_for_a_login(
+    registry: Registry,
+) -> None:
+    """podman sends /v1/search without credentials and falls back to the authenticated
+    /v2/_catalog only when it is not a 200: a 401 where an anonymous caller sees nothing is what
+    lets `podman search` after `podman login` show the user's repositories. It says nothing of
+    what exists: public/base matches, and the anonymous search for it is still a 200."""
+    await push_repositories(registry)
+
+    private = await registry.client.get("/v1/search", params={"q": "team"})
+    nothing = await registry.client.get("/v1/search", params={"q": "no-such-thing"})
+    public = await registry.client.get("/v1/search", params={"q": "public"})
+    carol = await (await registry.as_user("carol")).get("/v1/search", params={"q": "team"})
+
+    assert_challenge(private)
+    assert_challenge(nothing)
+    assert public.status_code == 200
+    assert [r["name"] for r in carol.json()["results"]] == ["team/app"]
 
 
 async def test_search_can_require_a_login(make_registry: RegistryFactory, htpasswd: Path) -> None:

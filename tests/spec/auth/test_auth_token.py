@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 from auth_setup import Registry, RegistryFactory, auth_section, basic, bearer
-from helpers import assert_error, digest_of, push_image, random_bytes
+from helpers import assert_error, digest_of, push_blob, push_image, random_bytes
 
 from portside.auth.base import repository
 from portside.auth.htpasswd import remove_user
@@ -307,6 +307,49 @@ async def test_a_token_for_one_repository_is_refused_on_another(token_registry: 
     )
 
     assert_bearer_challenge(response, "repository:team/other:pull", "insufficient_scope")
+
+
+async def test_a_mount_whose_token_lacks_pull_on_from_asks_for_the_wider_scope(
+    token_registry: Registry,
+) -> None:
+    """As distribution: the mount needs pull on `from` too, so a token without it gets 401
+    insufficient_scope naming both repositories; the client fetches that token and mounts."""
+    admin = await token_registry.as_user("admin")
+    shared = await push_blob(admin, "team/app", random_bytes(128))
+    narrow = await get_token(token_registry, "repository:alice/copy:pull,push", user="alice")
+    mount = {"mount": shared, "from": "team/app"}
+
+    refused = await token_registry.client.post(
+        "/v2/alice/copy/blobs/uploads/", params=mount, headers=bearer(narrow["token"])
+    )
+    scopes = "repository:alice/copy:pull,push repository:team/app:pull"
+    wide = await get_token(token_registry, *scopes.split(), user="alice")
+    mounted = await token_registry.client.post(
+        "/v2/alice/copy/blobs/uploads/", params=mount, headers=bearer(wide["token"])
+    )
+
+    assert_bearer_challenge(refused, scopes, "insufficient_scope")
+    assert mounted.status_code == 201, mounted.text
+    assert (await admin.head(f"/v2/alice/copy/blobs/{shared}")).status_code == 200
+
+
+async def test_a_mount_from_what_the_user_may_never_pull_becomes_an_upload(
+    token_registry: Registry,
+) -> None:
+    """No token the service would give alice has pull on other/secret: no point sending her for
+    one. spec end-11: the registry "MUST" fall back to a plain upload (202)."""
+    admin = await token_registry.as_user("admin")
+    secret = await push_blob(admin, "other/secret", random_bytes(128))
+    token = await get_token(token_registry, "repository:alice/copy:pull,push", user="alice")
+
+    response = await token_registry.client.post(
+        "/v2/alice/copy/blobs/uploads/",
+        params={"mount": secret, "from": "other/secret"},
+        headers=bearer(token["token"]),
+    )
+
+    assert response.status_code == 202, response.text
+    assert (await admin.head(f"/v2/alice/copy/blobs/{secret}")).status_code == 404
 
 
 async def test_a_pull_only_token_cannot_push_and_stores_nothing(token_registry: Registry) -> None:
