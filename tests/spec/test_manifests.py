@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +37,9 @@ from helpers import (
     to_json,
     unknown_digest,
 )
+
+from portside.config.settings import Settings
+from portside.server.app import create_app
 
 FLAVOURS = pytest.mark.parametrize(
     "media_type", [OCI_MANIFEST, DOCKER_MANIFEST], ids=["oci", "docker"]
@@ -342,6 +348,133 @@ async def test_body_that_is_not_a_json_object_is_400_manifest_invalid(
 ) -> None:
     response = await put_manifest(client, "app", "v1", body, OCI_MANIFEST)
     assert_error(response, 400, "MANIFEST_INVALID")
+
+
+def _lone_surrogates() -> list[Any]:
+    """Documents carrying a lone UTF-16 surrogate, which JSON's `\ud800` escape can spell and
+    Python's parser decodes, but which is no Unicode text: UTF-8 (a database, a response) has no
+    encoding for it."""
+
+    def put(field: str, value: Any) -> Any:
+        return lambda d: {**d, field: value}
+
+    def config(**changes: Any) -> Any:
+        return lambda d: {**d, "config": {**d["config"], **changes}}
+
+    def layer(**changes: Any) -> Any:
+        return lambda d: {**d, "layers": [{**d["layers"][0], **changes}]}
+
+    cases = [
+        ("artifact-type", put("artifactType", "\ud800")),
+        ("artifact-type-in-text", put("artifactType", "application/vnd.x\udfff+json")),
+        ("config-media-type", config(mediaType="\udfff")),
+        ("layer-media-type", layer(mediaType="application/\ud800")),
+        ("layer-annotation", layer(annotations={"a": "\udc00"})),
+        ("layer-urls", layer(urls=["https://example.com/\ud800"])),
+        ("annotation-value", put("annotations", {"org.example.note": "\ud800"})),
+        ("annotation-key", put("annotations", {"org.example.\udbff": "x"})),
+        ("description", put("annotations", {"org.opencontainers.image.description": "a\ud800"})),
+        ("two-high-halves", put("annotations", {"a": "\ud83d\ud83d"})),
+        ("low-before-high", put("annotations", {"a": "\ude00\ud83d"})),
+        ("unknown-field", put("x-extra", {"deep": [{"deeper": ["\ud800"]}]})),
+        ("unknown-key", put("x-\udfff", 1)),
+        (
+            "subject-media-type",
+            put("subject", {"mediaType": "\ud800", "digest": "sha256:" + "a" * 64, "size": 1}),
+        ),
+    ]
+    return [pytest.param(change, id=case) for case, change in cases]
+
+
+@pytest.mark.parametrize("change", _lone_surrogates())
+async def test_a_lone_surrogate_anywhere_is_400_manifest_invalid_and_nothing_is_stored(
+    client: httpx.AsyncClient, change: Any
+) -> None:
+    """end-7: a manifest the registry cannot store or serve faithfully is MANIFEST_INVALID.
+    A string that is not Unicode text could be stored nowhere, and a referrer carrying one
+    would break every referrers list of its subject; the refusal stores nothing."""
+    subject = await push_image(client, "app", "v1")
+    document = change(await pushable(client, "app", subject=subject.descriptor()))
+    body = to_json(document)
+    assert b"\\ud" in body  # escaped as JSON spells it: the body itself is ASCII
+
+    response = await put_manifest(client, "app", "v2", body, OCI_MANIFEST)
+
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert (await client.get("/v2/app/manifests/v2")).status_code == 404
+    assert (await client.get(f"/v2/app/manifests/{digest_of(body)}")).status_code == 404
+    referrers = await client.get(f"/v2/app/referrers/{subject.digest}")
+    assert referrers.status_code == 200
+    assert referrers.json()["manifests"] == []
+    assert (await client.get("/v2/app/tags/list")).json()["tags"] == ["v1"]
+
+
+async def test_a_surrogate_encoded_as_utf8_bytes_is_400_manifest_invalid(
+    client: httpx.AsyncClient,
+) -> None:
+    """The same surrogate written as bytes (ED A0 80, which strict UTF-8 refuses and Python's
+    JSON parser lets through) rather than as an escape."""
+    document = await pushable(client, "app", annotations={"a": "SURROGATE"})
+    body = to_json(document).replace(b"SURROGATE", b"\xed\xa0\x80")
+
+    response = await put_manifest(client, "app", "v1", body, OCI_MANIFEST)
+
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert (await client.get("/v2/app/manifests/v1")).status_code == 404
+
+
+async def test_surrogate_pairs_are_text_and_are_accepted(client: httpx.AsyncClient) -> None:
+    """An escaped surrogate pair (`\ud83d\ude00`, as ASCII-only JSON writes any character
+    beyond the BMP) is one character: accepted, and listed back as that character."""
+    subject = await push_image(client, "app", "v1")
+    document = await pushable(
+        client,
+        "app",
+        artifactType="application/vnd.example.\U0001f600",
+        subject=subject.descriptor(),
+        annotations={"org.example.\U0001f600": "\U0001f600 and \u00e9"},
+    )
+    body = to_json(document)
+    assert b"\\ud83d\\ude00" in body
+
+    response = await put_manifest(client, "app", "v2", body, OCI_MANIFEST)
+
+    assert response.status_code == 201, response.text
+    referrers = (await client.get(f"/v2/app/referrers/{subject.digest}")).json()["manifests"]
+    assert [(r["artifactType"], r["annotations"]) for r in referrers] == [
+        (
+            "application/vnd.example.\U0001f600",
+            {"org.example.\U0001f600": "\U0001f600 and \u00e9"},
+        )
+    ]
+
+
+async def test_a_referrer_stored_with_a_lone_surrogate_does_not_break_the_list(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """end-12a: a referrer whose annotations an older release stored with a lone surrogate (kept
+    as the ASCII escape `\ud800`) is listed with U+FFFD in its place, not a 500 for every
+    referrers list of its subject. The one white-box step: the database, as that release left
+    it."""
+    settings = make_settings()
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        subject = await push_image(client, "app", "v1")
+        referrer = await push_artifact(
+            client, "app", "application/vnd.example", subject, {"a": "b"}
+        )
+        database = Path(settings.storage_path) / "registry.db"
+        with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+            conn.execute(
+                "UPDATE manifests SET annotations = ? WHERE digest = ?",
+                ('{"a":"x\\ud800","\\udfff":"\\ud83d\\ude00"}', referrer.digest),
+            )
+
+        response = await client.get(f"/v2/app/referrers/{subject.digest}")
+
+        assert response.status_code == 200, response.text
+        [listed] = response.json()["manifests"]
+        assert listed["annotations"] == {"a": "x\ufffd", "\ufffd": "\U0001f600"}
 
 
 @pytest.mark.parametrize(

@@ -402,12 +402,20 @@ async def test_catalog_shows_only_repositories_the_caller_may_pull(
     assert response.json() == {"repositories": sorted(names)}
 
 
-async def test_a_description_with_nul_or_a_lone_surrogate_is_stored_cleaned(
+async def test_a_description_with_nul_is_stored_cleaned(client: httpx.AsyncClient) -> None:
+    """JSON can carry a NUL ("\\u0000"), which PostgreSQL text takes not: the description drops
+    it, the push succeeds. (A lone surrogate, "\\ud800", refuses the whole manifest: it is no
+    text at all, test_manifests.py.)"""
+    await push_image(client, "app", layers=0, annotations={DESCRIPTION: "a\x00b\x00c"})
+    assert await descriptions(client) == {"app": "abc"}
+
+
+async def test_a_config_label_with_nul_or_a_lone_surrogate_is_stored_cleaned(
     client: httpx.AsyncClient,
 ) -> None:
-    """JSON can carry both ("\\u0000", "\\ud800"); PostgreSQL text takes no NUL, and UTF-8 no
-    surrogate: the description drops the one and replaces the other, the push succeeds."""
-    await push_image(client, "app", layers=0, annotations={DESCRIPTION: "a\x00b\ud800c"})
+    """A config is the client's blob, never refused: a description label with a NUL or a lone
+    surrogate has the one dropped and the other replaced."""
+    await push_with_config(client, "app", labelled({DESCRIPTION: "a\x00b\ud800c"}))
     assert await descriptions(client) == {"app": "ab?c"}
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from portside.metadata.base import Manifest, MetadataStore, RepositorySummary
 from portside.registry.errors import NameUnknown
+from portside.registry.manifests import annotations_as_text
 from portside.registry.names import Digest
 
 # The most entries one page returns, whatever n asks for; the Link header leads to the rest.
@@ -76,7 +77,12 @@ class Discovery:
     ) -> list[Manifest]:
         """The referrers of subject in name: none for a repository that does not exist (yet),
         which the conformance suite asks of a registry, as of a subject never pushed."""
-        return await self._metadata.list_referrers(name, str(subject), artifact_type)
+        found = await self._metadata.list_referrers(name, str(subject), artifact_type)
+        # Stored before lone surrogates were refused, annotations would break the whole list.
+        return [
+            replace(manifest, annotations=annotations_as_text(manifest.annotations))
+            for manifest in found
+        ]
 
     async def search(
         self, query: str, page: int, page_size: int, visible: Visible | None = None

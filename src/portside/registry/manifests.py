@@ -7,6 +7,7 @@ everything else in the document is the client's and is stored byte for byte.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +50,73 @@ class ParsedManifest:
     # An image manifest's config descriptor, where the description label may be instead.
     config_digest: str | None = None
     config_size: int = 0
+
+
+# A UTF-16 surrogate on its own: JSON can spell one (`"\ud800"`) and Python's parser decodes it,
+# but it is no Unicode text, and UTF-8 (a database, a response body) has no encoding for it.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# The same, as ASCII-only JSON text spells it (how annotations are kept).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _is_text(value: str) -> bool:
+    return value.isascii() or _SURROGATE.search(value) is None
+
+
+def _shown(value: str, limit: int = 200) -> str:
+    """value made fit for an error's detail: lone surrogates as `\\udXXX`, cut to limit."""
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_text(document: object) -> None:
+    """ManifestInvalid naming the first string of the document, key or value at any depth, that
+    is not Unicode text (a lone surrogate). Iterative: a document nests as deep as the parser
+    let it, deeper than a recursive walk may go."""
+    pending: list[tuple[object, str]] = [(document, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                reason = "a string that is not Unicode text (a lone UTF-16 surrogate)"
+                raise ManifestInvalid({"field": _shown(where) or "(document)", "reason": reason})
+        elif isinstance(value, dict):
+            items = list(value.items())
+            for key, item in reversed(items):
+                path = f"{where}.{key}" if where else key
+                if not _is_text(key):
+                    reason = "a key that is not Unicode text (a lone UTF-16 surrogate)"
+                    raise ManifestInvalid({"field": _shown(path), "reason": reason})
+                pending.append((item, path))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(value))))
+
+
+def _as_text(value: object) -> object:
+    """value with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        if _is_text(value):
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_as_text(key): _as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_text(item) for item in value]
+    return value
+
+
+def annotations_as_text(annotations: str | None) -> str | None:
+    """Stored annotations (JSON text) that decode to Unicode text only, for listings: a referrer
+    stored before lone surrogates were refused must not break the list of its subject. None for
+    text that is not a JSON object."""
+    if annotations is None or _SURROGATE_ESCAPE.search(annotations) is None:
+        return annotations
+    try:
+        document = json.loads(annotations)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    return json.dumps(_as_text(document), separators=(",", ":"))
 
 
 def _descriptor(value: object, where: str) -> dict[str, Any]:
@@ -118,6 +186,7 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
         raise ManifestInvalid("not JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("a manifest is a JSON object")
+    _check_text(document)
     declared = _optional_string(document, "mediaType")
     content_type = (content_type or "").partition(";")[0].strip() or None
     if declared and content_type and declared != content_type:
