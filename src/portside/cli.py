@@ -21,7 +21,7 @@ from portside.config.loader import ConfigError, describe, load_settings, sample_
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.registry.gc import CollectionRunning, Collector, Summary
-from portside.server import logs
+from portside.server import logs, ownership, preflight
 from portside.server.collector import gc_policy
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
 
@@ -70,6 +70,7 @@ def serve(
     journald = "JOURNAL_STREAM" in os.environ
     level = "debug" if settings.debug else settings.loglevel
     logs.configure(level, journald)
+    preflight.check_or_exit(settings)
     storage_path = Path(settings.storage_path)
     if settings.storage == "local":  # with s3, storage_path is a key prefix in the bucket
         storage_path.mkdir(parents=True, exist_ok=True)
@@ -154,6 +155,10 @@ def gc(
     if settings.storage == "local" and not Path(settings.storage_path).is_dir():
         raise click.ClickException(f"no registry at {settings.storage_path}: nothing to collect")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    try:  # run as root: registry.db and its lock made the service's, not root's
+        ownership.prepare_database(settings)
+    except ownership.OwnerUnclear as error:
+        raise click.ClickException(str(error)) from None
     upgrade(settings.metadata_url)
     summary = asyncio.run(_collect(settings, dry_run, Console(stderr=True)))
     Console().print(_summary_table(summary, dry_run))
@@ -250,6 +255,23 @@ def _htpasswd_path(htpasswd_file: str | None, config_file: str | None, flavor: s
     return settings.auth.htpasswd.path
 
 
+def _own_htpasswd(path: Path, config_file: str | None, flavor: str | None) -> None:
+    """Run as root: the htpasswd file (made empty if new) and its lock owned as the service
+    needs them, so the file add_user writes in their place keeps that owner (auth/_files.py).
+    The service's user is told from the owner of the file or its folder, or of storage_path
+    when a config was named."""
+    service = None
+    if config_file or os.environ.get("DOCKER_REGISTRY_CONFIG"):
+        service = ownership.service_owner(_load(config_file, flavor))
+    try:
+        owner = ownership.owner_for(path, service=service)
+    except ownership.OwnerUnclear as error:
+        raise click.ClickException(str(error)) from None
+    if owner is not None:
+        ownership.create_owned(path, owner)
+        ownership.create_owned(path.with_name(path.name + ".lock"), owner)
+
+
 def _read_password(from_stdin: bool) -> str:
     """From the first line of stdin, or a hidden prompt asked twice; never from arguments,
     which other users of the machine can read in the process list."""
@@ -323,10 +345,12 @@ def user_add(
         htpasswd.check_username(username)
         if not replace and username in htpasswd.list_users(path):
             raise htpasswd.UserExists(f"user {username!r} exists (--replace changes its password)")
+        password = _read_password(password_stdin)
+        _own_htpasswd(path, config_file, flavor)
         existed = htpasswd.add_user(
             path,
             username,
-            _read_password(password_stdin),
+            password,
             scheme=scheme,
             rounds=rounds,
             replace=replace,
@@ -353,6 +377,7 @@ def user_passwd(
         raise click.ClickException(f"no user {username!r} in {path}")
     try:
         password = _read_password(password_stdin)
+        _own_htpasswd(path, config_file, flavor)
         htpasswd.set_password(path, username, password, scheme=scheme, rounds=rounds)
     except (htpasswd.InvalidUser, htpasswd.UserNotFound, ValueError) as error:
         raise click.ClickException(str(error)) from None
@@ -365,6 +390,8 @@ def user_remove(
     htpasswd_file: str | None, config_file: str | None, flavor: str | None, username: str
 ) -> None:
     path = _htpasswd_path(htpasswd_file, config_file, flavor)
+    if path.exists():
+        _own_htpasswd(path, config_file, flavor)
     try:
         htpasswd.remove_user(path, username)
     except htpasswd.UserNotFound:

@@ -3,6 +3,7 @@ password read from a prompt or stdin, never from the arguments."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -135,3 +136,54 @@ def test_without_a_file_or_a_config_that_names_one_it_says_so(tmp_path: Path) ->
     code, output = run("list", "--config", str(config))
     assert code == 1
     assert "give --htpasswd FILE, or a config with auth.htpasswd.path" in output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_run_as_root_a_new_file_takes_the_owner_of_its_folder(tmp_path: Path) -> None:
+    # `sudo portside user add` for the service user's folder: the file (and its lock) must stay
+    # readable by that user, not become root's 0600.
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)
+    path = folder / "htpasswd"
+    password = ["--rounds", "4", "--password-stdin"]
+    for args in (
+        ["add", "alice", *password],
+        ["add", "bob", *password],
+        ["passwd", "bob", *password],
+        ["remove", "alice"],
+    ):
+        code, output = run(*args, "--htpasswd", str(path), input="pw\n")
+        assert code == 0, output
+        for made in (path, folder / "htpasswd.lock"):
+            st = made.stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
+    assert HtpasswdFile(path).verify("bob", "pw")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_run_as_root_a_root_folder_of_a_service_user_is_refused_with_the_chown(
+    tmp_path: Path,
+) -> None:
+    storage = tmp_path / "registry"
+    storage.mkdir()
+    os.chown(storage, 65534, 65534)
+    path = tmp_path / "etc" / "htpasswd"
+    path.parent.mkdir()
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {"prod": {"storage_path": str(storage), "auth": {"htpasswd": {"path": str(path)}}}}
+        )
+    )
+    args = ["add", "alice", "--config", str(config), "--flavor", "prod", "--password-stdin"]
+
+    code, output = run(*args, input="pw\n")
+
+    assert code == 1
+    assert f"touch {path} && chown nobody:" in output
+    assert not path.exists()
+    path.touch()
+    os.chown(path, 65534, 65534)
+    assert run(*args, input="pw\n")[0] == 0
+    assert path.stat().st_uid == 65534
