@@ -13,12 +13,14 @@ import json
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
 
 from portside.metadata.base import (
+    ARTIFACT_TYPE_MAX,
     BlobState,
     Conflict,
     Manifest,
@@ -492,6 +494,45 @@ class MetadataStoreContract:
         signature = image("team/app", "sig", subject=digest("absent"), artifact_type=SIGNATURE)
         await put(store, signature, [], None)
         assert await store.list_referrers("team/app", digest("absent"), None) == [signature]
+
+    async def test_a_last_with_nul_is_read_up_to_the_nul(self, store: MetadataStore) -> None:
+        """No name or tag holds a NUL (PostgreSQL text cannot): what follows "a\\0..." in
+        code-point order is what follows "a", as SQLite's byte order has it, on every store."""
+        for tag in ("a", "a0", "b"):
+            await put(store, image("team/app", tag), [], tag)
+        await put(store, image("team/zz", "m"), [], "latest")
+        assert await store.list_tags("team/app", None, "a\x00") == ["a0", "b"]
+        assert await store.list_tags("team/app", None, "a\x00zz") == ["a0", "b"]
+        assert await store.list_tags("team/app", 1, "a\x00") == ["a0"]
+        assert await store.list_tags("team/app", None, "\x00") == ["a", "a0", "b"]
+        assert await store.list_tags("team/app", None, "a" * 300) == ["b"]
+        assert await store.list_repositories(None, "team/app\x00") == ["team/zz"]
+        assert await store.list_repositories(None, "\x00") == ["team/app", "team/zz"]
+        assert await store.list_repositories(None, "team/" + "p" * 300) == ["team/zz"]
+
+    async def test_referrers_of_an_artifact_type_no_manifest_could_have_are_none(
+        self, store: MetadataStore
+    ) -> None:
+        subject = digest("subject")
+        longest = "application/" + "x" * (ARTIFACT_TYPE_MAX - len("application/"))
+        signature = image("team/app", "sig", subject=subject, artifact_type=SIGNATURE)
+        kept = image("team/app", "long", subject=subject, artifact_type=longest)
+        for manifest in (signature, kept):
+            await put(store, manifest, [], None)
+        for artifact_type in (SIGNATURE + "\x00", "\x00", longest + "x"):
+            assert await store.list_referrers("team/app", subject, artifact_type) == []
+        assert await store.list_referrers("team/app", subject, longest) == [kept]
+
+    async def test_annotations_with_nul_are_kept(self, store: MetadataStore) -> None:
+        """Annotations are JSON text, where a NUL is an escape: every store keeps it."""
+        manifest = replace(image("team/app", "m"), annotations=json.dumps({"a\x00": "b\x00"}))
+        await put(store, manifest, [], "latest")
+        assert await store.get_manifest("team/app", "latest") == manifest
+
+    async def test_an_upload_named_with_nul_is_none(self, store: MetadataStore) -> None:
+        await store.create_upload("a" * 32, "team/app")
+        assert await store.get_upload("team/app", "a" * 32 + "\x00") is None
+        assert await store.get_upload("team/app\x00", "a" * 32) is None
 
     async def test_index_with_child_manifests(self, store: MetadataStore) -> None:
         await put(store, image("team/app", "amd64"), [], None)

@@ -8,6 +8,7 @@ once per session and copied into each registry.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.server.app import create_app
+from postgres import VARIABLE, schema
 
 SHM = Path("/dev/shm")
 
@@ -84,3 +86,27 @@ async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[C
             return await stack.enter_async_context(client)
 
         yield make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_client(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a fresh registry whose metadata is on SQLite, then on the PostgreSQL that
+    PORTSIDE_TEST_POSTGRES_URL names, in a schema of its own (skipped when it names none): for
+    what the two databases could answer differently (what each takes as text, how long)."""
+    if request.param == "sqlite":
+        settings = make_settings()
+        server = None
+    else:
+        server = os.environ.get(VARIABLE)
+        if not server:
+            pytest.skip(f"{VARIABLE} is not set; scripts/postgres-test-cluster")
+    async with AsyncExitStack() as stack:
+        if server is not None:
+            settings = make_settings(database_url=stack.enter_context(schema(server)))
+        app = create_app(settings)
+        stack.push_async_callback(app.state.registry.metadata.close)
+        transport = httpx.ASGITransport(app=app)
+        client = httpx.AsyncClient(transport=transport, base_url="http://registry.test")
+        yield await stack.enter_async_context(client)

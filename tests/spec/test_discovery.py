@@ -374,3 +374,90 @@ async def test_referrers_of_invalid_digest_is_400(client: httpx.AsyncClient, dig
     await push_image(client, "app", "v1")
     response = await client.get(f"/v2/app/referrers/{digest}")
     assert_error(response, 400, "DIGEST_INVALID")
+
+
+# values no name holds, on SQLite and PostgreSQL alike
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"),
+    [
+        ("v1\x00", ["v10", "v2", "z_last"]),
+        ("v1\x00zzz", ["v10", "v2", "z_last"]),
+        ("\x00", sorted(TAGS)),
+        ("v" * 300, ["z_last"]),
+        ("v\u00e9", ["z_last"]),
+        ("\ufffd", []),
+    ],
+    ids=["nul-at-end", "nul-inside", "nul-only", "longer-than-any-tag", "non-ascii", "u+fffd"],
+)
+async def test_tags_after_a_last_no_tag_could_be_are_those_after_it_in_code_point_order(
+    db_client: httpx.AsyncClient, last: str, expected: list[str]
+) -> None:
+    """end-8b: the tags "lexically after <last>". No tag holds a NUL, so a `last` is read up to
+    its first one: every tag after "v1\\0..." in code-point order is after "v1", as SQLite
+    compares already (PostgreSQL refuses a NUL in text outright)."""
+    await tag_all(db_client, "app", TAGS)
+
+    response = await db_client.get("/v2/app/tags/list", params={"last": last})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["tags"] == expected
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"),
+    [
+        ("b\x00", ["c"]),
+        ("\x00x", ["a", "b", "c"]),
+        ("b" * 300, ["c"]),
+        ("b\u00e9", ["c"]),
+    ],
+    ids=["nul-at-end", "nul-first", "longer-than-any-name", "non-ascii"],
+)
+async def test_catalog_after_a_last_no_name_could_be_is_those_after_it_in_code_point_order(
+    db_client: httpx.AsyncClient, last: str, expected: list[str]
+) -> None:
+    """distribution's catalog pages as tags do: a `last` read up to its first NUL."""
+    for name in ("a", "b", "c"):
+        await push_image(db_client, name, "v1", layers=0)
+
+    response = await db_client.get("/v2/_catalog", params={"last": last})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["repositories"] == expected
+
+
+@pytest.mark.parametrize(
+    "artifact_type",
+    [SBOM + "\x00", "\x00", SBOM[:-1] + "\x00" + SBOM[-1], SBOM + "x" * 300],
+    ids=["nul-at-end", "nul-only", "nul-inside", "longer-than-any"],
+)
+async def test_referrers_filtered_by_an_artifact_type_none_could_have_is_an_empty_index(
+    db_client: httpx.AsyncClient, artifact_type: str
+) -> None:
+    """end-12b: only referrers whose artifactType matches; none can hold a NUL or be longer
+    than the registry keeps (MANIFEST_INVALID at push), so none match."""
+    subject = await push_image(db_client, "app", "v1")
+    await push_artifact(db_client, "app", SBOM, subject)
+
+    response = await db_client.get(
+        f"/v2/app/referrers/{subject.digest}", params={"artifactType": artifact_type}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["manifests"] == []
+    assert response.headers["oci-filters-applied"] == "artifactType"
+
+
+async def test_referrers_keep_annotations_with_nul_as_pushed(db_client: httpx.AsyncClient) -> None:
+    """end-12a: the descriptors carry the referrer's annotations; JSON may hold a NUL in them,
+    which the registry keeps as JSON does, on PostgreSQL too."""
+    subject = await push_image(db_client, "app", "v1")
+    annotations = {"org.example.a\x00b": "x\x00y"}
+    await push_artifact(db_client, "app", SBOM, subject, annotations)
+
+    response = await db_client.get(f"/v2/app/referrers/{subject.digest}")
+
+    assert response.status_code == 200, response.text
+    assert [r["annotations"] for r in response.json()["manifests"]] == [annotations]

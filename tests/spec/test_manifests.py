@@ -477,6 +477,88 @@ async def test_a_referrer_stored_with_a_lone_surrogate_does_not_break_the_list(
         assert listed["annotations"] == {"a": "x\ufffd", "\ufffd": "\U0001f600"}
 
 
+def _unstorable_artifact_types() -> list[Any]:
+    """Artifact types (given, or the config's mediaType standing in for one) that no database
+    column can hold: a NUL (PostgreSQL text refuses it), more than ARTIFACT_TYPE_MAX (255)
+    characters. Each with the field the refusal names."""
+    long = "application/vnd.example." + "x" * 232  # 256 characters
+
+    def put(field: str, value: Any) -> Any:
+        return lambda d: {**d, field: value}
+
+    def config(**changes: Any) -> Any:
+        return lambda d: {**d, "config": {**d["config"], **changes}}
+
+    cases = [
+        ("artifact-type-nul", put("artifactType", "application/vnd.x\x00"), "artifactType"),
+        ("artifact-type-nul-only", put("artifactType", "\x00"), "artifactType"),
+        ("artifact-type-256", put("artifactType", long), "artifactType"),
+        ("config-media-type-nul", config(mediaType="application/\x00json"), "config.mediaType"),
+        ("config-media-type-256", config(mediaType=long), "config.mediaType"),
+    ]
+    return [pytest.param(change, field, id=case) for case, change, field in cases]
+
+
+@pytest.mark.parametrize(("change", "field"), _unstorable_artifact_types())
+async def test_an_artifact_type_no_database_could_keep_is_400_manifest_invalid(
+    db_client: httpx.AsyncClient, change: Any, field: str
+) -> None:
+    """end-7: the artifact type is what referrers list and filter by (end-12a, end-12b), so the
+    registry must keep it whole; one it cannot is MANIFEST_INVALID naming the field, on SQLite
+    and PostgreSQL alike, and nothing is stored."""
+    subject = await push_image(db_client, "app", "v1")
+    document = change(await pushable(db_client, "app", subject=subject.descriptor()))
+
+    response = await put_manifest(db_client, "app", "v2", to_json(document), OCI_MANIFEST)
+
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert response.json()["errors"][0]["detail"]["field"] == field
+    assert (await db_client.get("/v2/app/manifests/v2")).status_code == 404
+    referrers = await db_client.get(f"/v2/app/referrers/{subject.digest}")
+    assert referrers.json()["manifests"] == []
+
+
+async def test_an_index_artifact_type_with_nul_is_400_manifest_invalid(
+    db_client: httpx.AsyncClient,
+) -> None:
+    child = await push_image(db_client, "app", "v1")
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": "application/vnd.x\x00",
+        "manifests": [child.descriptor()],
+    }
+
+    response = await put_manifest(db_client, "app", "all", to_json(document), OCI_INDEX)
+
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert response.json()["errors"][0]["detail"]["field"] == "artifactType"
+
+
+@pytest.mark.parametrize("field", ["artifactType", "config.mediaType"])
+async def test_an_artifact_type_of_255_characters_is_kept_whole(
+    db_client: httpx.AsyncClient, field: str
+) -> None:
+    """The longest artifact type the registry keeps (as distribution's media types, 255),
+    listed back whole by referrers."""
+    artifact_type = "application/vnd.example." + "x" * 231
+    assert len(artifact_type) == 255
+    subject = await push_image(db_client, "app", "v1")
+    document = await pushable(db_client, "app", subject=subject.descriptor())
+    if field == "artifactType":
+        document["artifactType"] = artifact_type
+    else:
+        document["config"]["mediaType"] = artifact_type
+
+    response = await put_manifest(db_client, "app", "v2", to_json(document), OCI_MANIFEST)
+
+    assert response.status_code == 201, response.text
+    referrers = await db_client.get(
+        f"/v2/app/referrers/{subject.digest}", params={"artifactType": artifact_type}
+    )
+    assert [r["artifactType"] for r in referrers.json()["manifests"]] == [artifact_type]
+
+
 @pytest.mark.parametrize(
     ("declared", "content_type"),
     [(OCI_MANIFEST, OCI_INDEX), (OCI_MANIFEST, DOCKER_MANIFEST), (DOCKER_MANIFEST, OCI_MANIFEST)],

@@ -402,24 +402,32 @@ async def test_catalog_shows_only_repositories_the_caller_may_pull(
     assert response.json() == {"repositories": sorted(names)}
 
 
-async def test_a_description_with_nul_is_stored_cleaned(client: httpx.AsyncClient) -> None:
+async def test_a_description_with_nul_is_stored_cleaned(db_client: httpx.AsyncClient) -> None:
     """JSON can carry a NUL ("\\u0000"), which PostgreSQL text takes not: the description drops
     it, the push succeeds. (A lone surrogate, "\\ud800", refuses the whole manifest: it is no
     text at all, test_manifests.py.)"""
-    await push_image(client, "app", layers=0, annotations={DESCRIPTION: "a\x00b\x00c"})
-    assert await descriptions(client) == {"app": "abc"}
+    await push_image(db_client, "app", layers=0, annotations={DESCRIPTION: "a\x00b\x00c"})
+    assert await descriptions(db_client) == {"app": "abc"}
+    assert await names(db_client, "abc") == ["app"]
 
 
 async def test_a_config_label_with_nul_or_a_lone_surrogate_is_stored_cleaned(
-    client: httpx.AsyncClient,
+    db_client: httpx.AsyncClient,
 ) -> None:
     """A config is the client's blob, never refused: a description label with a NUL or a lone
     surrogate has the one dropped and the other replaced."""
-    await push_with_config(client, "app", labelled({DESCRIPTION: "a\x00b\ud800c"}))
-    assert await descriptions(client) == {"app": "ab?c"}
+    await push_with_config(db_client, "app", labelled({DESCRIPTION: "a\x00b\ud800c"}))
+    assert await descriptions(db_client) == {"app": "ab?c"}
 
 
-async def test_search_for_a_nul_finds_nothing(client: httpx.AsyncClient) -> None:
-    await push_image(client, "app", layers=0)
-    body = await search(client, q="app\x00")
+@pytest.mark.parametrize(
+    "q", ["app\x00", "\x00", "a\x00p", "app" * 200], ids=["nul-at-end", "nul", "nul-inside", "long"]
+)
+async def test_search_for_what_no_name_or_description_holds_finds_nothing(
+    db_client: httpx.AsyncClient, q: str
+) -> None:
+    """No name or description holds a NUL (PostgreSQL would refuse one in the query), nor is
+    any name longer than 255 characters."""
+    await push_image(db_client, "app", layers=0, annotations={DESCRIPTION: "app " * 100})
+    body = await search(db_client, q=q)
     assert (body["num_results"], body["results"]) == (0, [])

@@ -16,6 +16,10 @@ from typing import Final, Protocol
 # is abandoned (its collector died) and a writer may take the blob over (registry/gc.py).
 MARK_TTL: Final = timedelta(seconds=60)
 
+# The longest artifact type a manifest record keeps (manifests.artifact_type, tables.py): the
+# registry refuses longer ones (MANIFEST_INVALID) rather than let a database cut or refuse them.
+ARTIFACT_TYPE_MAX: Final = 255
+
 
 class Conflict(Exception):
     """A write lost a race: the row changed since it was read."""

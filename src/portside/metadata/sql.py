@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from portside.metadata.base import (
+    ARTIFACT_TYPE_MAX,
     MARK_TTL,
     BlobRecord,
     BlobState,
@@ -193,6 +194,13 @@ def _hold(conn: Connection, table: Table, where: ColumnElement[bool], **values: 
         if conn.execute(held).first() is not None:
             return inserted
     raise Conflict(f"{table.name}: deleted and inserted again ten times")
+
+
+def _before_nul(value: str) -> str:
+    """A `last` read up to its first NUL. No name or tag holds one (PostgreSQL text cannot), so
+    the names after "a\\0..." in code-point order are exactly those after "a": the same answer
+    SQLite gives by comparing bytes, without sending PostgreSQL what it refuses."""
+    return value.partition("\x00")[0]
 
 
 def _utc(value: datetime) -> datetime:
@@ -470,6 +478,8 @@ class SqlMetadataStore:
         return Upload(id, repository, 0, 0, None, stamp, stamp)
 
     async def get_upload(self, repository: str, id: str) -> Upload | None:
+        if "\x00" in id or "\x00" in repository:  # in no row; and PostgreSQL refuses it as text
+            return None
         query = select(uploads).where(uploads.c.id == id, uploads.c.repository == repository)
         row = await self._read(lambda conn: conn.execute(query).first())
         return None if row is None else _upload(row)
@@ -720,7 +730,7 @@ class SqlMetadataStore:
             .order_by(self._lexical(tags.c.name))
         )
         if last is not None:
-            query = query.where(self._lexical(tags.c.name) > last)
+            query = query.where(self._lexical(tags.c.name) > _before_nul(last))
         if n is not None:
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
@@ -730,7 +740,7 @@ class SqlMetadataStore:
         name = self._lexical(repositories.c.name)
         query = select(repositories.c.name).where(has_manifest).order_by(name)
         if last is not None:
-            query = query.where(name > last)
+            query = query.where(name > _before_nul(last))
         if n is not None:
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
@@ -793,6 +803,10 @@ class SqlMetadataStore:
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None
     ) -> list[Manifest]:
+        if artifact_type is not None and (
+            "\x00" in artifact_type or len(artifact_type) > ARTIFACT_TYPE_MAX
+        ):
+            return []  # no manifest has one (registry/manifests.py refuses it), nor could keep it
         query = (
             select(*_MANIFEST_COLUMNS)
             .join(repositories, repositories.c.id == manifests.c.repository_id)

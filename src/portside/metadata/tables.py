@@ -15,6 +15,8 @@ from sqlalchemy import (
     Text,
 )
 
+from portside.metadata.base import ARTIFACT_TYPE_MAX
+
 metadata = MetaData()
 
 DIGEST = String(200)
@@ -75,7 +77,7 @@ manifests = Table(
     Column("digest", DIGEST, primary_key=True),
     Column("media_type", String(255), nullable=False),
     Column("size", BigInteger, nullable=False),
-    Column("artifact_type", String(255)),
+    Column("artifact_type", String(ARTIFACT_TYPE_MAX)),
     Column("subject", DIGEST),
     Column("annotations", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from portside.metadata.base import Reference, ReferenceKind
+from portside.metadata.base import ARTIFACT_TYPE_MAX, Reference, ReferenceKind
 from portside.registry.errors import ManifestInvalid
 from portside.registry.names import Digest
 
@@ -143,6 +143,16 @@ def _descriptors(document: dict[str, Any], field: str) -> list[dict[str, Any]]:
     return [_descriptor(item, f"{field}[{i}]") for i, item in enumerate(items)]
 
 
+def _storable(value: str, field: str, limit: int) -> str:
+    """value, if a database keeps it whole: no NUL (PostgreSQL text refuses one), at most limit
+    characters (the column's length); else ManifestInvalid naming the field."""
+    if "\x00" in value:
+        raise ManifestInvalid({"field": field, "reason": "contains a NUL character"})
+    if len(value) > limit:
+        raise ManifestInvalid({"field": field, "reason": f"longer than {limit} characters"})
+    return value
+
+
 def _optional_string(document: dict[str, Any], field: str) -> str | None:
     value = document.get(field)
     if value is not None and not isinstance(value, str):
@@ -200,7 +210,7 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
         raise ManifestInvalid("schemaVersion must be 2")
 
     references: list[Reference] = []
-    artifact_type = _optional_string(document, "artifactType")
+    artifact_type, artifact_field = _optional_string(document, "artifactType"), "artifactType"
     config: dict[str, Any] | None = None
     if media_type in IMAGE_TYPES:
         config = _descriptor(document.get("config"), "config")
@@ -211,11 +221,14 @@ def parse(body: bytes, content_type: str | None) -> ParsedManifest:
             references.append(Reference(layer["digest"], ReferenceKind.BLOB))
         # spec, listing referrers: "If the artifactType is empty or missing in an image manifest,
         # the value of artifactType MUST be set to the config descriptor mediaType value."
-        artifact_type = artifact_type or config["mediaType"]
+        if not artifact_type:
+            artifact_type, artifact_field = config["mediaType"], "config.mediaType"
     else:
         for child in _descriptors(document, "manifests"):
             references.append(Reference(child["digest"], ReferenceKind.MANIFEST))
 
+    if artifact_type:  # what referrers list and filter by: kept whole, or refused
+        _storable(artifact_type, artifact_field, ARTIFACT_TYPE_MAX)
     subject = document.get("subject")
     subject_digest = None if subject is None else _descriptor(subject, "subject")["digest"]
     annotations = document.get("annotations")
