@@ -21,6 +21,7 @@ import pytest
 
 from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
+    REFRESH_PRUNE_BATCH,
     BlobState,
     Conflict,
     Manifest,
@@ -28,6 +29,7 @@ from portside.metadata.base import (
     Missing,
     Reference,
     ReferenceKind,
+    RefreshToken,
     RepositorySummary,
     Reservation,
     Upload,
@@ -129,6 +131,24 @@ def in_workers(calls: list[Call[T]]) -> tuple[list[T], list[BaseException]]:
 def split(outcomes: Sequence[T | BaseException]) -> tuple[list[T], list[BaseException]]:
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     return [o for o in outcomes if not isinstance(o, BaseException)], errors
+
+
+def refresh_token(
+    name: str,
+    username: str = "alice",
+    *,
+    issued_at: datetime | None = None,
+    lifetime: timedelta | None = timedelta(days=90),
+) -> RefreshToken:
+    """A refresh token's record: hashed as the token service hashes its tokens."""
+    issued = issued_at or datetime.now(UTC).replace(microsecond=0)
+    return RefreshToken(
+        token_hash=hashlib.sha256(name.encode()).hexdigest(),
+        username=username,
+        service="registry.example.com",
+        issued_at=issued,
+        expires_at=None if lifetime is None else issued + lifetime,
+    )
 
 
 class MetadataStoreContract:
@@ -984,3 +1004,105 @@ class MetadataStoreContract:
             # Whoever won, the tag names a manifest, and the manifest's bytes stay linked.
             assert await store.get_manifest("team/app", f"v{round_}") == manifest
             assert await store.linked_blob_size("team/app", manifest.digest) == manifest.size
+
+    # refresh tokens of the token service: one row per login, found by its hash
+
+    async def test_refresh_token_added_then_found(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        token = refresh_token("one")
+        await store.add_refresh_token(token)
+        assert await store.find_refresh_token(token.token_hash) == token
+        # every worker and instance on the database sees it
+        found = await other_store.find_refresh_token(token.token_hash)
+        assert found == token
+        assert found.issued_at.tzinfo is not None
+        assert await store.find_refresh_token(refresh_token("absent").token_hash) is None
+        forever = refresh_token("forever", lifetime=None)
+        await store.add_refresh_token(forever)
+        assert await store.find_refresh_token(forever.token_hash) == forever
+
+    async def test_refresh_token_use_is_recorded(self, store: MetadataStore) -> None:
+        token = refresh_token("one")
+        await store.add_refresh_token(token)
+        used = token.issued_at + timedelta(minutes=5)
+        assert await store.use_refresh_token(token.token_hash, used) is True
+        found = await store.find_refresh_token(token.token_hash)
+        assert found is not None
+        assert found.last_used_at == used
+        assert await store.use_refresh_token(refresh_token("absent").token_hash, used) is False
+
+    async def test_refresh_token_delete_and_revoke_a_user(self, store: MetadataStore) -> None:
+        alices = [refresh_token(f"alice-{i}") for i in range(3)]
+        bob = refresh_token("bob", "bob")
+        for token in [*alices, bob]:
+            await store.add_refresh_token(token)
+        assert await store.delete_refresh_token(alices[0].token_hash) is True
+        assert await store.delete_refresh_token(alices[0].token_hash) is False
+        assert await store.find_refresh_token(alices[0].token_hash) is None
+        assert await store.revoke_refresh_tokens("alice") == 2
+        assert await store.revoke_refresh_tokens("alice") == 0
+        assert await store.find_refresh_token(alices[1].token_hash) is None
+        assert await store.find_refresh_token(bob.token_hash) == bob
+
+    async def test_prune_refresh_tokens_deletes_the_expired_earliest_first(
+        self, store: MetadataStore
+    ) -> None:
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
+        hour = timedelta(hours=1)
+        expired = [
+            refresh_token(f"expired-{i}", issued_at=start + i * hour, lifetime=hour)
+            for i in range(5)
+        ]
+        live = refresh_token("live")
+        forever = refresh_token("forever", issued_at=start, lifetime=None)
+        # newest first, so that no add prunes what the test needs (see the next test)
+        for token in [live, forever, *reversed(expired)]:
+            await store.add_refresh_token(token)
+        assert await store.prune_refresh_tokens(start + 3 * hour, limit=1) == 1
+        assert await store.find_refresh_token(expired[0].token_hash) is None
+        assert await store.find_refresh_token(expired[1].token_hash) is not None
+        # expired[2] expires at the cutoff itself: not before it
+        assert await store.prune_refresh_tokens(start + 3 * hour) == 1
+        assert await store.find_refresh_token(expired[2].token_hash) is not None
+        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 3
+        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0
+        assert await store.find_refresh_token(live.token_hash) == live
+        assert await store.find_refresh_token(forever.token_hash) == forever
+
+    async def test_adding_a_refresh_token_prunes_a_few_expired_ones(
+        self, store: MetadataStore
+    ) -> None:
+        long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=200)
+        count = REFRESH_PRUNE_BATCH + 4
+        for i in range(count):
+            await store.add_refresh_token(refresh_token(f"old-{i}", issued_at=long_ago))
+        await store.add_refresh_token(refresh_token("new"))
+        left = [
+            i
+            for i in range(count)
+            if await store.find_refresh_token(refresh_token(f"old-{i}").token_hash) is not None
+        ]
+        assert len(left) == count - REFRESH_PRUNE_BATCH
+        await store.add_refresh_token(refresh_token("newer"))
+        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0
+        assert await store.find_refresh_token(refresh_token("new").token_hash) is not None
+
+    async def test_workers_adding_refresh_tokens_while_pruning(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=200)
+        for i in range(3 * REFRESH_PRUNE_BATCH):
+            await store.add_refresh_token(refresh_token(f"old-{i}", issued_at=long_ago))
+        stores = [store, other_store] * 4
+        fresh = [refresh_token(f"fresh-{i}") for i in range(len(stores))]
+        _, errors = in_workers(
+            [
+                lambda s=s, t=t: s.add_refresh_token(t)  # type: ignore[misc]
+                for s, t in zip(stores, fresh, strict=True)
+            ]
+        )
+        assert errors == []
+        for token in fresh:
+            assert await store.find_refresh_token(token.token_hash) == token
+        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0

@@ -3,6 +3,7 @@ config (both forms of it load, and every key carries its description)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import textwrap
 from pathlib import Path
@@ -98,10 +99,31 @@ def test_token_files_need_paths_with_s3_storage(tmp_path: Path) -> None:
         ConfigError, match=r"auth\.token with storage: s3 needs auth\.token\.key_path"
     ):
         load(tmp_path, {"htpasswd": HTPASSWD, "token": {}}, **s3)
-    token = {"key_path": "/k.pem", "refresh_tokens_path": "/r.json"}
+    token = {"key_path": "/k.pem"}
     assert load(tmp_path, {"htpasswd": HTPASSWD, "token": token}, **s3).token_key_path == Path(
         "/k.pem"
     )
+
+
+def test_refresh_tokens_path_is_accepted_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refresh tokens moved from that file to the metadata database: an old config still
+    loads, says once that the key is no longer used, and the settings the workers load back
+    (model_dump_json) no longer carry it, so they do not warn again."""
+    token = {"key_path": "/k.pem", "refresh_tokens_path": "/r.json"}
+    with caplog.at_level(logging.WARNING):
+        settings = load(tmp_path, {"htpasswd": HTPASSWD, "token": token})
+    warnings = [r for r in caplog.records if "refresh_tokens_path" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "no longer used" in warnings[0].getMessage()
+    assert warnings[0].levelno == logging.WARNING
+    assert "refresh_tokens_path" not in settings.model_dump_json()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert Settings.model_validate_json(settings.model_dump_json()) == settings
+    assert caplog.records == []
 
 
 def test_describe_shows_the_section_and_loads_back(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Small files the auth layer owns (htpasswd, signing keys, refresh tokens): atomic replace,
+"""Small files the auth layer owns (htpasswd, signing keys): atomic replace,
 atomic create-if-absent, and an advisory lock for read-modify-write cycles."""
 
 from __future__ import annotations

@@ -2,26 +2,26 @@
 OAuth2 `grant_type=refresh_token` POST, in place of the user's password.
 
 A refresh token is an opaque random string, bound to a username and a service. Only its SHA-256
-is stored (a stolen store cannot be replayed), through a small `RefreshTokenStore`.
+is stored (a stolen store cannot be replayed), through a small `RefreshTokenStore`: the server
+gives the metadata database (server/refresh.py), shared by every worker and every instance, so
+that a token issued by one is good at all. Tokens are never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from portside.auth._files import atomic_write, locked
 from portside.auth.base import AuthError
 
 DEFAULT_REFRESH_LIFETIME: Final = 90 * 24 * 3600.0
-STORE_FILE_MODE: Final = 0o600
+# A token's last use is recorded when the one recorded is older than this: clients redeem their
+# token every few minutes, and a write each time would buy nothing.
+LAST_USE_GRANULARITY: Final = 600.0
 
 
 class RefreshTokenInvalid(AuthError):
@@ -34,22 +34,32 @@ class RefreshRecord:
     service: str
     created_at: float
     expires_at: float | None  # None: until revoked
+    last_used_at: float | None = None
 
 
 class RefreshTokenStore(Protocol):
-    """Records by token hash (hex SHA-256). Each call stands alone; implementations are safe to
-    call from several threads, and should be shared by every worker that issues tokens."""
+    """Records by token hash (hex SHA-256), times in seconds since the epoch. Each call stands
+    alone; the store should be shared by every worker and instance that issues tokens."""
 
-    def get(self, token_hash: str) -> RefreshRecord | None:
+    async def add(self, token_hash: str, record: RefreshRecord) -> None:
+        """Store the record of a new token (its hash is new: the token is random). A store may
+        forget records expired before record.created_at meanwhile."""
+        ...
+
+    async def get(self, token_hash: str) -> RefreshRecord | None:
         """The record, or None when there is none."""
         ...
 
-    def put(self, token_hash: str, record: RefreshRecord) -> None:
-        """Store the record, replacing any under the same hash."""
+    async def used(self, token_hash: str, at: float) -> None:
+        """Record that the token was used at `at`; no error when there is none."""
         ...
 
-    def delete(self, token_hash: str) -> None:
+    async def delete(self, token_hash: str) -> None:
         """Forget the record; no error when there is none."""
+        ...
+
+    async def delete_user(self, username: str) -> int:
+        """Forget every record of username; how many there were."""
         ...
 
 
@@ -58,62 +68,26 @@ class MemoryRefreshTokenStore:
 
     def __init__(self) -> None:
         self._records: dict[str, RefreshRecord] = {}
-        self._lock = threading.Lock()
 
-    def get(self, token_hash: str) -> RefreshRecord | None:
-        with self._lock:
-            return self._records.get(token_hash)
+    async def add(self, token_hash: str, record: RefreshRecord) -> None:
+        self._records[token_hash] = record
 
-    def put(self, token_hash: str, record: RefreshRecord) -> None:
-        with self._lock:
-            self._records[token_hash] = record
+    async def get(self, token_hash: str) -> RefreshRecord | None:
+        return self._records.get(token_hash)
 
-    def delete(self, token_hash: str) -> None:
-        with self._lock:
-            self._records.pop(token_hash, None)
+    async def used(self, token_hash: str, at: float) -> None:
+        record = self._records.get(token_hash)
+        if record is not None:
+            self._records[token_hash] = replace(record, last_used_at=at)
 
+    async def delete(self, token_hash: str) -> None:
+        self._records.pop(token_hash, None)
 
-class FileRefreshTokenStore:
-    """Records in one JSON file (mode 0600), read on every call and replaced atomically under a
-    lock: shared by the workers of one machine, fine for the few tokens people log in with."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    def _load(self) -> dict[str, RefreshRecord]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        return {token_hash: RefreshRecord(**record) for token_hash, record in data.items()}
-
-    def _save(self, records: dict[str, RefreshRecord]) -> None:
-        data = {token_hash: asdict(record) for token_hash, record in records.items()}
-        atomic_write(self.path, json.dumps(data, indent=1).encode(), STORE_FILE_MODE)
-
-    def get(self, token_hash: str) -> RefreshRecord | None:
-        return self._load().get(token_hash)
-
-    def put(self, token_hash: str, record: RefreshRecord) -> None:
-        with locked(self.path):
-            records = self._load()
-            records[token_hash] = record
-            self._save(records)
-
-    def delete(self, token_hash: str) -> None:
-        with locked(self.path):
-            records = self._load()
-            if records.pop(token_hash, None) is not None:
-                self._save(records)
-
-    def prune(self, now: float) -> int:
-        """Drop the records expired at `now`; how many went."""
-        with locked(self.path):
-            records = self._load()
-            kept = {h: r for h, r in records.items() if r.expires_at is None or r.expires_at > now}
-            if len(kept) != len(records):
-                self._save(kept)
-            return len(records) - len(kept)
+    async def delete_user(self, username: str) -> int:
+        hashes = [h for h, record in self._records.items() if record.username == username]
+        for token_hash in hashes:
+            del self._records[token_hash]
+        return len(hashes)
 
 
 def token_hash(token: str) -> str:
@@ -134,28 +108,35 @@ class RefreshTokens:
         self.lifetime = lifetime
         self._clock = clock
 
-    def issue(self, username: str, service: str) -> str:
+    async def issue(self, username: str, service: str) -> str:
         """A new refresh token for `username` on `service`."""
         token = secrets.token_urlsafe(32)
         now = self._clock()
         expires = None if self.lifetime is None else now + self.lifetime
-        self.store.put(token_hash(token), RefreshRecord(username, service, now, expires))
+        await self.store.add(token_hash(token), RefreshRecord(username, service, now, expires))
         return token
 
-    def redeem(self, token: str, service: str) -> str:
+    async def redeem(self, token: str, service: str) -> str:
         """The username the token was issued to; raises RefreshTokenInvalid when it is unknown,
         expired (and then forgotten) or issued for another service. The token stays valid: Docker
         keeps using the one it got at login."""
         hashed = token_hash(token)
-        record = self.store.get(hashed)
+        record = await self.store.get(hashed)
         if record is None:
             raise RefreshTokenInvalid("unknown refresh token")
-        if record.expires_at is not None and record.expires_at <= self._clock():
-            self.store.delete(hashed)
+        now = self._clock()
+        if record.expires_at is not None and record.expires_at <= now:
+            await self.store.delete(hashed)
             raise RefreshTokenInvalid("expired refresh token")
         if record.service != service:
             raise RefreshTokenInvalid("refresh token for another service")
+        if record.last_used_at is None or now - record.last_used_at >= LAST_USE_GRANULARITY:
+            await self.store.used(hashed, now)
         return record.username
 
-    def revoke(self, token: str) -> None:
-        self.store.delete(token_hash(token))
+    async def revoke(self, token: str) -> None:
+        await self.store.delete(token_hash(token))
+
+    async def revoke_user(self, username: str) -> int:
+        """Forget every refresh token of username (who left the htpasswd file, say)."""
+        return await self.store.delete_user(username)

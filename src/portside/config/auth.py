@@ -8,11 +8,14 @@ credentials from `htpasswd` and, in token mode (`token` or `external_token`), wi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 Action = Literal["pull", "push", "delete", "*"]
 
@@ -145,11 +148,19 @@ class TokenSettings(BaseModel):
         description="Seconds a refresh token (offline_token, OAuth2) is valid; null: until "
         "the user is removed.",
     )
-    refresh_tokens_path: Path | None = Field(
-        default=None,
-        description="JSON file of refresh token hashes, shared by the workers of one machine; "
-        "default `<storage_path>/auth/refresh-tokens.json`.",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        """Keys of earlier versions, accepted with a warning and dropped (so the settings the
+        workers load back carry them no more, and warn once)."""
+        if isinstance(data, dict) and "refresh_tokens_path" in data:
+            data = {key: value for key, value in data.items() if key != "refresh_tokens_path"}
+            log.warning(
+                "auth.token.refresh_tokens_path is no longer used: refresh tokens are kept in "
+                "the metadata database; remove the key (and the file it names)"
+            )
+        return data
 
     @field_validator("realm")
     @classmethod

@@ -394,18 +394,11 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _token_files_have_a_folder(self) -> Settings:
+    def _token_key_has_a_folder(self) -> Settings:
         token = self.auth.token if self.auth is not None else None
-        # Their defaults would go under storage_path, a key prefix with storage: s3.
-        if (
-            self.storage == "s3"
-            and token is not None
-            and (token.key_path is None or token.refresh_tokens_path is None)
-        ):
-            raise ValueError(
-                "auth.token with storage: s3 needs auth.token.key_path and "
-                "auth.token.refresh_tokens_path"
-            )
+        # Its default would go under storage_path, a key prefix with storage: s3.
+        if self.storage == "s3" and token is not None and token.key_path is None:
+            raise ValueError("auth.token with storage: s3 needs auth.token.key_path")
         return self
 
     @property
@@ -439,10 +432,3 @@ class Settings(BaseModel):
         token = self.auth.token if self.auth is not None else None
         given = token.key_path if token is not None else None
         return given or self.storage_path / "auth" / "token-key.pem"
-
-    @property
-    def refresh_tokens_path(self) -> Path:
-        """The built-in token service's refresh token store."""
-        token = self.auth.token if self.auth is not None else None
-        given = token.refresh_tokens_path if token is not None else None
-        return given or self.storage_path / "auth" / "refresh-tokens.json"

@@ -16,6 +16,9 @@ from typing import Final, Protocol
 # is abandoned (its collector died) and a writer may take the blob over (registry/gc.py).
 MARK_TTL: Final = timedelta(seconds=60)
 
+# Expired refresh tokens add_refresh_token deletes at most, per token it adds.
+REFRESH_PRUNE_BATCH: Final = 16
+
 # The longest artifact type a manifest record keeps (manifests.artifact_type, tables.py): the
 # registry refuses longer ones (MANIFEST_INVALID) rather than let a database cut or refuse them.
 ARTIFACT_TYPE_MAX: Final = 255
@@ -107,6 +110,19 @@ class Lease:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """A refresh token of the built-in token service, by the SHA-256 (hex) of the token: the
+    token itself is never stored."""
+
+    token_hash: str
+    username: str
+    service: str
+    issued_at: datetime
+    expires_at: datetime | None  # None: until revoked
+    last_used_at: datetime | None = None
+
+
 # What a collector reads: the whole reference graph at one moment (gc_snapshot).
 
 
@@ -167,7 +183,8 @@ class Snapshot:
 
 
 class MetadataStore(Protocol):
-    """Repositories, blob links, manifests, tags and upload sessions.
+    """Repositories, blob links, manifests, tags and upload sessions; the token service's
+    refresh tokens.
 
     Names and digests arrive validated. Methods are atomic: each is one transaction.
     """
@@ -335,3 +352,25 @@ class MetadataStore(Protocol):
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Let the lease go if holder has it."""
+
+    # refresh tokens of the built-in token service, shared by every instance and worker
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        """Insert the token's row (token_hash is unique: a random token's hash), and delete at
+        most REFRESH_PRUNE_BATCH rows that expired before token.issued_at, so that expired rows
+        go a few at a time as people log in, without a scan."""
+
+    async def find_refresh_token(self, token_hash: str) -> RefreshToken | None:
+        """The token with this hash, expired or not; None if there is none."""
+
+    async def use_refresh_token(self, token_hash: str, at: datetime) -> bool:
+        """Record that the token was used at `at`; False if there is no such token."""
+
+    async def delete_refresh_token(self, token_hash: str) -> bool:
+        """Forget the token; False if there was none."""
+
+    async def revoke_refresh_tokens(self, username: str) -> int:
+        """Forget every token of username; how many there were."""
+
+    async def prune_refresh_tokens(self, before: datetime, limit: int | None = None) -> int:
+        """Delete tokens that expired before `before` (at most limit of them, the earliest
+        first); how many went. Tokens without an expiry stay."""

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
     MARK_TTL,
+    REFRESH_PRUNE_BATCH,
     BlobRecord,
     BlobState,
     Conflict,
@@ -48,6 +49,7 @@ from portside.metadata.base import (
     Reference,
     ReferenceKind,
     ReferenceRecord,
+    RefreshToken,
     RepositorySummary,
     Reservation,
     ReservationRecord,
@@ -61,6 +63,7 @@ from portside.metadata.tables import (
     leases,
     manifest_references,
     manifests,
+    refresh_tokens,
     repositories,
     repository_blobs,
     tags,
@@ -1133,3 +1136,77 @@ class SqlMetadataStore:
                 delete(leases).where(leases.c.name == name, leases.c.holder == holder)
             )
         )
+
+    # refresh tokens of the built-in token service (auth/refresh.py, server/refresh.py)
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        def run(conn: Connection) -> None:
+            conn.execute(
+                insert(refresh_tokens).values(
+                    token_hash=token.token_hash,
+                    username=token.username,
+                    service=token.service,
+                    issued_at=token.issued_at,
+                    expires_at=token.expires_at,
+                    last_used_at=token.last_used_at,
+                )
+            )
+            self._prune_refresh_tokens(conn, token.issued_at, REFRESH_PRUNE_BATCH)
+
+        await self._write(run)
+
+    async def find_refresh_token(self, token_hash: str) -> RefreshToken | None:
+        query = select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        if row is None:
+            return None
+        return RefreshToken(
+            token_hash=row.token_hash,
+            username=row.username,
+            service=row.service,
+            issued_at=_utc(row.issued_at),
+            expires_at=None if row.expires_at is None else _utc(row.expires_at),
+            last_used_at=None if row.last_used_at is None else _utc(row.last_used_at),
+        )
+
+    async def use_refresh_token(self, token_hash: str, at: datetime) -> bool:
+        statement = (
+            update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == token_hash)
+            .values(last_used_at=at)
+        )
+        # A last-use stamp lost to a power cut harms nothing: no fsync for it.
+        result = await self._write(lambda conn: conn.execute(statement), durable=False)
+        return result.rowcount > 0
+
+    async def delete_refresh_token(self, token_hash: str) -> bool:
+        statement = delete(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+        result = await self._write(lambda conn: conn.execute(statement))
+        return result.rowcount > 0
+
+    async def revoke_refresh_tokens(self, username: str) -> int:
+        statement = delete(refresh_tokens).where(refresh_tokens.c.username == username)
+        result = await self._write(lambda conn: conn.execute(statement))
+        return int(result.rowcount)
+
+    async def prune_refresh_tokens(self, before: datetime, limit: int | None = None) -> int:
+        return await self._write(lambda conn: self._prune_refresh_tokens(conn, before, limit))
+
+    @staticmethod
+    def _prune_refresh_tokens(conn: Connection, before: datetime, limit: int | None) -> int:
+        """Delete at most limit tokens expired before `before`, the earliest first (an index
+        range scan); rows a concurrent transaction holds are skipped, not waited for."""
+        expired = (
+            select(refresh_tokens.c.token_hash)
+            .where(refresh_tokens.c.expires_at < before)
+            .order_by(refresh_tokens.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        deleted = 0
+        for chunk in _chunks(conn.scalars(expired)):
+            result = conn.execute(
+                delete(refresh_tokens).where(refresh_tokens.c.token_hash.in_(chunk))
+            )
+            deleted += result.rowcount
+        return deleted

@@ -119,3 +119,18 @@ uploads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Refresh tokens of the built-in token service, by the SHA-256 (hex) of the token: never the token
+# itself. expires_at NULL: until revoked. Expired rows are pruned a few at a time on insert (0004)
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", Text, nullable=False),
+    Column("service", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Index("ix_refresh_tokens_username", "username"),
+    Index("ix_refresh_tokens_expires", "expires_at"),
+)

@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> Starlette:
 
     middleware = [Middleware(RegistryMiddleware)]
     routes = ROUTES
-    access = auth.build(settings)
+    access = auth.build(settings, metadata)
     if access is not None:
         middleware.append(Middleware(auth.AuthMiddleware, gate=access.gate))
         routes = [*access.routes, *ROUTES]

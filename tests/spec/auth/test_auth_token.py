@@ -218,13 +218,6 @@ async def test_refresh_tokens_of_removed_users_are_refused(
     assert_error(unknown, 401, "UNAUTHORIZED")
 
 
-async def test_refresh_tokens_are_stored_hashed_with_mode_0600(token_registry: Registry) -> None:
-    body = await get_token(token_registry, user="alice", offline_token="true")
-    path = token_registry.settings.refresh_tokens_path
-    assert body["refresh_token"] not in path.read_text()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
 async def test_a_wrong_password_at_the_token_endpoint_is_401_with_a_basic_challenge(
     token_registry: Registry,
 ) -> None:
