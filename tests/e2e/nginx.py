@@ -22,6 +22,8 @@ from .server import _group_members, free_port
 from .tls import TlsFiles
 
 SHIPPED = Path(__file__).parents[2] / "deploy" / "nginx" / "portside.conf"
+# The classic alternative: nginx does the basic auth (from its own htpasswd file).
+SHIPPED_NGINX_AUTH = SHIPPED.with_name("portside-nginx-auth.conf")
 START_TIMEOUT = 20.0
 TEMP_FOLDERS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -31,12 +33,13 @@ def have_nginx() -> bool:
 
 
 class Nginx:
-    """nginx on a free port of 127.0.0.1, TLS with `tls`, basic auth from `htpasswd`, proxying
-    to `upstream` (HOST:PORT). The port is chosen at construction, so that a backend can be told
-    its public_url before either starts."""
+    """nginx on a free port of 127.0.0.1 with the shipped `site` file: TLS with `tls`, basic auth
+    from `htpasswd` where the file does it, proxying to `upstream` (HOST:PORT). The port is
+    chosen at construction, so that a backend can be told its public_url before either starts."""
 
-    def __init__(self, root: Path, tls: TlsFiles, htpasswd: Path) -> None:
+    def __init__(self, root: Path, tls: TlsFiles, htpasswd: Path, site: Path = SHIPPED) -> None:
         self.root = root
+        self.site = site
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -66,17 +69,18 @@ class Nginx:
 
     def site_conf(self, upstream: str) -> str:
         """The shipped file with this machine's listen address, files and upstream."""
-        text = SHIPPED.read_text()
+        text = self.site.read_text()
+        auth_files = 2 if self.site == SHIPPED_NGINX_AUTH else 0
         replacements = [
             ("listen 443 ssl http2;", f"listen {self.host} ssl http2;", 1),
             ("    listen [::]:443 ssl http2;\n", "", 1),
             ("/etc/nginx/tls/registry.example.com.crt", str(self.tls.certificate), 1),
             ("/etc/nginx/tls/registry.example.com.key", str(self.tls.key), 1),
-            ("/etc/nginx/portside.htpasswd", str(self.htpasswd), 2),
+            ("/etc/nginx/portside.htpasswd", str(self.htpasswd), auth_files),
             ("server 127.0.0.1:5000;", f"server {upstream};", 1),
         ]
         for old, new, count in replacements:
-            assert text.count(old) == count, f"{SHIPPED} should hold {old!r} {count} time(s)"
+            assert text.count(old) == count, f"{self.site} should hold {old!r} {count} time(s)"
             text = text.replace(old, new)
         return text
 

@@ -1,6 +1,8 @@
-"""Portside behind nginx with the shipped deploy/nginx/portside.conf: TLS and htpasswd basic auth
-at nginx, skopeo and podman logging in and pushing through it with the certificate verified, a
-300 MiB layer streamed through without nginx spooling it to disk, and the open classic paths."""
+"""Portside behind nginx with the shipped deploy/nginx/portside.conf: TLS at nginx and the
+htpasswd login at Portside, skopeo and podman logging in and pushing through it with the
+certificate verified, a 300 MiB layer streamed through without nginx spooling it to disk, the
+open classic paths with search listing nothing to anonymous callers; and the classic alternative,
+deploy/nginx/portside-nginx-auth.conf, nginx doing the basic auth, search included."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from .images import (
     tagged_digest,
     verify_layout_blobs,
 )
-from .nginx import Nginx, have_nginx
+from .nginx import SHIPPED_NGINX_AUTH, Nginx, have_nginx
 from .tls import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.e2e
@@ -62,10 +64,22 @@ def nginx(tmp_path: Path, tls: TlsFiles, htpasswd: Path) -> Iterator[Nginx]:
     front.stop()
 
 
+# What the recipe's Portside side holds: its own login, every logged-in user may do anything.
+# One repository anyone may pull, to show what search lists to anonymous callers.
+PORTSIDE_AUTH = {
+    "access": {
+        "anonymous_pull": ["e2e/public"],
+        "rules": [{"repositories": ["*"], "authenticated": True, "actions": ["*"]}],
+    }
+}
+
+
 @pytest.fixture
-def front(portside_factory: ServerFactory, nginx: Nginx) -> Nginx:
-    """nginx, started in front of a fresh Portside that trusts its forwarded headers."""
-    backend = portside_factory(trust_forwarded_headers=True)
+def front(portside_factory: ServerFactory, nginx: Nginx, htpasswd: Path) -> Nginx:
+    """nginx, started in front of a fresh Portside that trusts its forwarded headers and checks
+    the logins from its htpasswd file."""
+    auth = {"htpasswd": {"path": str(htpasswd)}, **PORTSIDE_AUTH}
+    backend = portside_factory(trust_forwarded_headers=True, auth=auth)
     nginx.start(backend.host)
     return nginx
 
@@ -145,23 +159,93 @@ def curl(front: Nginx, path: str, *options: str) -> tuple[int, str, dict[str, li
     return status, version, headers
 
 
+def search(front: Nginx, *options: str) -> tuple[int, list[str]]:
+    """GET /v1/search?q=e2e through nginx: (status, repository names listed)."""
+    result = subprocess.run(
+        [
+            *("curl", "--silent", "--http2", "--cacert", str(front.tls.ca_file)),
+            *("--write-out", "\n%{http_code}", *options, f"{front.url}/v1/search?q=e2e"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body, _, status = result.stdout.rpartition("\n")
+    names = [r["name"] for r in json.loads(body)["results"]] if status == "200" else []
+    return int(status), names
+
+
+def push_one(front: Nginx, repository: str) -> None:
+    verify = front.tls.ssl_context()
+    with httpx.Client(base_url=front.url, auth=(USER, PASSWORD), verify=verify) as http:
+        config = b"{}"
+        http.post(
+            f"/v2/{repository}/blobs/uploads/", params={"digest": digest_of(config)}, content=config
+        ).raise_for_status()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": 2},
+            "layers": [],
+        }
+        http.put(
+            f"/v2/{repository}/manifests/v1",
+            content=json.dumps(manifest),
+            headers={"Content-Type": OCI_MANIFEST},
+        ).raise_for_status()
+
+
 def test_classic_paths_are_open_and_the_registry_api_asks_for_a_login(front: Nginx) -> None:
     credentials = ("--user", f"{USER}:{PASSWORD}")
+    push_one(front, "e2e/private")
+    push_one(front, "e2e/public")
 
     assert curl(front, "/v1/_ping")[:2] == (200, "2")
     assert curl(front, "/")[0] == 200
-    assert curl(front, "/v1/search?q=e2e")[0] == 200
+    # Open, as `docker search` wants, but Portside lists only what the caller may pull.
+    assert search(front) == (200, ["e2e/public"])
+    assert sorted(search(front, *credentials)[1]) == ["e2e/private", "e2e/public"]
     status, _, headers = curl(front, "/v2/")
     assert status == 401
     assert headers["docker-distribution-api-version"] == ["registry/2.0"]
     assert headers["www-authenticate"][0].startswith("Basic ")
     assert curl(front, "/v2/_catalog")[0] == 401
-    assert curl(front, "/anything/else")[0] == 401
+    assert curl(front, "/v2/e2e/private/tags/list")[0] == 401
     assert curl(front, "/v2/", "--user", f"{USER}:wrong")[0] == 401
     status, _, headers = curl(front, "/v2/", *credentials)
     assert status == 200
     # Portside's own header passes through, and nginx adds no second one.
     assert headers["docker-distribution-api-version"] == ["registry/2.0"]
+
+
+def test_with_nginx_doing_the_auth_search_needs_a_login_too(
+    tmp_path: Path, portside_factory: ServerFactory, tls: TlsFiles, htpasswd: Path
+) -> None:
+    if not have_nginx():
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    front = Nginx(tmp_path / "nginx-auth", tls, htpasswd, site=SHIPPED_NGINX_AUTH)
+    front.start(portside_factory(trust_forwarded_headers=True).host)
+    try:
+        credentials = ("--user", f"{USER}:{PASSWORD}")
+        push_one(front, "e2e/private")
+
+        assert curl(front, "/v1/_ping")[0] == 200
+        assert curl(front, "/")[0] == 200
+        # Portside, its auth off, would list every repository: nginx asks for a login.
+        assert search(front)[0] == 401
+        assert search(front, "--user", f"{USER}:wrong")[0] == 401
+        assert search(front, *credentials) == (200, ["e2e/private"])
+        status, _, headers = curl(front, "/v2/")
+        assert status == 401
+        assert headers["docker-distribution-api-version"] == ["registry/2.0"]
+        assert curl(front, "/v2/_catalog")[0] == 401
+        assert curl(front, "/anything/else")[0] == 401
+        status, _, headers = curl(front, "/v2/", *credentials)
+        assert status == 200
+        assert headers["docker-distribution-api-version"] == ["registry/2.0"]
+    finally:
+        front.stop()
 
 
 @pytest.mark.slow
