@@ -152,7 +152,7 @@ class Upstream:
     ) -> ManifestInfo:
         path = _manifest_path(repository, reference)
         with self._call():
-            response = await self._open("HEAD", path, repository, accept=accept)
+            response = await self._open("HEAD", path, repository, accept=accept or DEFAULT_ACCEPT)
             await response.aclose()
             size = _content_length(response)
             if size is None:
@@ -169,7 +169,7 @@ class Upstream:
     ) -> FetchedManifest:
         path = _manifest_path(repository, reference)
         with self._call():
-            response = await self._open("GET", path, repository, accept=accept)
+            response = await self._open("GET", path, repository, accept=accept or DEFAULT_ACCEPT)
             try:
                 content = await read_limited(response, MANIFEST_LIMIT, "manifest")
             finally:
@@ -279,7 +279,7 @@ class Upstream:
         """A 2xx response to method on path, opened for streaming: the caller closes it.
         Authenticates once if the upstream challenges us; other answers raise."""
         url = self.url.copy_with(path=path, params=params or {})
-        headers = {"Accept": ", ".join(accept or DEFAULT_ACCEPT)}
+        headers = {"Accept": ", ".join(accept)} if accept else {}
         scope = f"repository:{repository}:pull"
         authorization = self._known_authorization(scope)
         response = await self._send(method, url, headers, authorization)
