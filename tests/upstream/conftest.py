@@ -18,6 +18,7 @@ from portside.upstream import Upstream
 from .registries import distribution, distribution_htpasswd  # noqa: F401
 
 TOKEN_SERVICE = "portside-upstream"
+TOKEN_LIFETIME = 300
 PULLER = ("puller", "Puller-Secret-1")
 PUSHER = ("pusher", "Pusher-Secret-2")
 
@@ -51,7 +52,7 @@ def portside_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portsid
         add_user(htpasswd, user, secret, rounds=4)
     auth = {
         "htpasswd": {"path": str(htpasswd)},
-        "token": {"service": TOKEN_SERVICE},
+        "token": {"service": TOKEN_SERVICE, "lifetime": TOKEN_LIFETIME},
         "access": {
             "rules": [
                 {"repositories": ["*"], "users": [PULLER[0]], "actions": ["pull"]},

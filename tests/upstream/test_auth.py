@@ -16,7 +16,7 @@ from portside.upstream import UpstreamDenied, UpstreamInvalid
 from portside.upstream.challenges import Challenge, parse_challenges
 from portside.upstream.tokens import may_send_credentials
 
-from .conftest import PULLER, UpstreamFactory, pusher_client
+from .conftest import PULLER, TOKEN_LIFETIME, UpstreamFactory, pusher_client
 from .fake import FakeServer, Reply, Request
 from .registries import Distribution, digest_of, push_image
 
@@ -78,7 +78,11 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_again_when_expiring(
     await upstream.head_manifest("bearer/one", "v1")
     assert token_requests(portside_token) - before == 2, "another scope, another token"
 
-    now[0] += 300 - 5  # Portside's tokens live 300 s: this one is too close to its end
+    now[0] += TOKEN_LIFETIME - 15
+    await upstream.head_manifest("bearer/two", "v1")
+    assert token_requests(portside_token) - before == 2, "still well within its lifetime"
+
+    now[0] += 10  # now too close to its end to be sent
     await upstream.head_manifest("bearer/two", "v1")
     assert token_requests(portside_token) - before == 3
     assert "Puller-Secret" not in portside_token.log_text()

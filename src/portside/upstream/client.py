@@ -89,7 +89,15 @@ class BlobStream:
 
 
 class Upstream:
-    """One upstream registry at `url` (scheme, host and port: the /v2/ API is at its root)."""
+    """One upstream registry at `url` (scheme, host and port: the /v2/ API is at its root).
+
+    `username` and `password` answer its Basic or Bearer challenges; `allowed_realm_hosts` names
+    token realms on other hosts that may see them (`host` or `host:port`). `connect_timeout`
+    bounds connecting (and waiting for a pooled connection), `read_timeout` each read, not a
+    whole download. `ca_file` is a PEM bundle trusted instead of the default roots (certifi);
+    the machine's proxy and CA environment variables are ignored. `failure_threshold`,
+    `open_seconds` and `clock` drive the circuit breaker and the token cache. Make and use it in
+    one event loop (one per worker), and `aclose` it at shutdown."""
 
     def __init__(
         self,
