@@ -194,7 +194,8 @@ class Upstream:
         with self._call():
             response = await self._open("GET", path, repository)
         try:
-            yield BlobStream(_content_length(response), self._chunks(response))
+            size = _content_length(response)
+            yield BlobStream(size, self._chunks(response))
         finally:
             await response.aclose()
 
