@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -32,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
@@ -76,6 +77,10 @@ T = TypeVar("T")
 CHUNK: Final = 500
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race.
 LOST_RACE: Final = frozenset({"40P01", "40001"})
+# PostgreSQL's disk_full; SQLite's is sqlite3.SQLITE_FULL.
+DISK_FULL: Final = "53100"
+# What every database call may raise (SQLAlchemy's wrapper of the driver's errors).
+DatabaseError: Final = DBAPIError
 
 
 def now() -> datetime:
@@ -181,6 +186,15 @@ def _lock_older(
             )
         )
     return found
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a database error says its disk is full: SQLite's SQLITE_FULL ("database or disk is
+    full"), PostgreSQL's disk_full (53100); SQLAlchemy's wrapper of either too."""
+    found = error.orig if isinstance(error, DBAPIError) else error
+    if isinstance(found, sqlite3.OperationalError):
+        return getattr(found, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(found, "sqlstate", None) == DISK_FULL
 
 
 def _lost_race(error: OperationalError) -> bool:

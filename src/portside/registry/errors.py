@@ -20,6 +20,8 @@ RegistryError
 │   ├── TokenRequestInvalid    a token request the token endpoint cannot serve (400)
 │   └── QueryInvalid           a query parameter given twice, or otherwise unusable (400)
 ├── TooManyRequests        TOOMANYREQUESTS
+├── InsufficientStorage    UNKNOWN (distribution's code for the registry's own failures): a full
+│                          disk or quota (507)
 └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
 """
 
@@ -49,6 +51,9 @@ class ErrorCode(StrEnum):
     # Beyond the spec's table, whose 14 codes "MUST" be the only ones: none of them says "bad
     # `n`", and distribution's clients know this one (distribution answers it since 2.x).
     PAGINATION_NUMBER_INVALID = "PAGINATION_NUMBER_INVALID"
+    # Nor has the table a code for the registry's own failures; distribution answers them with
+    # UNKNOWN ("unknown error"), and so does a full disk here (InsufficientStorage, 507).
+    UNKNOWN = "UNKNOWN"
 
 
 class RegistryError(Exception):
@@ -171,6 +176,14 @@ class TooManyRequests(RegistryError):
     def __init__(self, detail: object = None, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.retry_after = retry_after  # seconds, for Retry-After
+
+
+class InsufficientStorage(RegistryError):
+    """The registry's disk is full, or its quota reached (blob storage or the database): a push
+    cannot be kept until space is freed; reads go on (507 Insufficient Storage, RFC 4918)."""
+
+    code = ErrorCode.UNKNOWN
+    message = "insufficient storage: the registry has no space left to keep this; try again later"
 
 
 class PaginationNumberInvalid(RegistryError):

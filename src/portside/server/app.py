@@ -16,7 +16,7 @@ from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.errors import RegistryError
 from portside.registry.service import Registry
-from portside.server import auth
+from portside.server import auth, errors
 from portside.server.collector import background_collection
 from portside.server.errors import http_error, registry_error
 from portside.server.middleware import RegistryMiddleware
@@ -74,6 +74,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={RegistryError: registry_error, HTTPException: http_error},
         lifespan=lifespan,
     )
+    for error in errors.STORAGE_ERRORS:  # a full disk: 507 in the spec's envelope
+        app.add_exception_handler(error, errors.storage_error)
     app.state.registry = registry
     app.state.issue = settings.issue
     app.state.delete_enabled = settings.delete_enabled

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portside.metadata.sql import DatabaseError, disk_full
 from portside.registry.errors import (
     ErrorCode,
+    InsufficientStorage,
     QueryInvalid,
     RegistryError,
     TokenRequestInvalid,
@@ -41,12 +46,14 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.UNSUPPORTED: 405,
     ErrorCode.TOOMANYREQUESTS: 429,
     ErrorCode.PAGINATION_NUMBER_INVALID: 400,
+    ErrorCode.UNKNOWN: 500,
 }
 # The spec's few per-endpoint exceptions to the table above.
 STATUS_OVERRIDES: Final[Mapping[type[RegistryError], int]] = {
     UploadOutOfOrder: 416,
     TooLarge: 413,
     TokenRequestInvalid: 400,
+    InsufficientStorage: 507,
     QueryInvalid: 400,
 }
 
@@ -77,6 +84,75 @@ def error_response(error: RegistryError) -> Response:
 async def registry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)  # as starlette/middleware/exceptions.py does
     return error_response(exc)
+
+
+# What a full disk raises: OSError ENOSPC or EDQUOT from a blob store, a database's "disk full".
+STORAGE_ERRORS: Final[tuple[type[Exception], ...]] = (OSError, DatabaseError)
+FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# While the disk stays full, one warning per this many seconds, however many pushes fail.
+FULL_LOG_SECONDS: Final = 60.0
+
+
+def insufficient_storage(error: BaseException) -> InsufficientStorage | None:
+    """The InsufficientStorage that error amounts to, when it or what it came from (its cause,
+    its context: a cleanup that failed too) says the disk is full; else None."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in FULL_ERRNOS:
+            name = errno.errorcode[current.errno]
+            return InsufficientStorage({"reason": os.strerror(current.errno), "errno": name})
+        if disk_full(current):
+            return InsufficientStorage({"reason": "the database's disk is full"})
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
+
+
+class FullDiskLog:
+    """One warning line when the disk is found full, then at most one per `seconds` while
+    requests keep failing on it, with how many did: not a traceback per request."""
+
+    def __init__(
+        self, seconds: float = FULL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._next = -float("inf")
+        self._refused = 0
+
+    def report(self, error: InsufficientStorage, method: str, path: str) -> None:
+        self._refused += 1
+        now = self._clock()
+        if now < self._next:
+            return
+        reason = error.detail["reason"] if isinstance(error.detail, dict) else error.detail
+        log.warning(
+            "insufficient storage (%s): %d request(s) answered 507 since the last warning, the "
+            "latest %s %s; reads go on, pushes work again once space is freed",
+            reason,
+            self._refused,
+            method,
+            path[:300],
+        )
+        self._refused, self._next = 0, now + self.seconds
+
+
+full_disk_log = FullDiskLog()
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """An OSError or database error: 507 in the spec's envelope when the disk is full; anything
+    else goes on as it came, to be a 500 with its traceback."""
+    full = insufficient_storage(exc)
+    if full is None:
+        raise exc
+    full_disk_log.report(full, request.method, request.url.path)
+    return error_response(full)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
