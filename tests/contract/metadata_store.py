@@ -160,6 +160,91 @@ class MetadataStoreContract:
     def other_store(self) -> MetadataStore:
         raise NotImplementedError("each backend's test module returns a second instance here")
 
+    # the pull-through cache
+
+    async def test_a_cached_manifest_is_stored_without_its_blobs_and_tagged(
+        self, store: MetadataStore
+    ) -> None:
+        """A cache records an upstream's manifest before any of its layers is pulled."""
+        manifest = image("hub/library/alpine", "alpine")
+        at = datetime.now(UTC)
+        token = await reserve(store, manifest.digest, manifest.size)
+
+        await store.put_cached_manifest(manifest, [blob("layer")], "3.20", token, at)
+
+        found = await store.get_manifest("hub/library/alpine", "3.20")
+        assert found is not None
+        assert found.digest == manifest.digest
+        checked = await store.cached_tag("hub/library/alpine", "3.20")
+        assert checked is not None
+        assert abs(checked - at) < timedelta(seconds=1)
+        assert await store.linked_blob_size("hub/library/alpine", digest("layer")) is None
+
+    async def test_a_pushed_tag_is_not_a_cached_one(self, store: MetadataStore) -> None:
+        manifest = image("mirror/app", "app")
+        cached = image("mirror/app", "upstream-app")
+        await put(store, manifest, [], "local")
+        token = await reserve(store, cached.digest, cached.size)
+        await store.put_cached_manifest(cached, [], "v1", token, datetime.now(UTC))
+
+        assert await store.cached_tag("mirror/app", "local") is None
+        assert await store.cached_tag("mirror/app", "absent") is None
+        assert await store.cached_tag("mirror/app", "v1") is not None
+        # Pushing over a cached tag makes it the registry's own.
+        await put(store, manifest, [], "v1")
+        assert await store.cached_tag("mirror/app", "v1") is None
+        # So does deleting it.
+        token = await reserve(store, cached.digest, cached.size)
+        await store.put_cached_manifest(cached, [], "v2", token, datetime.now(UTC))
+        assert await store.delete_tag("mirror/app", "v2")
+        assert await store.cached_tag("mirror/app", "v2") is None
+
+    async def test_touching_a_cached_manifest_keeps_it_from_expiring(
+        self, store: MetadataStore
+    ) -> None:
+        old = datetime.now(UTC) - timedelta(days=40)
+        kept, expired = image("hub/a", "kept"), image("hub/a", "expired")
+        for manifest, tag in ((kept, "kept"), (expired, "expired")):
+            token = await reserve(store, manifest.digest, manifest.size)
+            await store.put_cached_manifest(manifest, [blob("layer")], tag, token, old)
+        cutoff = datetime.now(UTC) - timedelta(days=30)
+
+        await store.touch_cached("hub/a", kept.digest, datetime.now(UTC), tag="kept")
+        await store.touch_cached("hub/a", digest("not-cached"), datetime.now(UTC))
+
+        assert await store.expired_cached_manifests(cutoff, 10) == [("hub/a", expired.digest)]
+        checked = await store.cached_tag("hub/a", "kept")
+        assert checked is not None
+        assert checked > cutoff
+
+    async def test_expiring_a_cached_manifest_removes_it_and_its_tags_only_if_still_unpulled(
+        self, store: MetadataStore
+    ) -> None:
+        old = datetime.now(UTC) - timedelta(days=40)
+        manifest = image("hub/b", "b")
+        token = await reserve(store, manifest.digest, manifest.size)
+        await store.put_cached_manifest(manifest, [blob("layer")], "v1", token, old)
+        cutoff = datetime.now(UTC) - timedelta(days=30)
+        await store.touch_cached("hub/b", manifest.digest, datetime.now(UTC))
+
+        assert not await store.expire_cached_manifest("hub/b", manifest.digest, cutoff)
+        assert await store.get_manifest("hub/b", "v1") is not None
+        assert await store.expire_cached_manifest("hub/b", manifest.digest, future())
+        assert await store.get_manifest("hub/b", "v1") is None
+        assert await store.get_manifest("hub/b", manifest.digest) is None
+        assert await store.cached_tag("hub/b", "v1") is None
+        assert await store.expired_cached_manifests(future(), 10) == []
+        assert not await store.expire_cached_manifest("hub/b", manifest.digest, future())
+
+    async def test_a_pushed_manifest_never_expires_as_cached(self, store: MetadataStore) -> None:
+        manifest = image("mirror/c", "c")
+        await put(store, manifest, [], "v1")
+        await store.touch_cached("mirror/c", manifest.digest, datetime.now(UTC))
+
+        assert await store.expired_cached_manifests(future(), 10) == []
+        assert not await store.expire_cached_manifest("mirror/c", manifest.digest, future())
+        assert await store.get_manifest("mirror/c", "v1") is not None
+
     # blobs
 
     async def test_linked_blob_is_readable_in_its_repository_only(

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ STOP_TIMEOUT = 20.0
 # `<time> INFO portside.access <client> <METHOD> <path> <status> <bytes> <duration>ms`
 ACCESS_LINE = re.compile(
     r"portside\.access (?P<client>\S+) (?P<method>[A-Z]+) (?P<path>\S+) "
-    r"(?P<status>\d{3}) (?P<bytes>\d+) (?P<duration>\d+(?:\.\d+)?)ms$"
+    r"(?P<status>\d{3}) (?P<bytes>\d+) (?P<duration>\d+(?:\.\d+)?)ms"
+    r"(?P<notes>(?: \S+=\S+)*)$"
 )
 
 
@@ -43,6 +44,7 @@ class AccessLine:
     status: int
     bytes: int
     duration_ms: float
+    notes: dict[str, str] = field(default_factory=dict)  # what a handler added, e.g. cache=hit
 
 
 def free_port() -> int:
@@ -221,6 +223,7 @@ class PortsideServer:
                         int(match["status"]),
                         int(match["bytes"]),
                         float(match["duration"]),
+                        dict(note.split("=", 1) for note in match["notes"].split()),
                     )
                 )
         return found

@@ -55,13 +55,14 @@ def test_every_spec_code_is_declared(code: str) -> None:
 
 
 # Codes beyond the table for failures of the registry itself (distribution's), with their status.
-SERVER_CODES = {"UNKNOWN": 500}
+SERVER_CODES = {"UNKNOWN": 500, "UNAVAILABLE": 503}
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))
 def test_every_error_code_has_a_status(code: ErrorCode) -> None:
     """A client's error is 4xx; distribution's UNKNOWN, the registry's own failure, is 500
-    (a full disk overrides it with 507, InsufficientStorage)."""
+    (a full disk overrides it with 507, InsufficientStorage), and its UNAVAILABLE, a service
+    it depends on being down (a cache's upstream), 503."""
     if code in SERVER_CODES:
         assert STATUS[code] == SERVER_CODES[code]
     else:

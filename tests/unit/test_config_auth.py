@@ -146,13 +146,16 @@ EXAMPLE_LINE = re.compile(r"^    #(?=auth:| {4})")
 def examples() -> list[list[str]]:
     """The commented `auth:` examples of the sample, uncommented (one `#` off each line)."""
     blocks: list[list[str]] = []
+    inside = False  # in an auth example: other commented examples (mirroring) are not
     for line in sample_config().splitlines():
         if not EXAMPLE_LINE.match(line):
+            inside = False
             continue
-        uncommented = "    " + line[5:]
         if line.startswith("    #auth:"):
             blocks.append([])
-        blocks[-1].append(uncommented)
+            inside = True
+        if inside:
+            blocks[-1].append("    " + line[5:])
     return blocks
 
 

@@ -10,7 +10,12 @@ from starlette.requests import Request
 
 from portside.api import query
 from portside.registry.discovery import Visible
-from portside.registry.errors import PaginationNumberInvalid, TooLarge, UploadOutOfOrder
+from portside.registry.errors import (
+    Denied,
+    PaginationNumberInvalid,
+    TooLarge,
+    UploadOutOfOrder,
+)
 from portside.registry.names import Digest, parse_name
 from portside.registry.service import Registry
 
@@ -112,3 +117,27 @@ def login_challenge(request: Request) -> str | None:
     auth gate leaves in the request state; None for a caller who logged in, or no auth."""
     found: str | None = getattr(request.state, LOGIN_CHALLENGE, None)
     return found
+
+
+def refuse_cache_push(registry: Registry, name: str) -> None:
+    """DENIED for a push into a pull-through cache's namespace (one that is not merged)."""
+    reason = registry.mirror.refuses_push(name) if registry.mirror is not None else None
+    if reason is not None:
+        raise Denied({"name": name, "reason": reason})
+
+
+# The scope key of a dict the access log middleware gives each request, for what a handler adds
+# to its line (a scope key, not request state: state is copied on its way to the handler).
+LOG_NOTES: Final = "portside.log_notes"
+
+
+def note_cache(request: Request, outcome: str, upstream: str, fetched: int | None = None) -> None:
+    """Tell the access log how the pull-through cache served this request: hit, miss, stale
+    or revalidated, from which upstream, and the bytes fetched from it."""
+    notes: dict[str, str] | None = request.scope.get(LOG_NOTES)
+    if notes is None:
+        return
+    notes["cache"] = outcome
+    notes["upstream"] = upstream
+    if fetched is not None:
+        notes["fetched"] = str(fetched)

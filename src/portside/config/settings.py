@@ -14,21 +14,21 @@ import ssl
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from portside.config.auth import AuthSettings
+from portside.config.durations import Duration
+from portside.config.mirroring import MirroringSettings
 
 MiB = 1024 * 1024
 
@@ -109,47 +109,6 @@ def _base_url(value: str) -> str:
     except ValueError as exc:
         raise ValueError(f"bad port in {value!r}: {exc}") from None
     return f"{parts.scheme.lower()}://{parts.netloc}"
-
-
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]?)\s*", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _parse_duration(value: object) -> object:
-    """Turn `90s`, `30m`, `1h`, `2d`, `1w` or a number of seconds into a timedelta; an ISO 8601
-    duration (`PT1H`) passes through to pydantic."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 90s, 30m, 1h or 2d, got {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if not isinstance(value, str) or value.strip().upper().startswith("P"):
-        return value
-    match = _DURATION.fullmatch(value)
-    factor = _DURATION_UNITS.get(match.group(2).lower()) if match else None
-    if match is None or factor is None:
-        raise ValueError(
-            f"expected a duration such as 90s, 30m, 1h or 2d (units s, m, h, d, w; none: "
-            f"seconds), got {value!r}"
-        )
-    return timedelta(seconds=float(match.group(1)) * factor)
-
-
-def _format_duration(value: timedelta) -> str:
-    """The largest whole unit: `1h`, `90m`, `2d`; `0s` for none."""
-    seconds = value.total_seconds()
-    for unit in ("w", "d", "h", "m"):
-        size = _DURATION_UNITS[unit]
-        if seconds and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-# In config: 30m, 1h, 2d or seconds; written back (config check, the workers' copy) the same way.
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_parse_duration),
-    PlainSerializer(_format_duration, return_type=str, when_used="json"),
-]
 
 
 def default_workers() -> int:
@@ -247,6 +206,27 @@ class Settings(BaseModel):
         le=64,
         description="Worker processes serving requests (default: one per core, at least two).",
     )
+    http_header_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a client may take to send a request's headers, counted from "
+        "connecting, or on a kept-alive HTTP/1 connection from the previous response (so "
+        "it is also how long such a connection may stay idle); then the connection is "
+        "closed (30s, 1m, or seconds). Request bodies are not limited by it.",
+    )
+    http_idle_timeout: Duration = Field(
+        default=timedelta(seconds=75),
+        description="A connection that sends and receives nothing this long while its request "
+        "waits for the client (a stalled body or download), or while it has no request "
+        "in progress (HTTP/2; HTTP/1 closes at http_header_timeout if sooner), is closed "
+        "(75s, 5m, or seconds). A slow upload goes on as long as bytes flow.",
+    )
+    http_max_connections: int = Field(
+        default=4096,
+        ge=16,
+        le=1_000_000,
+        description="Connections each worker process serves at once; more wait in the kernel's "
+        "queue. Needs as many open files (the workers raise their soft limit to the hard one).",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the metadata database; default "
@@ -295,6 +275,11 @@ class Settings(BaseModel):
         description="Authentication and access control; null: an open registry, where anyone "
         "may pull, push and delete.",
     )
+    mirroring: MirroringSettings | None = Field(
+        default=None,
+        description="A pull-through cache: names not stored here are fetched from upstream "
+        "registries and kept (the classic key, see the README's cache section).",
+    )
     tls_certificate: Path | None = Field(
         default=None,
         description="PEM file of the server's certificate, then any intermediate CA "
@@ -334,6 +319,13 @@ class Settings(BaseModel):
     @classmethod
     def _size_with_unit(cls, value: object) -> object:
         return _parse_size(value)
+
+    @field_validator("http_header_timeout", "http_idle_timeout")
+    @classmethod
+    def _timeout_is_sane(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("expected a timeout from 1s to 1h")
+        return value
 
     @field_validator("gc_grace_period", "upload_expiry", "gc_interval")
     @classmethod

@@ -353,6 +353,38 @@ class MetadataStore(Protocol):
     async def release_lease(self, name: str, holder: str) -> None:
         """Let the lease go if holder has it."""
 
+    # the pull-through cache: manifests and tags taken from an upstream
+    async def put_cached_manifest(
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
+        at: datetime,
+    ) -> None:
+        """put_manifest for a manifest an upstream served (its digest verified): its references
+        need not be readable in the repository, since a cache fetches blobs as they are pulled.
+        Records it as cached, pulled at `at`, and its tag, if any, as checked upstream at `at`.
+        A push of the tag later (put_manifest) makes it a tag of this registry's own."""
+
+    async def cached_tag(self, repository: str, tag: str) -> datetime | None:
+        """When the cached tag was last checked upstream; None if the tag is not a cached one
+        (pushed here, or absent)."""
+
+    async def touch_cached(
+        self, repository: str, digest: str, at: datetime, tag: str | None = None
+    ) -> None:
+        """Record that the cached manifest was pulled at `at` (nothing if it is not a cached
+        one), and, with tag, that the upstream still had the tag on it at `at`."""
+
+    async def expired_cached_manifests(self, before: datetime, limit: int) -> list[tuple[str, str]]:
+        """(repository, digest) of cached manifests last pulled before `before`, the longest
+        unpulled first, at most limit of them."""
+
+    async def expire_cached_manifest(self, repository: str, digest: str, before: datetime) -> bool:
+        """Delete the cached manifest (as delete_manifest: its tags, references and link) if it
+        was still last pulled before `before`; whether it was."""
+
     # refresh tokens of the built-in token service, shared by every instance and worker
     async def add_refresh_token(self, token: RefreshToken) -> None:
         """Insert the token's row (token_hash is unique: a random token's hash), and delete at

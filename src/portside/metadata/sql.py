@@ -61,6 +61,8 @@ from portside.metadata.base import (
 from portside.metadata.tables import (
     blob_reservations,
     blobs,
+    cached_manifests,
+    cached_tags,
     leases,
     manifest_references,
     manifests,
@@ -605,61 +607,82 @@ class SqlMetadataStore:
             missing = self._hold_references(conn, repository_id, references)
             if missing:
                 raise Missing(missing)
-            self._record(conn, manifest.digest, reservation)
-            # Held, so that a collector deleting an untagged manifest cannot take the record or
-            # the link away from under a tag or a push of the same manifest.
-            inserted = _hold(
-                conn,
-                manifests,
-                and_(
-                    manifests.c.repository_id == repository_id,
-                    manifests.c.digest == manifest.digest,
-                ),
-                repository_id=repository_id,
-                digest=manifest.digest,
-                media_type=manifest.media_type,
-                size=manifest.size,
-                artifact_type=manifest.artifact_type,
-                subject=manifest.subject,
-                annotations=manifest.annotations,
-                description=manifest.description,
-                created_at=now(),
-            )
-            _hold(
-                conn,
-                repository_blobs,
-                and_(
-                    repository_blobs.c.repository_id == repository_id,
-                    repository_blobs.c.digest == manifest.digest,
-                ),
-                repository_id=repository_id,
-                digest=manifest.digest,
-                created_at=now(),
-            )
-            if inserted and references:
-                conn.execute(
-                    insert(manifest_references),
-                    [
-                        {
-                            "repository_id": repository_id,
-                            "manifest_digest": manifest.digest,
-                            "digest": r.digest,
-                            "kind": r.kind.value,
-                        }
-                        for r in {r.digest: r for r in references}.values()
-                    ],
-                )
+            self._put_manifest(conn, repository_id, manifest, references, tag, reservation)
             if tag is not None:
-                self._set_tag(conn, repository_id, tag, manifest.digest)
+                # Pushed here: no longer a cached tag, whatever its upstream holds under it.
+                conn.execute(
+                    delete(cached_tags).where(
+                        cached_tags.c.repository_id == repository_id, cached_tags.c.name == tag
+                    )
+                )
 
+        await self._write_manifest(run, manifest.digest)
+
+    async def _write_manifest(self, run: Callable[[Connection], None], digest: str) -> None:
         try:
             await self._write(run)
         except IntegrityError as error:  # lost a race with another writer
-            raise Conflict(manifest.digest) from error
+            raise Conflict(digest) from error
         except OperationalError as error:
             if not _lost_race(error):
                 raise
-            raise Conflict(manifest.digest) from error
+            raise Conflict(digest) from error
+
+    def _put_manifest(
+        self,
+        conn: Connection,
+        repository_id: int,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
+    ) -> None:
+        self._record(conn, manifest.digest, reservation)
+        # Held, so that a collector deleting an untagged manifest cannot take the record or
+        # the link away from under a tag or a push of the same manifest.
+        inserted = _hold(
+            conn,
+            manifests,
+            and_(
+                manifests.c.repository_id == repository_id,
+                manifests.c.digest == manifest.digest,
+            ),
+            repository_id=repository_id,
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            size=manifest.size,
+            artifact_type=manifest.artifact_type,
+            subject=manifest.subject,
+            annotations=manifest.annotations,
+            description=manifest.description,
+            created_at=now(),
+        )
+        _hold(
+            conn,
+            repository_blobs,
+            and_(
+                repository_blobs.c.repository_id == repository_id,
+                repository_blobs.c.digest == manifest.digest,
+            ),
+            repository_id=repository_id,
+            digest=manifest.digest,
+            created_at=now(),
+        )
+        if inserted and references:
+            conn.execute(
+                insert(manifest_references),
+                [
+                    {
+                        "repository_id": repository_id,
+                        "manifest_digest": manifest.digest,
+                        "digest": r.digest,
+                        "kind": r.kind.value,
+                    }
+                    for r in {r.digest: r for r in references}.values()
+                ],
+            )
+        if tag is not None:
+            self._set_tag(conn, repository_id, tag, manifest.digest)
 
     @staticmethod
     def _set_tag(conn: Connection, repository_id: int, tag: str, digest: str) -> None:
@@ -702,30 +725,42 @@ class SqlMetadataStore:
             repository_id = self._repository_id(conn, repository)
             if repository_id is None:
                 return False
-            in_repository = (manifests.c.repository_id == repository_id,)
-            result = conn.execute(
-                delete(manifests).where(*in_repository, manifests.c.digest == digest)
-            )
-            if result.rowcount == 0:
-                return False
-            conn.execute(
-                delete(tags).where(tags.c.repository_id == repository_id, tags.c.digest == digest)
-            )
-            conn.execute(
-                delete(manifest_references).where(
-                    manifest_references.c.repository_id == repository_id,
-                    manifest_references.c.manifest_digest == digest,
-                )
-            )
-            conn.execute(
-                delete(repository_blobs).where(
-                    repository_blobs.c.repository_id == repository_id,
-                    repository_blobs.c.digest == digest,
-                )
-            )
-            return True
+            return self._delete_manifest(conn, repository_id, digest)
 
         return await self._write(run)
+
+    @staticmethod
+    def _delete_manifest(conn: Connection, repository_id: int, digest: str) -> bool:
+        """The manifest, its tags, its references and the link of its own digest."""
+        result = conn.execute(
+            delete(manifests).where(
+                manifests.c.repository_id == repository_id, manifests.c.digest == digest
+            )
+        )
+        if result.rowcount == 0:
+            return False
+        conn.execute(
+            delete(tags).where(tags.c.repository_id == repository_id, tags.c.digest == digest)
+        )
+        conn.execute(
+            delete(manifest_references).where(
+                manifest_references.c.repository_id == repository_id,
+                manifest_references.c.manifest_digest == digest,
+            )
+        )
+        conn.execute(
+            delete(repository_blobs).where(
+                repository_blobs.c.repository_id == repository_id,
+                repository_blobs.c.digest == digest,
+            )
+        )
+        conn.execute(
+            delete(cached_manifests).where(
+                cached_manifests.c.repository_id == repository_id,
+                cached_manifests.c.digest == digest,
+            )
+        )
+        return True
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         def run(conn: Connection) -> bool:
@@ -734,6 +769,11 @@ class SqlMetadataStore:
                 return False
             result = conn.execute(
                 delete(tags).where(tags.c.repository_id == repository_id, tags.c.name == tag)
+            )
+            conn.execute(
+                delete(cached_tags).where(
+                    cached_tags.c.repository_id == repository_id, cached_tags.c.name == tag
+                )
             )
             return result.rowcount > 0
 
@@ -1224,3 +1264,122 @@ class SqlMetadataStore:
             )
             deleted += result.rowcount
         return deleted
+
+    # the pull-through cache
+
+    async def put_cached_manifest(
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
+        at: datetime,
+    ) -> None:
+        def run(conn: Connection) -> None:
+            repository_id = self._ensure_repository(conn, manifest.repository)
+            self._put_manifest(conn, repository_id, manifest, references, tag, reservation)
+            conn.execute(
+                _upsert(conn, cached_manifests)
+                .values(repository_id=repository_id, digest=manifest.digest, pulled_at=at)
+                .on_conflict_do_update(
+                    index_elements=[cached_manifests.c.repository_id, cached_manifests.c.digest],
+                    set_={"pulled_at": at},
+                )
+            )
+            if tag is not None:
+                self._check_tag(conn, repository_id, tag, at)
+
+        await self._write_manifest(run, manifest.digest)
+
+    @staticmethod
+    def _check_tag(conn: Connection, repository_id: int, tag: str, at: datetime) -> None:
+        conn.execute(
+            _upsert(conn, cached_tags)
+            .values(repository_id=repository_id, name=tag, checked_at=at)
+            .on_conflict_do_update(
+                index_elements=[cached_tags.c.repository_id, cached_tags.c.name],
+                set_={"checked_at": at},
+            )
+        )
+
+    async def cached_tag(self, repository: str, tag: str) -> datetime | None:
+        query = (
+            select(cached_tags.c.checked_at)
+            .join(repositories, repositories.c.id == cached_tags.c.repository_id)
+            .join(
+                tags,
+                and_(
+                    tags.c.repository_id == cached_tags.c.repository_id,
+                    tags.c.name == cached_tags.c.name,
+                ),
+            )
+            .where(repositories.c.name == repository, cached_tags.c.name == tag)
+        )
+        found = await self._read(lambda conn: conn.scalar(query))
+        return None if found is None else _utc(found)
+
+    async def touch_cached(
+        self, repository: str, digest: str, at: datetime, tag: str | None = None
+    ) -> None:
+        def run(conn: Connection) -> None:
+            repository_id = self._repository_id(conn, repository)
+            if repository_id is None:
+                return
+            conn.execute(
+                update(cached_manifests)
+                .where(
+                    cached_manifests.c.repository_id == repository_id,
+                    cached_manifests.c.digest == digest,
+                    cached_manifests.c.pulled_at < at,
+                )
+                .values(pulled_at=at)
+            )
+            if tag is not None:
+                self._check_tag(conn, repository_id, tag, at)
+
+        # A pull time lost to a power cut only keeps a cached image a little longer.
+        await self._write(run, durable=False)
+
+    async def expired_cached_manifests(self, before: datetime, limit: int) -> list[tuple[str, str]]:
+        query = (
+            select(repositories.c.name, cached_manifests.c.digest)
+            .join(repositories, repositories.c.id == cached_manifests.c.repository_id)
+            .where(cached_manifests.c.pulled_at < before)
+            .order_by(cached_manifests.c.pulled_at)
+            .limit(limit)
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [(row[0], row[1]) for row in rows]
+
+    async def expire_cached_manifest(self, repository: str, digest: str, before: datetime) -> bool:
+        def run(conn: Connection) -> bool:
+            repository_id = self._repository_id(conn, repository)
+            if repository_id is None:
+                return False
+            held = conn.scalar(
+                select(cached_manifests.c.digest)
+                .where(
+                    cached_manifests.c.repository_id == repository_id,
+                    cached_manifests.c.digest == digest,
+                    cached_manifests.c.pulled_at < before,
+                )
+                .with_for_update()
+            )
+            if held is None:
+                return False  # pulled meanwhile, or gone
+            tagged = conn.scalars(
+                select(tags.c.name).where(
+                    tags.c.repository_id == repository_id, tags.c.digest == digest
+                )
+            ).all()
+            if tagged:
+                conn.execute(
+                    delete(cached_tags).where(
+                        cached_tags.c.repository_id == repository_id,
+                        cached_tags.c.name.in_(tagged),
+                    )
+                )
+            self._delete_manifest(conn, repository_id, digest)
+            return True
+
+        return await self._collect(run)

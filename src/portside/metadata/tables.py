@@ -134,3 +134,23 @@ refresh_tokens = Table(
     Index("ix_refresh_tokens_username", "username"),
     Index("ix_refresh_tokens_expires", "expires_at"),
 )
+
+# Manifests a pull-through cache took from an upstream, and when each was last pulled: garbage
+# collection expires those not pulled for `mirroring.keep_unpulled` (0005)
+cached_manifests = Table(
+    "cached_manifests",
+    metadata,
+    Column("repository_id", ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("pulled_at", DateTime(timezone=True), nullable=False),
+    Index("ix_cached_manifests_pulled", "pulled_at"),
+)
+
+# Tags a pull-through cache took from an upstream, and when each was last checked there (0005)
+cached_tags = Table(
+    "cached_tags",
+    metadata,
+    Column("repository_id", ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)

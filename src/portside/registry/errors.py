@@ -22,6 +22,7 @@ RegistryError
 ├── TooManyRequests        TOOMANYREQUESTS
 ├── InsufficientStorage    UNKNOWN (distribution's code for the registry's own failures): a full
 │                          disk or quota (507)
+├── UpstreamUnavailable    UNAVAILABLE: a cache's upstream failed, and nothing cached serves (503)
 └── PaginationNumberInvalid  PAGINATION_NUMBER_INVALID (distribution's code for a bad `n`)
 """
 
@@ -54,6 +55,8 @@ class ErrorCode(StrEnum):
     # Nor has the table a code for the registry's own failures; distribution answers them with
     # UNKNOWN ("unknown error"), and so does a full disk here (InsufficientStorage, 507).
     UNKNOWN = "UNKNOWN"
+    # distribution's code for a service it depends on being down (503): here, a cache's upstream.
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 class RegistryError(Exception):
@@ -189,3 +192,16 @@ class InsufficientStorage(RegistryError):
 class PaginationNumberInvalid(RegistryError):
     code = ErrorCode.PAGINATION_NUMBER_INVALID
     message = "invalid number of results requested"
+
+
+class UpstreamUnavailable(RegistryError):
+    """A pull-through cache's upstream is down, slow, refusing (429, 5xx) or sending what does
+    not verify, and the registry has no cached copy to serve instead (503, Retry-After when the
+    upstream gave one)."""
+
+    code = ErrorCode.UNAVAILABLE
+    message = "the upstream registry is unavailable and nothing cached can serve this"
+
+    def __init__(self, detail: object = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # seconds, for Retry-After

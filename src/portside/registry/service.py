@@ -8,6 +8,7 @@ from portside.metadata.base import MetadataStore
 from portside.registry.blobs import Blobs
 from portside.registry.discovery import Discovery
 from portside.registry.manifest_store import ManifestStore
+from portside.registry.mirror import Mirror
 from portside.registry.uploads import Uploads
 from portside.storage.base import BlobStore
 
@@ -19,6 +20,7 @@ class Registry:
     manifests: ManifestStore
     discovery: Discovery
     metadata: MetadataStore
+    mirror: Mirror | None = None  # the pull-through cache, when `mirroring` is configured
 
     @classmethod
     def build(
@@ -27,6 +29,7 @@ class Registry:
         metadata: MetadataStore,
         max_blob_size: int | None = None,
         redirect_seconds: int | None = None,
+        mirror: Mirror | None = None,
     ) -> Registry:
         return cls(
             blobs=Blobs(storage, metadata, redirect_seconds),
@@ -34,4 +37,5 @@ class Registry:
             manifests=ManifestStore(storage, metadata),
             discovery=Discovery(metadata),
             metadata=metadata,
+            mirror=mirror,
         )

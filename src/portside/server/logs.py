@@ -33,5 +33,6 @@ def configure(level: str, journald: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Their debug lines say nothing an operator of a registry needs.
-    for noisy in ("asyncio", "alembic", "sqlalchemy"):
+    # httpx logs each request to an upstream with its full URL (presigned signatures too).
+    for noisy in ("asyncio", "alembic", "sqlalchemy", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

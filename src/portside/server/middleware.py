@@ -11,6 +11,8 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portside.api.requests import LOG_NOTES
+
 access_log = logging.getLogger("portside.access")
 
 API_VERSION: Final = (b"docker-distribution-api-version", b"registry/2.0")
@@ -31,6 +33,8 @@ class RegistryMiddleware:
             return
         started = time.perf_counter()
         path: str = scope["path"]
+        notes: dict[str, str] = {}
+        scope[LOG_NOTES] = notes
         add_version = path.startswith("/v2")
         status = 500
         length = 0  # of the whole body, for a pathsend, which carries no bytes through here
@@ -58,11 +62,12 @@ class RegistryMiddleware:
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 access_log.info(
-                    "%s %s %s %d %d %.1fms",
+                    "%s %s %s %d %d %.1fms%s",
                     client[0] if client else "-",
                     scope["method"],
                     path,
                     status,
                     0 if scope["method"] == "HEAD" else sent,  # the server drops HEAD bodies
                     (time.perf_counter() - started) * 1000,
+                    "".join(f" {key}={value}" for key, value in notes.items()),
                 )

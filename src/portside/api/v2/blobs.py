@@ -12,7 +12,8 @@ from starlette.types import Receive, Scope, Send
 
 from portside.api import requests
 from portside.registry.blobs import BlobContent
-from portside.registry.errors import DeleteDisabled
+from portside.registry.errors import BlobUnknown, DeleteDisabled
+from portside.registry.mirror import LiveBlob
 from portside.registry.names import Digest
 from portside.registry.service import Registry
 
@@ -79,11 +80,62 @@ class BlobResponse(Response):
         await send({"type": "http.response.body", "body": b""})
 
 
+class LiveBlobResponse(Response):
+    """Sends a blob as a pull-through cache fetches it from the upstream, while it is stored."""
+
+    def __init__(self, live: LiveBlob, headers: dict[str, str]) -> None:
+        super().__init__(status_code=200, headers=headers)
+        self._live = live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async for chunk in self._live.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _open(request: Request, registry: Registry, name: str, digest: Digest) -> BlobContent:
+    """The blob in name; for a pull-through cache's name, fetched from the upstream if needed
+    (a HEAD too: a client that sees it there will not push it, so it must be readable here)."""
+    try:
+        return await registry.blobs.open(name, digest)
+    except BlobUnknown:
+        route = registry.mirror.route(name) if registry.mirror is not None else None
+        if route is None or registry.mirror is None:
+            raise
+        await registry.mirror.blob_size(route, name, digest)
+        requests.note_cache(request, "miss", str(route.upstream.url))
+        return await registry.blobs.open(name, digest)
+
+
+async def _live(request: Request, registry: Registry, name: str, digest: Digest) -> Response | None:
+    """For a GET of a blob a pull-through cache does not hold yet: the bytes as the upstream
+    sends them; None when the request is to be served from storage."""
+    route = registry.mirror.route(name) if registry.mirror is not None else None
+    if route is None or registry.mirror is None or request.headers.get("range") is not None:
+        return None
+    live = await registry.mirror.open_blob(route, name, digest)
+    if live is None:
+        requests.note_cache(request, "miss", str(route.upstream.url))
+        return None
+    requests.note_cache(request, "miss", str(route.upstream.url), live.size)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{digest}"',
+    }
+    if live.size is not None:
+        headers["Content-Length"] = str(live.size)
+    return LiveBlobResponse(live, headers)
+
+
 async def get_blob(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     digest = Digest.parse(request.path_params["digest"])
-    content = await registry.blobs.open(name, digest)
+    if request.method == "GET" and (live := await _live(request, registry, name, digest)):
+        return live
+    content = await _open(request, registry, name, digest)
     if request.method == "GET" and (location := registry.blobs.redirect_url(content)):
         # The object store serves the bytes, Range included; HEAD still answers here.
         return Response(

@@ -24,12 +24,18 @@ async def get_manifest(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     reference = request.path_params["reference"]
-    if request.method == "HEAD":
+    accept = ", ".join(request.headers.getlist("accept"))
+    route = registry.mirror.route(name) if registry.mirror is not None else None
+    if route is not None and registry.mirror is not None:
+        # A cache's name: a HEAD checks or fetches the manifest as a GET would.
+        fetched = await registry.mirror.manifest(route, name, reference, _media_types(accept))
+        requests.note_cache(request, fetched.outcome, str(route.upstream.url))
+        manifest, content = fetched.manifest, fetched.content
+    elif request.method == "HEAD":
         manifest = await registry.manifests.stat(name, reference)
         content = b""
     else:
         manifest, content = await registry.manifests.get(name, reference)
-    accept = ", ".join(request.headers.getlist("accept"))
     if not _accepts(accept, manifest.media_type):
         raise ManifestUnknown(
             {"reason": f"stored as {manifest.media_type}, which the Accept header excludes"}
@@ -42,12 +48,18 @@ async def get_manifest(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
-    return Response(content, status_code=200, headers=headers)
+    return Response(b"" if request.method == "HEAD" else content, status_code=200, headers=headers)
+
+
+def _media_types(accept: str) -> list[str]:
+    """The media types of an Accept header, for the upstream: what the client can read."""
+    return [part.partition(";")[0].strip() for part in accept.split(",") if part.strip()]
 
 
 async def put_manifest(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
+    requests.refuse_cache_push(registry, name)
     body = await requests.small_body(request, request.app.state.max_manifest_size)
     pushed = await registry.manifests.put(
         name, request.path_params["reference"], request.headers.get("content-type"), body

@@ -37,6 +37,7 @@ async def start_upload(request: Request) -> Response:
     """A new upload (202), a monolithic upload with ?digest= (201), or a mount (201, else 202)."""
     registry = requests.registry(request)
     name = requests.name(request)
+    requests.refuse_cache_push(registry, name)
     if query.has(request.scope, "mount"):
         digest = requests.digest_param(request, "mount")
         source = query.one(request.scope, "from")
