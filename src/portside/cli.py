@@ -4,14 +4,17 @@ restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -26,6 +29,10 @@ from portside.server.collector import gc_policy
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
 
 log = logging.getLogger("portside")
+
+# Connections the kernel queues for a worker that has not accepted them yet (capped by the
+# net.core.somaxconn sysctl).
+BACKLOG = 4096
 
 config_option = click.option(
     "--config",
@@ -62,10 +69,6 @@ def serve(
     config_file: str | None, flavor: str | None, listen: str | None, workers: int | None
 ) -> None:
     """Serve the registry until SIGINT or SIGTERM, then finish requests in flight and stop."""
-    from granian import Granian
-    from granian.constants import Interfaces
-    from granian.log import LogLevels
-
     settings = _load(config_file, flavor, listen=listen, workers=workers)
     journald = "JOURNAL_STREAM" in os.environ
     level = "debug" if settings.debug else settings.loglevel
@@ -93,7 +96,22 @@ def serve(
         settings.storage,
         storage_path,
     )
-    Granian(
+    with _listen_address(settings.host, settings.port):
+        _granian(settings, level).serve()
+
+
+def _granian(settings: Settings, level: str) -> Any:
+    """The granian server: HTTP/1 request heads must arrive within http_header_timeout; each
+    worker takes up to http_max_connections connections (granian's `backpressure`, a permit per
+    connection), so that idle sockets, closed by the worker's watchdog (server/connections.py)
+    after http_header_timeout or http_idle_timeout, cannot lock clients out."""
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    header_ms = int(settings.http_header_timeout.total_seconds() * 1000)
+    return Granian(
         "portside.server.worker:app",
         factory=True,
         interface=Interfaces.ASGI,
@@ -105,8 +123,53 @@ def serve(
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=30,
+        backlog=BACKLOG,
+        backpressure=settings.http_max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=header_ms),
         **_tls_options(settings),
-    ).serve()
+    )
+
+
+def _listen_address(host: str, port: int) -> contextlib.AbstractContextManager[object]:
+    """Refuse to serve on an address another server listens on, in one line, exit status 1.
+
+    granian binds with SO_REUSEPORT, so a second server of the same user on the same port would
+    start and the kernel would split connections between the two. A probe socket bound without
+    SO_REUSEPORT (with SO_REUSEADDR, so connections in TIME_WAIT of a previous run do not count)
+    fails on any listener there, portside or not. Against two servers starting at once, each
+    holds, while it serves, an abstract unix socket named after the address: the second one's
+    bind fails, whatever the timing. (Abstract sockets live in the network namespace, as ports do.)
+    """
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def refuse(reason: str) -> NoReturn:
+        click.echo(f"portside: cannot listen on {shown}: {reason}", err=True)
+        sys.exit(1)
+
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0portside-listen {host} {port}")
+    except OSError:
+        lock.close()
+        refuse("address already in use (another portside server is starting or serving there)")
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as error:
+        lock.close()
+        refuse(f"cannot resolve {host!r}: {error.strerror or error}")
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                lock.close()
+                if error.errno == errno.EADDRINUSE:
+                    refuse("address already in use (another server is listening there)")
+                refuse((error.strerror or str(error)).lower())
+    return contextlib.closing(lock)
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:

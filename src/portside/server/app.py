@@ -9,6 +9,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from portside.api.routes import ROUTES
 from portside.api.urls import PublicAddress
@@ -18,8 +19,9 @@ from portside.registry.errors import RegistryError
 from portside.registry.service import Registry
 from portside.server import auth, errors
 from portside.server.collector import background_collection
-from portside.server.errors import http_error, registry_error
+from portside.server.errors import http_error, incomplete_body, registry_error
 from portside.server.middleware import RegistryMiddleware
+from portside.server.mirroring import NamespaceMiddleware, build_mirror
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
 
@@ -51,15 +53,20 @@ def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
     redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
-    registry = Registry.build(storage, metadata, settings.max_blob_size, redirect_seconds)
+    mirror = build_mirror(settings.mirroring, storage, metadata)
+    registry = Registry.build(storage, metadata, settings.max_blob_size, redirect_seconds, mirror)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with background_collection(settings, storage, metadata):
             yield
+        if mirror is not None:
+            await mirror.close()
         await metadata.close()
 
     middleware = [Middleware(RegistryMiddleware)]
+    if settings.mirroring is not None and settings.mirroring.enabled:
+        middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
     routes = ROUTES
     access = auth.build(settings, metadata)
     if access is not None:
@@ -71,7 +78,11 @@ def create_app(settings: Settings) -> Starlette:
         debug=False,
         routes=routes,
         middleware=middleware,
-        exception_handlers={RegistryError: registry_error, HTTPException: http_error},
+        exception_handlers={
+            RegistryError: registry_error,
+            HTTPException: http_error,
+            ClientDisconnect: incomplete_body,
+        },
         lifespan=lifespan,
     )
     for error in errors.STORAGE_ERRORS:  # a full disk: 507 in the spec's envelope

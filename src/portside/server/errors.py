@@ -11,21 +11,25 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from portside.metadata.sql import DatabaseError, disk_full
 from portside.registry.errors import (
+    BlobUploadInvalid,
     ErrorCode,
     InsufficientStorage,
+    ManifestInvalid,
     QueryInvalid,
     RegistryError,
+    SizeInvalid,
     TokenRequestInvalid,
     TooLarge,
     TooManyRequests,
     Unauthorized,
     Unsupported,
     UploadOutOfOrder,
+    UpstreamUnavailable,
 )
 
 log = logging.getLogger("portside.server")
@@ -47,6 +51,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.TOOMANYREQUESTS: 429,
     ErrorCode.PAGINATION_NUMBER_INVALID: 400,
     ErrorCode.UNKNOWN: 500,
+    ErrorCode.UNAVAILABLE: 503,
 }
 # The spec's few per-endpoint exceptions to the table above.
 STATUS_OVERRIDES: Final[Mapping[type[RegistryError], int]] = {
@@ -71,8 +76,9 @@ def error_response(error: RegistryError) -> Response:
     # spec: a 401 "MUST" carry WWW-Authenticate (RFC 7235); a 429 tells when to retry.
     if isinstance(error, Unauthorized) and error.challenge is not None:
         headers["WWW-Authenticate"] = error.challenge
-    if isinstance(error, TooManyRequests) and error.retry_after is not None:
-        headers["Retry-After"] = str(error.retry_after)
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(error, TooManyRequests | UpstreamUnavailable) and retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return Response(
         envelope(error.code, error.message, error.detail),
         status_code=status,
@@ -165,3 +171,28 @@ async def http_error(request: Request, exc: Exception) -> Response:
         media_type="application/json",
         headers=exc.headers,
     )
+
+
+async def incomplete_body(request: Request, exc: Exception) -> Response:
+    """The request body ended before it was whole: the client went away or half-closed mid-body,
+    or sent a malformed chunked encoding (the server reports both as a disconnect). Nothing of
+    it was kept (an upload's offset is unchanged); the answer, a 400, reaches a client that
+    still reads."""
+    assert isinstance(exc, ClientDisconnect)
+    path = request.url.path
+    declared = request.headers.get("content-length")
+    log.info(
+        "%s %s: the request body ended early (%s); nothing of it was kept",
+        request.method,
+        path[:300],
+        f"Content-Length {declared[:20]}" if declared is not None else "chunked",
+    )
+    detail = {"reason": "the request body ended before it was complete"}
+    error: RegistryError
+    if declared is not None:
+        error = SizeInvalid({**detail, "content-length": declared[:20]})
+    elif "/manifests/" in path:
+        error = ManifestInvalid(detail)
+    else:
+        error = BlobUploadInvalid(detail)
+    return error_response(error)

@@ -9,20 +9,29 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from portside.config.settings import Settings
-from portside.server import logs
+from portside.server import connections, logs
 from portside.server.app import create_app
 
 SETTINGS_VARIABLE: Final = "PORTSIDE_RESOLVED_SETTINGS"
 JOURNALD_VARIABLE: Final = "PORTSIDE_JOURNALD"
 
 
-def app() -> Starlette:
+def app() -> ASGIApp:
     settings = Settings.model_validate_json(os.environ[SETTINGS_VARIABLE])
     logs.configure(
         "debug" if settings.debug else settings.loglevel,
         journald=os.environ.get(JOURNALD_VARIABLE) == "1",
     )
-    return create_app(settings)
+    connections.raise_open_file_limit()
+    # granian closes no idle connection by itself: this worker's watchdog does (a daemon
+    # thread, gone with the process).
+    guarded, _ = connections.guard(
+        create_app(settings),
+        settings.port,
+        settings.http_header_timeout.total_seconds(),
+        settings.http_idle_timeout.total_seconds(),
+    )
+    return guarded
