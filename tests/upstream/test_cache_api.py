@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
+from portside.registry.gc import Collector, Policy
 from portside.server.app import create_app
 
 from .registries import Distribution, PushedImage, digest_of, push_image, running_distribution
@@ -289,10 +290,17 @@ async def test_cached_manifests_not_pulled_for_a_while_are_expired(
     image = push_image(upstream_client, repository, "v1")
     cache = await make_cache({"upstreams": {"up": {"url": distribution.url}}})
     await pull_image(cache, f"up/{repository}", image)
-    mirror = cache._transport.app.state.registry.mirror  # type: ignore[attr-defined]
+    registry = cache._transport.app.state.registry  # type: ignore[attr-defined]
 
-    assert await mirror.expire(timedelta(days=1)) == 0
-    assert await mirror.expire(timedelta(0)) == 1
+    def collector(keep: timedelta) -> Collector:
+        policy = Policy(grace_period=timedelta(0), cache_keep=keep)
+        return Collector(registry.blobs._storage, registry.metadata, policy)
+
+    assert (await collector(timedelta(days=1)).collect()).cached == 0
+    assert (await collector(timedelta(0)).collect(dry_run=True)).cached == 1
+    summary = await collector(timedelta(0)).collect()
+    assert summary.cached == 1
+    assert summary.blobs == 3  # the manifest, its config and its layer: nothing else held them
 
     gone = await cache.get(f"/v2/up/{repository}/tags/list")
     assert gone.status_code == 404 or gone.json()["tags"] in ([], None)
@@ -300,15 +308,25 @@ async def test_cached_manifests_not_pulled_for_a_while_are_expired(
     assert (await pull(cache, f"up/{repository}", "v1")).content == image.manifest
 
 
-async def _push_local(cache: httpx.AsyncClient, name: str) -> str:
+async def _push_local(cache: httpx.AsyncClient, name: str, layers: tuple[bytes, ...] = ()) -> str:
+    """An image pushed to this registry itself, tagged v1; its digest."""
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    config_digest = await _push_blob_async(cache, name, config)
-    descriptor = {
-        "mediaType": "application/vnd.oci.image.config.v1+json",
-        "digest": config_digest,
-        "size": len(config),
+    descriptors = []
+    for content in (config, *layers):
+        descriptors.append(
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": await _push_blob_async(cache, name, content),
+                "size": len(content),
+            }
+        )
+    config_descriptor = descriptors[0] | {"mediaType": "application/vnd.oci.image.config.v1+json"}
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_descriptor,
+        "layers": descriptors[1:],
     }
-    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor, "layers": []}
     manifest = json.dumps(document).encode()
     answer = await cache.put(
         f"/v2/{name}/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST}
@@ -324,3 +342,24 @@ async def _push_blob_async(cache: httpx.AsyncClient, name: str, content: bytes) 
     )
     assert answer.status_code == 201, answer.text
     return digest
+
+
+async def test_expiring_a_cached_image_keeps_the_blobs_a_local_image_shares(
+    make_cache: CacheFactory, distribution: Distribution, upstream_client: httpx.Client
+) -> None:
+    """distribution's proxy TTL deletes blobs other images still use (distribution#4191)."""
+    repository = unique("expire/shared")
+    shared = secrets.token_bytes(4096)
+    image = push_image(upstream_client, repository, "v1", (shared,))
+    cache = await make_cache({"upstreams": {"up": {"url": distribution.url}}})
+    await pull_image(cache, f"up/{repository}", image)
+    await _push_local(cache, "team/local", layers=(shared,))  # an image of the same layer
+    registry = cache._transport.app.state.registry  # type: ignore[attr-defined]
+    policy = Policy(grace_period=timedelta(0), cache_keep=timedelta(0))
+
+    summary = await Collector(registry.blobs._storage, registry.metadata, policy).collect()
+
+    assert summary.cached == 1
+    layer = await cache.get(f"/v2/team/local/blobs/{digest_of(shared)}")
+    assert layer.status_code == 200
+    assert layer.content == shared

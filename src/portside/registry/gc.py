@@ -98,6 +98,7 @@ LEASE: Final = "gc"
 SCHEDULE: Final = "gc-schedule"
 LEASE_TTL: Final = timedelta(minutes=10)
 BATCH: Final = 100  # blobs marked (then deleted, then forgotten) at a time
+CACHE_SCAN_MAX: Final = 1000  # cached manifests expired per query
 POLL: Final = 60.0  # how often a background collector asks whether a run is due, in seconds
 
 Untagged = Literal["keep", "collect"]
@@ -108,6 +109,9 @@ class Policy:
     grace_period: timedelta = timedelta(hours=1)
     untagged: Untagged = "keep"
     upload_expiry: timedelta = timedelta(hours=24)
+    # Cached manifests (a pull-through cache's) not pulled for this long go, with their tags;
+    # None keeps them.
+    cache_keep: timedelta | None = None
 
 
 class Progress(Protocol):
@@ -149,6 +153,7 @@ class Summary:
     strays: int = 0  # upload objects of no session
     stray_bytes: int = 0
     reservations: int = 0
+    cached: int = 0  # cached manifests not pulled for mirroring.keep_unpulled
 
     @property
     def bytes_freed(self) -> int:
@@ -157,6 +162,7 @@ class Summary:
     def rows(self) -> list[tuple[str, int, int | None]]:
         """(what, how many, bytes) for a table."""
         return [
+            ("cached manifests not pulled lately", self.cached, None),
             ("manifests", self.manifests, None),
             ("tags", self.tags, None),
             ("blob links", self.links, None),
@@ -375,15 +381,44 @@ class Collector:
         progress = progress or _Silent()
         now = datetime.now(UTC)
         if dry_run:
-            return (await self.plan(now, progress)).summary()
+            summary = (await self.plan(now, progress)).summary()
+            summary.cached = len(await self._unpulled(now))
+            return summary
         lease = _Lease(self._metadata, holder or default_holder())
         await lease.take()
         try:
+            # First, so that what only expired cached manifests referenced goes in this run.
+            cached = await self._expire_cached(now, lease)
             planned = await self.plan(now, progress)
             await self._checkpoint("planned")
-            return await self._execute(planned, now, lease, progress)
+            summary = await self._execute(planned, now, lease, progress)
+            summary.cached = cached
+            return summary
         finally:
             await lease.release()
+
+    async def _unpulled(self, now: datetime) -> list[tuple[str, str]]:
+        keep = self._policy.cache_keep
+        if keep is None:
+            return []
+        return await self._metadata.expired_cached_manifests(now - keep, CACHE_SCAN_MAX)
+
+    async def _expire_cached(self, now: datetime, lease: _Lease) -> int:
+        """Remove the cached manifests not pulled for cache_keep, each only if still unpulled
+        in the transaction that removes it; how many went."""
+        keep = self._policy.cache_keep
+        if keep is None:
+            return 0
+        removed = 0
+        while found := await self._unpulled(now):
+            for repository, digest in found:
+                removed += await self._metadata.expire_cached_manifest(
+                    repository, digest, now - keep
+                )
+            await lease.keep()
+            if len(found) < CACHE_SCAN_MAX:
+                break
+        return removed
 
     async def _execute(
         self, planned: Plan, now: datetime, lease: _Lease, progress: Progress

@@ -442,21 +442,6 @@ class Mirror:
         async with reserved(self._metadata, digest, size) as reservation:
             await self._metadata.link_blob(name, str(digest), size, reservation.token)
 
-    # Garbage collection ------------------------------------------------------------------------
-
-    async def expire(self, keep: timedelta, batch: int = 1000) -> int:
-        """Remove cached manifests not pulled for `keep` (their tags with them); what only they
-        referenced goes with the next collection. How many went."""
-        before = _now() - keep
-        removed = 0
-        while True:
-            found = await self._metadata.expired_cached_manifests(before, batch)
-            for repository, digest in found:
-                if await self._metadata.expire_cached_manifest(repository, digest, before):
-                    removed += 1
-            if len(found) < batch:
-                return removed
-
 
 async def _broadcast(fill: _Fill, chunk: bytes) -> None:
     """Hand a chunk to the readers following the fill, each as fast as it reads; one stalled

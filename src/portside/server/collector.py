@@ -18,10 +18,12 @@ from portside.storage.base import BlobStore
 
 
 def gc_policy(settings: Settings) -> Policy:
+    mirroring = settings.mirroring
     return Policy(
         grace_period=settings.gc_grace_period,
         untagged=settings.gc_untagged,
         upload_expiry=settings.upload_expiry,
+        cache_keep=mirroring.keep_unpulled if mirroring is not None else None,
     )
 
 
