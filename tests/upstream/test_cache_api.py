@@ -17,12 +17,21 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from e2e.server import PortsideServer
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.registry.gc import Collector, Policy
 from portside.server.app import create_app
 
-from .registries import Distribution, PushedImage, digest_of, push_image, running_distribution
+from .conftest import PULLER, pusher_client
+from .registries import (
+    Distribution,
+    PushedImage,
+    digest_of,
+    push_blob,
+    push_image,
+    running_distribution,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = {"Accept": OCI_MANIFEST}
@@ -363,3 +372,65 @@ async def test_expiring_a_cached_image_keeps_the_blobs_a_local_image_shares(
     layer = await cache.get(f"/v2/team/local/blobs/{digest_of(shared)}")
     assert layer.status_code == 200
     assert layer.content == shared
+
+
+async def test_an_upstream_behind_a_token_service_and_its_referrers_come_through(
+    make_cache: CacheFactory, portside_token: PortsideServer
+) -> None:
+    """Another Portside with its token service: the cache logs in with its credentials, and
+    the referrers API is passed through, so signatures and SBOMs come along."""
+    repository = unique("signed/app")
+    with pusher_client(portside_token, repository) as client:
+        image = push_image(client, repository, "v1")
+        signature = _artifact_referring_to(client, repository, image)
+    cache = await make_cache(
+        {
+            "upstreams": {
+                "tok": {"url": portside_token.url, "username": PULLER[0], "password": PULLER[1]}
+            }
+        }
+    )
+
+    await pull_image(cache, f"tok/{repository}", image)
+    listed = await cache.get(f"/v2/tok/{repository}/referrers/{image.digest}")
+    fetched = await pull(cache, f"tok/{repository}", signature)
+
+    assert listed.status_code == 200
+    assert [d["digest"] for d in listed.json()["manifests"]] == [signature]
+    assert fetched.headers["docker-content-digest"] == signature
+
+
+def _artifact_referring_to(client: httpx.Client, repository: str, subject: PushedImage) -> str:
+    """A signature-like artifact whose subject is the image; its digest."""
+    empty = b"{}"
+    push_blob(client, repository, empty)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": digest_of(empty),
+            "size": len(empty),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": digest_of(empty),
+                "size": len(empty),
+            }
+        ],
+        "subject": {
+            "mediaType": OCI_MANIFEST,
+            "digest": subject.digest,
+            "size": len(subject.manifest),
+        },
+    }
+    manifest = json.dumps(document).encode()
+    answer = client.put(
+        f"/v2/{repository}/manifests/{digest_of(manifest)}",
+        content=manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert answer.status_code == 201, answer.text
+    return digest_of(manifest)

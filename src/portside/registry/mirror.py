@@ -298,6 +298,18 @@ class Mirror:
         self._touched[key] = now
         await self._metadata.touch_cached(name, digest, _now())
 
+    async def referrers(
+        self, route: Route, name: str, subject: Digest, artifact_type: str | None
+    ) -> bytes | None:
+        """The upstream's referrers index of subject (signatures, SBOMs: a client then pulls
+        each by digest, which caches it); None when the upstream has no referrers API or
+        fails, and the referrers cached here are to be listed instead."""
+        try:
+            return await route.upstream.referrers(route.remote, str(subject), artifact_type)
+        except UpstreamError as error:
+            log.warning("listing cached referrers of %s@%s: %s", name, subject, _why(route, error))
+            return None
+
     # Blobs --------------------------------------------------------------------------------------
 
     async def blob_size(self, route: Route, name: str, digest: Digest) -> int:

@@ -44,6 +44,13 @@ async def list_referrers(request: Request) -> Response:
     name = requests.name(request)
     subject = Digest.parse(request.path_params["digest"])
     artifact_type = query.one(request.scope, "artifactType") or None
+    route = registry.mirror.route(name) if registry.mirror is not None else None
+    if route is not None and registry.mirror is not None:
+        upstream = await registry.mirror.referrers(route, name, subject, artifact_type)
+        if upstream is not None:
+            requests.note_cache(request, "pass", str(route.upstream.url))
+            headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+            return Response(upstream, headers=headers, media_type=OCI_INDEX)
     referrers = await registry.discovery.referrers(name, subject, artifact_type)
     descriptors = []
     for manifest in referrers:
