@@ -349,12 +349,18 @@ class Mirror:
         return None
 
     def _fill(self, route: Route, name: str, digest: Digest) -> _Fill:
-        fill = self._fills.get(str(digest))
+        key = str(digest)
+        fill = self._fills.get(key)
         if fill is None or fill.done.done():
-            fill = self._fills[str(digest)] = _Fill(digest, name)
+            fill = self._fills[key] = _Fill(digest, name)
             task = asyncio.ensure_future(self._run_fill(route, name, fill))
-            task.add_done_callback(lambda _: self._fills.pop(str(digest), None))
+            task.add_done_callback(lambda _: self._forget_fill(key, fill))
         return fill
+
+    def _forget_fill(self, key: str, fill: _Fill) -> None:
+        # Only this fill: a newer one may have taken its place once it was done.
+        if self._fills.get(key) is fill:
+            del self._fills[key]
 
     async def _run_fill(self, route: Route, name: str, fill: _Fill) -> None:
         try:
