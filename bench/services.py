@@ -1,7 +1,7 @@
 """The shared services of `--backend s3`: an S3-compatible object store and a PostgreSQL server.
 
 Each is taken from the environment when it names one (S3_ENDPOINT_URL and the AWS_* variables
-that ../shared/services/s3-server exports; PORTSIDE_TEST_POSTGRES_URL, which
+that scripts/s3-test-server exports; PORTSIDE_TEST_POSTGRES_URL, which
 scripts/postgres-test-cluster prints), else started for the run and stopped at its end. Every
 registry gets a prefix of the bucket and a schema of the database of its own; both are removed at
 the end, so a run leaves nothing behind in services it did not start.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-S3_SERVER = REPO_DIR.parent / "shared" / "services" / "s3-server"
+S3_SERVER = REPO_DIR / "scripts" / "s3-test-server"
 POSTGRES_CLUSTER = REPO_DIR / "scripts" / "postgres-test-cluster"
 POSTGRES_VARIABLE = "PORTSIDE_TEST_POSTGRES_URL"
 

@@ -1,7 +1,7 @@
 """A real S3 server for the tests that need one, and a look into the bucket behind a store.
 
 The `s3_server` fixture takes the server that the environment names (the variables that
-`../shared/services/s3-server start DIR` exports: S3_ENDPOINT_URL, S3_BUCKET, AWS_ACCESS_KEY_ID,
+`scripts/s3-test-server start DIR` exports: S3_ENDPOINT_URL, S3_BUCKET, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION), else starts one with that script for the session and
 stops it at the end, else skips the tests with the reason.
 """
@@ -24,7 +24,7 @@ from portside.storage.s3 import TAIL, S3BlobStore
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "services" / "s3-server"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "s3-test-server"
 MIB = 1024 * 1024
 
 
