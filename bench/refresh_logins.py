@@ -9,6 +9,14 @@ In process (httpx over ASGI, no network, one client): what is measured is the to
 the password check (cached after the first bcrypt) and storing the refresh token. The two
 registries are timed in alternating rounds, so that other load on the machine weighs on both.
 Databases given must be empty (fresh PostgreSQL schemas, say).
+
+Measured on 2 cores shared with other work (medians of 200 logins each):
+
+    store                         after 1 login   after 3,001 logins   3,000 logins
+    JSON file (before, 353ce25)   25.6 ms         216.6 ms             282 s   (load 4-6)
+    metadata database, SQLite     13.2 ms          11.8 ms              35 s   (load 4-6)
+    metadata database, SQLite      2.0 ms           1.8 ms              13 s   (load 3)
+    metadata database, PostgreSQL  8.4 ms           8.2 ms              19 s   (load 3)
 """
 
 from __future__ import annotations
