@@ -18,6 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from e2e.server import PortsideServer
+from portside.auth.htpasswd import add_user
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.registry.gc import Collector, Policy
@@ -434,3 +435,36 @@ def _artifact_referring_to(client: httpx.Client, repository: str, subject: Pushe
     )
     assert answer.status_code == 201, answer.text
     return digest_of(manifest)
+
+
+async def test_permissions_decide_who_pulls_through_the_cache(
+    make_cache: CacheFactory,
+    distribution: Distribution,
+    upstream_client: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    """Cached names are names like any: anonymous pull of hub/* lets anyone through, and a
+    namespace nobody was granted is refused before the upstream is asked."""
+    repository = unique("perm/app")
+    image = push_image(upstream_client, repository, "v1")
+    htpasswd = tmp_path / "htpasswd"
+    add_user(htpasswd, "alice", "alice-Secret-1", rounds=4)
+    auth = {
+        "htpasswd": {"path": str(htpasswd)},
+        "access": {"anonymous_pull": ["open/*"], "user_namespaces": True},
+    }
+    upstreams = {"open": {"url": distribution.url}, "shut": {"url": distribution.url}}
+    mirroring = {"upstreams": upstreams}
+    cache = await make_cache(mirroring, auth=auth)
+
+    anonymous = await cache.get(f"/v2/open/{repository}/manifests/v1", headers=ACCEPT)
+    refused = await cache.get(f"/v2/shut/{repository}/manifests/v1", headers=ACCEPT)
+    alice = await cache.get(
+        f"/v2/shut/{repository}/manifests/v1", headers=ACCEPT, auth=("alice", "alice-Secret-1")
+    )
+
+    assert anonymous.status_code == 200
+    assert anonymous.content == image.manifest
+    assert refused.status_code == 401
+    assert alice.status_code == 403
+    assert upstream_gets(distribution, f"/v2/{repository}/manifests/v1") == 1
