@@ -312,8 +312,7 @@ async def test_cached_manifests_not_pulled_for_a_while_are_expired(
     assert summary.cached == 1
     assert summary.blobs == 3  # the manifest, its config and its layer: nothing else held them
 
-    gone = await cache.get(f"/v2/up/{repository}/tags/list")
-    assert gone.status_code == 404 or gone.json()["tags"] in ([], None)
+    assert await registry.metadata.get_manifest(f"up/{repository}", "v1") is None
     # Pulled again, it comes back from the upstream.
     assert (await pull(cache, f"up/{repository}", "v1")).content == image.manifest
 
@@ -468,3 +467,23 @@ async def test_permissions_decide_who_pulls_through_the_cache(
     assert refused.status_code == 401
     assert alice.status_code == 403
     assert upstream_gets(distribution, f"/v2/{repository}/manifests/v1") == 1
+
+
+async def test_the_tags_of_a_cached_repository_are_the_upstreams(
+    make_cache: CacheFactory, distribution: Distribution, upstream_client: httpx.Client
+) -> None:
+    """A cache lists what it can serve, not only what it holds; paged as the spec says."""
+    repository = unique("tags/app")
+    push_image(upstream_client, repository, "v1")
+    push_image(upstream_client, repository, "v2")
+    cache = await make_cache({"upstreams": {"up": {"url": distribution.url}}})
+    await pull(cache, f"up/{repository}", "v1")
+
+    listed = await cache.get(f"/v2/up/{repository}/tags/list")
+    first = await cache.get(f"/v2/up/{repository}/tags/list", params={"n": 1})
+    unknown = await cache.get("/v2/up/no/such/repository/tags/list")
+
+    assert listed.json() == {"name": f"up/{repository}", "tags": ["v1", "v2"]}
+    assert first.json()["tags"] == ["v1"]
+    assert "last=v1" in first.headers["link"]
+    assert unknown.status_code == 404

@@ -40,6 +40,13 @@ def _page(items: list[str], n: int) -> Page:
     return Page(items, None)
 
 
+def page_of(items: list[str], n: int | None, last: str | None) -> Page:
+    """A page of a list already at hand, in lexical (code point) order, as tags() pages."""
+    limit = PAGE_MAX if n is None else min(n, PAGE_MAX)
+    ordered = sorted(item for item in set(items) if last is None or item > last)
+    return _page(ordered, limit) if limit else Page([], None)
+
+
 class Discovery:
     def __init__(self, metadata: MetadataStore) -> None:
         self._metadata = metadata

@@ -310,6 +310,18 @@ class Mirror:
             log.warning("listing cached referrers of %s@%s: %s", name, subject, _why(route, error))
             return None
 
+    async def tags(self, route: Route, name: str) -> list[str] | None:
+        """The upstream repository's tags (a cache lists what it can serve, not only what it
+        holds); None when the upstream does not have it or fails (the tags held here are
+        listed then)."""
+        try:
+            return await route.upstream.tags(route.remote)
+        except UpstreamNotFound:
+            return None
+        except UpstreamError as error:
+            log.warning("listing cached tags of %s: %s", name, _why(route, error))
+            return None
+
     # Blobs --------------------------------------------------------------------------------------
 
     async def blob_size(self, route: Route, name: str, digest: Digest) -> int:

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from portside.api import query, requests
-from portside.registry.discovery import Page
+from portside.registry.discovery import Page, page_of
+from portside.registry.errors import NameUnknown
 from portside.registry.manifests import OCI_INDEX
 from portside.registry.names import Digest
 
@@ -26,7 +27,19 @@ async def list_tags(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     n, last = requests.paging(request)
-    page = await registry.discovery.tags(name, n, last)
+    route = registry.mirror.route(name) if registry.mirror is not None else None
+    upstream = None
+    if route is not None and registry.mirror is not None:
+        upstream = await registry.mirror.tags(route, name)
+    if upstream is None:
+        page = await registry.discovery.tags(name, n, last)
+    else:
+        # The upstream's tags and those pushed or cached here, as one list.
+        try:
+            held = (await registry.discovery.tags(name, None, None)).items
+        except NameUnknown:
+            held = []
+        page = page_of([*upstream, *held], n, last)
     return JSONResponse(
         {"name": name, "tags": page.items}, headers=_link(f"/v2/{name}/tags/list", n, page)
     )
