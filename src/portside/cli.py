@@ -45,10 +45,18 @@ flavor_option = click.option(
 )
 
 
-def _load(config_file: str | None, flavor: str | None, **overrides: object) -> Settings:
+def _load(
+    config_file: str | None,
+    flavor: str | None,
+    warnings: list[str] | None = None,
+    **overrides: object,
+) -> Settings:
     try:
         return load_settings(
-            config_file, flavor, overrides={k: v for k, v in overrides.items() if v is not None}
+            config_file,
+            flavor,
+            overrides={k: v for k, v in overrides.items() if v is not None},
+            warnings=warnings,
         )
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
@@ -69,16 +77,23 @@ def serve(
     config_file: str | None, flavor: str | None, listen: str | None, workers: int | None
 ) -> None:
     """Serve the registry until SIGINT or SIGTERM, then finish requests in flight and stop."""
-    settings = _load(config_file, flavor, listen=listen, workers=workers)
+    warnings: list[str] = []
+    settings = _load(config_file, flavor, warnings, listen=listen, workers=workers)
     journald = "JOURNAL_STREAM" in os.environ
     level = "debug" if settings.debug else settings.loglevel
     logs.configure(level, journald)
+    for warning in warnings:
+        log.warning("config: %s", warning)
     preflight.check_or_exit(settings)
     storage_path = Path(settings.storage_path)
     if settings.storage == "local":  # with s3, storage_path is a key prefix in the bucket
         storage_path.mkdir(parents=True, exist_ok=True)
-        if storage_path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()):
+        if _is_temporary(storage_path):
             log.warning("storage_path %s is under /tmp: images may vanish at reboot", storage_path)
+    database = ownership.sqlite_file(settings.metadata_url)
+    if database is not None and _is_temporary(database):
+        # The classic sample's sqlalchemy_index_database is /tmp/docker-registry.db.
+        log.warning("the metadata database %s is under /tmp: it may vanish at reboot", database)
     upgrade(settings.metadata_url)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
     os.environ[JOURNALD_VARIABLE] = "1" if journald else "0"
@@ -98,6 +113,10 @@ def serve(
     )
     with _listen_address(settings.host, settings.port):
         _granian(settings, level).serve()
+
+
+def _is_temporary(path: Path) -> bool:
+    return path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
 
 
 def _granian(settings: Settings, level: str) -> Any:
@@ -289,8 +308,13 @@ def config() -> None:
 @config_option
 @flavor_option
 def config_check(config_file: str | None, flavor: str | None) -> None:
-    """Validate a config file and flavor; print the resolved settings, secrets masked."""
-    click.echo(describe(_load(config_file, flavor)), nl=False)
+    """Validate a config file and flavor; print the resolved settings, secrets masked, and on
+    standard error what the config asks that Portside does not do."""
+    warnings: list[str] = []
+    settings = _load(config_file, flavor, warnings)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(describe(settings), nl=False)
 
 
 @config.command("sample")

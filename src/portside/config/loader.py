@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from portside.config import classic
 from portside.config.settings import Settings
 
 CONFIG_ENV = "DOCKER_REGISTRY_CONFIG"
@@ -46,6 +47,7 @@ def load_settings(
     flavor: str | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    warnings: list[str] | None = None,
 ) -> Settings:
     """Load one flavor of a config file, resolve its `_env:` values, apply overrides, validate.
 
@@ -55,9 +57,13 @@ def load_settings(
     its own, flavors share it through YAML merge keys (`<<: *common`).
 
     A string value `_env:NAME` or `_env:NAME:default` (the default may contain colons) is
-    replaced by the environment variable NAME, else the default; without either it is an
-    error. The text is read as a YAML scalar, so `false`, `8` or an empty text become a
-    boolean, a number or null, unless the key needs a string: then the text stays as written.
+    replaced by the environment variable NAME, else the default, else null (as the classic
+    registry did). The text is read as YAML when it is a scalar or a flow list or mapping, so
+    `false`, `8`, `[Content-Type]` or an empty text become a boolean, a number, a list or null,
+    unless the key needs a string: then the text stays as written.
+
+    The classic registry's own keys are translated (config/classic.py); what they say that
+    Portside does not do is appended to `warnings`, one line each, when a list is given.
 
     A key whose value is null keeps its default, as in the classic registry. `overrides` (say,
     from command-line flags) replace keys of the flavor last; a None override is ignored.
@@ -100,15 +106,17 @@ def load_settings(
 
     problems: list[tuple[KeyPath, str]] = []
     raw_texts: dict[KeyPath, str] = {}
-    values = {
-        key: value
-        for key, value in _resolve_env(section, (), env, raw_texts, problems).items()
-        if value is not None
-    }
+    messages: list[str] = []
+    resolved = _resolve_env(section, (), env, raw_texts, problems)
+    try:
+        translated = classic.translate(resolved, [] if warnings is None else warnings, messages)
+    except classic.UnsupportedStorage as exc:
+        raise fail(str(exc)) from None
+    values = {key: value for key, value in translated.items() if value is not None}
     overridden = {key for key, value in (overrides or {}).items() if value is not None}
     values.update({key: value for key, value in (overrides or {}).items() if key in overridden})
 
-    messages = [f"key {_key_path(path)}: {message}" for path, message in problems]
+    messages += [f"key {_key_path(path)}: {message}" for path, message in problems]
     unresolved = {path[0] for path, _ in problems}
     for key in values:
         if not isinstance(key, str) or key not in Settings.model_fields:
@@ -156,29 +164,31 @@ def _resolve_env(
     if not isinstance(value, str) or not value.startswith(_ENV_PREFIX):
         return value
     name, has_default, default = value.removeprefix(_ENV_PREFIX).partition(":")
-    text = environ.get(name, default if has_default else None) if name else None
-    if text is None:
-        problems.append(
-            (path, f"environment variable {name} is not set and {value!r} gives no default")
-            if name
-            else (path, f"{value!r} names no environment variable")
-        )
+    if not name:
+        problems.append((path, f"{value!r} names no environment variable"))
         return None
-    parsed = _yaml_scalar(text)
+    text = environ.get(name, default if has_default else None)
+    if text is None:  # unset and no default: null, the key's default, as in the classic registry
+        return None
+    parsed = _yaml_value(text)
     if parsed is not text:
         raw_texts[path] = text
     return parsed
 
 
-def _yaml_scalar(text: str) -> object:
-    """`text` read as YAML if it is a null, boolean or number; otherwise `text` itself.
+def _yaml_value(text: str) -> object:
+    """`text` read as YAML if it is a null, boolean or number, or a flow list or mapping such
+    as `[Content-Type]` (the classic registry read every value as YAML); otherwise `text`.
 
-    Strings stay verbatim so that quotes, `#` or `: ` inside a password are not YAML syntax.
+    Other strings stay verbatim so that quotes, `#` or `: ` inside a password are not YAML
+    syntax; a list where a string is wanted goes back to its text too (see _validate).
     """
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(parsed, list | dict):
+        return parsed if text.lstrip().startswith(("[", "{")) else text
     return parsed if parsed is None or isinstance(parsed, bool | int | float) else text
 
 
@@ -236,7 +246,8 @@ def _key_path(path: KeyPath) -> str:
 
 
 def _did_you_mean(key: object) -> str:
-    close = difflib.get_close_matches(str(key), list(Settings.model_fields), n=1)
+    known = [*Settings.model_fields, *classic.ACCEPTED]
+    close = difflib.get_close_matches(str(key), known, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 

@@ -1,9 +1,11 @@
 """The validated settings of one flavor: every key Portside reads, its type, default and meaning.
 
 The classic docker-registry keys (`issue`, `loglevel`, `debug`, `storage`, `storage_path`,
-`storage_redirect`, and for S3 `s3_bucket`, `s3_region`, `s3_access_key`, `s3_secret_key`,
-`s3_secure`, `boto_host`, `boto_port`) keep their names and meaning; the rest are Portside's own.
-Unknown keys are errors (`extra="forbid"`).
+`storage_redirect`, `search_backend`, `sqlalchemy_index_database`, `mirroring`, `cors`,
+`email_exceptions`, and for S3 `s3_bucket`, `s3_region`, `s3_access_key`, `s3_secret_key`,
+`s3_secure`, `s3_encrypt`, `boto_host`, `boto_port`) keep their names and meaning; the rest are
+Portside's own, and config/classic.py translates or retires the other classic keys. Unknown keys
+are errors (`extra="forbid"`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from pydantic import (
 )
 
 from portside.config.auth import AuthSettings
+from portside.config.cors import CorsSettings
 from portside.config.durations import Duration
+from portside.config.mail import EmailSettings
 from portside.config.mirroring import MirroringSettings
 
 MiB = 1024 * 1024
@@ -189,6 +193,11 @@ class Settings(BaseModel):
         description="Name the bucket in the URL path (host/bucket/key), as most S3-compatible "
         "servers need; false: in the host name (bucket.host/key).",
     )
+    s3_encrypt: bool = Field(
+        default=False,
+        description="Have S3 encrypt the stored objects (server-side encryption with "
+        "S3-managed keys, AES256).",
+    )
     s3_part_size: int = Field(
         default=8 * MiB,
         ge=5 * MiB,
@@ -231,6 +240,17 @@ class Settings(BaseModel):
         default=None,
         description="SQLAlchemy URL of the metadata database; default "
         "`sqlite:///<storage_path>/registry.db`.",
+    )
+    sqlalchemy_index_database: str | None = Field(
+        default=None,
+        description="The classic registry's search index database (a SQLAlchemy URL): where "
+        "`database_url` is not set, the metadata database.",
+    )
+    search_backend: Literal["sqlalchemy", ""] = Field(
+        default="sqlalchemy",
+        description="`sqlalchemy`: /v1/search finds repositories in the metadata database; "
+        "empty (or null in a file that names the key, as the classic sample does): it answers "
+        "with no results, as the classic registry without a search backend did.",
     )
     gc_grace_period: Duration = Field(
         default=timedelta(hours=1),
@@ -280,6 +300,16 @@ class Settings(BaseModel):
         description="A pull-through cache: names not stored here are fetched from upstream "
         "registries and kept (the classic key, see the README's cache section).",
     )
+    cors: CorsSettings | None = Field(
+        default=None,
+        description="Cross-origin requests from web pages, with the classic registry's "
+        "Flask-CORS keys; on when `cors.origins` is set (see the README).",
+    )
+    email_exceptions: EmailSettings | None = Field(
+        default=None,
+        description="Mail the operator about unhandled exceptions (requests answered 500), "
+        "at most one mail a minute per process; on when `email_exceptions.smtp_host` is set.",
+    )
     tls_certificate: Path | None = Field(
         default=None,
         description="PEM file of the server's certificate, then any intermediate CA "
@@ -313,6 +343,17 @@ class Settings(BaseModel):
     @classmethod
     def _loglevel_any_case(cls, value: object) -> object:
         # The classic registry upper-cased the level, so `LOGLEVEL=INFO` worked there.
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("search_backend", mode="before")
+    @classmethod
+    def _search_backend_any_case(cls, value: object) -> object:
+        # The classic registry lower-cased it; any other value named a Python module there.
+        if isinstance(value, str) and value.lower() not in ("sqlalchemy", ""):
+            raise ValueError(
+                f"expected sqlalchemy (the built-in search), or empty for no search, got "
+                f"{value!r}: the classic registry's other search backends were Python modules"
+            )
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("max_manifest_size", "max_blob_size", "s3_part_size", mode="before")
@@ -374,7 +415,7 @@ class Settings(BaseModel):
         if self.storage == "s3":
             if not self.s3_bucket:
                 raise ValueError("storage: s3 needs s3_bucket")
-            if self.database_url is None:
+            if self.database_url is None and self.sqlalchemy_index_database is None:
                 # The default SQLite file would go under storage_path, a key prefix here.
                 raise ValueError("storage: s3 needs database_url (PostgreSQL, or a SQLite file)")
         elif self.storage_redirect:
@@ -416,7 +457,11 @@ class Settings(BaseModel):
 
     @property
     def metadata_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.storage_path / 'registry.db'}"
+        return (
+            self.database_url
+            or self.sqlalchemy_index_database
+            or f"sqlite:///{self.storage_path / 'registry.db'}"
+        )
 
     @property
     def token_key_path(self) -> Path:
