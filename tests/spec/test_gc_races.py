@@ -32,7 +32,7 @@ from helpers import (
     to_json,
 )
 
-import portside.metadata.sql
+import portside.metadata.blobs
 import portside.registry.gc
 from portside.metadata.base import Reservation
 from portside.registry import keys
@@ -385,7 +385,7 @@ async def test_a_writer_takes_over_a_blob_whose_collector_died_after_marking_it(
 
     future = datetime.now(UTC) + timedelta(hours=1)
     assert await gc_registry.metadata.mark_blobs([digest], future, "dead") == {digest: len(data)}
-    monkeypatch.setattr(portside.metadata.sql, "MARK_TTL", timedelta(0))  # the mark is stale
+    monkeypatch.setattr(portside.metadata.blobs, "MARK_TTL", timedelta(0))  # the mark is stale
 
     assert await push_blob(gc_registry.client, "app", data) == digest
     await gc_registry.metadata.forget_blobs([digest], "dead")  # the dead collector, back: no-op

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from portside.metadata.sql import make_engine
+from portside.metadata.engine import make_engine
 
 # pg_advisory_lock's key for migrations: "portside" as a big-endian 64-bit integer.
 MIGRATION_LOCK: Final = int.from_bytes(b"portside", "big")

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from portside.metadata.sql import DatabaseError, disk_full
+from portside.metadata.engine import DatabaseError, disk_full
 from portside.registry.errors import (
     BlobUploadInvalid,
     ErrorCode,

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from portside.config.settings import Settings
-from portside.metadata.sql import make_engine
+from portside.metadata.engine import make_engine
 from portside.server.ownership import (
     OwnerUnclear,
     make_folders,

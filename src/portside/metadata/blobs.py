@@ -1,0 +1,147 @@
+"""Blob records and their links to repositories: reservations while bytes are written, then
+records, links, mounts."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from portside.metadata.base import MARK_TTL, BlobState, Conflict, Reservation
+from portside.metadata.engine import Database
+from portside.metadata.statements import (
+    ensure_repository,
+    find_repository,
+    insert_missing,
+    now,
+    utc,
+)
+from portside.metadata.tables import blob_reservations, blobs, repositories, repository_blobs
+
+
+def record_blob(conn: Connection, digest: str, reservation: str) -> None:
+    """Record the blob as stored and end its reservation; Conflict if it has ended."""
+    ended = conn.execute(
+        delete(blob_reservations).where(
+            blob_reservations.c.token == reservation, blob_reservations.c.digest == digest
+        )
+    )
+    if ended.rowcount != 1:
+        raise Conflict(f"the reservation of {digest} has ended")
+    conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=BlobState.STORED))
+
+
+def link(conn: Connection, repository_id: int, digest: str) -> None:
+    insert_missing(
+        conn, repository_blobs, repository_id=repository_id, digest=digest, created_at=now()
+    )
+
+
+class SqlBlobs(Database):
+    async def blob_size(self, digest: str) -> int | None:
+        query = select(blobs.c.size).where(
+            blobs.c.digest == digest, blobs.c.state == BlobState.STORED
+        )
+        return await self._read(lambda conn: conn.scalar(query))
+
+    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
+        query = (
+            select(blobs.c.size)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(
+                repositories.c.name == repository,
+                blobs.c.digest == digest,
+                blobs.c.state == BlobState.STORED,
+            )
+        )
+        return await self._read(lambda conn: conn.scalar(query))
+
+    async def reserve_blob(self, digest: str, size: int, token: str) -> Reservation:
+        def run(conn: Connection) -> Reservation:
+            stamp = now()
+            for _ in range(10):
+                insert_missing(
+                    conn, blobs, digest=digest, size=size, created_at=stamp, state=BlobState.PENDING
+                )
+                row = conn.execute(
+                    select(blobs.c.state, blobs.c.marked_at)
+                    .where(blobs.c.digest == digest)
+                    .with_for_update()
+                ).first()
+                if row is not None:  # else forgotten by a collector in between: again
+                    break
+            else:
+                raise Conflict(digest)
+            state = BlobState(row.state)
+            if state is BlobState.DELETING:
+                if row.marked_at is not None and utc(row.marked_at) > stamp - MARK_TTL:
+                    return Reservation.BUSY
+                # Its collector died before it was done: the blob is this writer's to store.
+                conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest == digest)
+                    .values(
+                        state=BlobState.PENDING,
+                        size=size,
+                        created_at=stamp,
+                        marked_at=None,
+                        marked_by=None,
+                    )
+                )
+            conn.execute(
+                insert(blob_reservations).values(token=token, digest=digest, created_at=stamp)
+            )
+            return Reservation.STORED if state is BlobState.STORED else Reservation.ABSENT
+
+        return await self._write(run, durable=False)
+
+    async def release_blob(self, token: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                delete(blob_reservations).where(blob_reservations.c.token == token)
+            ),
+            durable=False,
+        )
+
+    async def link_blob(self, repository: str, digest: str, size: int, reservation: str) -> None:
+        def run(conn: Connection) -> None:
+            record_blob(conn, digest, reservation)
+            link(conn, ensure_repository(conn, repository), digest)
+
+        await self._write(run)
+
+    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+        def run(conn: Connection) -> int | None:
+            source_id = find_repository(conn, source)
+            if source_id is None:
+                return None
+            # Holding the source's link and the blob's record keeps a collector from either.
+            size: int | None = conn.scalar(
+                select(blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .where(
+                    repository_blobs.c.repository_id == source_id,
+                    blobs.c.digest == digest,
+                    blobs.c.state == BlobState.STORED,
+                )
+                .with_for_update(read=True)
+            )
+            if size is not None:
+                link(conn, ensure_repository(conn, repository), digest)
+            return size
+
+        return await self._write(run)
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        def run(conn: Connection) -> bool:
+            repository_id = find_repository(conn, repository)
+            if repository_id is None:
+                return False
+            result = conn.execute(
+                delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repository_id,
+                    repository_blobs.c.digest == digest,
+                )
+            )
+            return result.rowcount > 0
+
+        return await self._write(run)

@@ -1,0 +1,91 @@
+"""Upload sessions: rows that let the next request of an upload reach any worker or instance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from portside.metadata.base import Conflict, Upload
+from portside.metadata.blobs import link, record_blob
+from portside.metadata.engine import Database
+from portside.metadata.statements import ensure_repository, now, utc
+from portside.metadata.tables import uploads
+
+
+def upload_record(row: Any) -> Upload:
+    return Upload(
+        id=row.id,
+        repository=row.repository,
+        offset=row.offset,
+        hashed_offset=row.hashed_offset,
+        hashed_digest=row.hashed_digest,
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+        part=row.part,
+    )
+
+
+class SqlUploads(Database):
+    async def create_upload(self, id: str, repository: str) -> Upload:
+        stamp = now()
+        values = {
+            "id": id,
+            "repository": repository,
+            "offset": 0,
+            "hashed_offset": 0,
+            "hashed_digest": None,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        await self._write(lambda conn: conn.execute(insert(uploads).values(**values)))
+        return Upload(id, repository, 0, 0, None, stamp, stamp)
+
+    async def get_upload(self, repository: str, id: str) -> Upload | None:
+        if "\x00" in id or "\x00" in repository:  # in no row; and PostgreSQL refuses it as text
+            return None
+        query = select(uploads).where(uploads.c.id == id, uploads.c.repository == repository)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return None if row is None else upload_record(row)
+
+    async def advance_upload(
+        self,
+        id: str,
+        expected_offset: int,
+        offset: int,
+        hashed_digest: str | None,
+        part: str | None = None,
+    ) -> Upload:
+        def run(conn: Connection) -> Upload:
+            result = conn.execute(
+                update(uploads)
+                .where(uploads.c.id == id, uploads.c.offset == expected_offset)
+                .values(
+                    offset=offset,
+                    hashed_offset=offset if hashed_digest else 0,
+                    hashed_digest=hashed_digest,
+                    part=part,
+                    updated_at=now(),
+                )
+            )
+            if result.rowcount != 1:
+                raise Conflict(id)
+            return upload_record(conn.execute(select(uploads).where(uploads.c.id == id)).one())
+
+        return await self._write(run)
+
+    async def complete_upload(
+        self, id: str, repository: str, digest: str, size: int, reservation: str
+    ) -> None:
+        def run(conn: Connection) -> None:
+            record_blob(conn, digest, reservation)
+            link(conn, ensure_repository(conn, repository), digest)
+            conn.execute(delete(uploads).where(uploads.c.id == id))
+
+        await self._write(run)
+
+    async def delete_upload(self, id: str) -> bool:
+        result = await self._write(
+            lambda conn: conn.execute(delete(uploads).where(uploads.c.id == id))
+        )
+        return result.rowcount > 0
