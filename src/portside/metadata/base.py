@@ -1,7 +1,10 @@
 """The metadata store interface and the records it returns (frozen dataclasses, never ORM rows).
 
 Tags, manifests, blob links and upload sessions live here and only here; blob bytes live in storage.
-Every backend passes the one suite in tests/contract/metadata_store.py.
+The interface comes in parts, one for each kind of user (the request path, the pull-through cache,
+the garbage collector, the token service); MetadataStore is all of them, and every backend passes
+the one suite in tests/contract/metadata_store.py. Names and digests arrive validated. Methods are
+atomic: each is one transaction.
 """
 
 from __future__ import annotations
@@ -182,19 +185,11 @@ class Snapshot:
     uploads: tuple[Upload, ...]
 
 
-class MetadataStore(Protocol):
-    """Repositories, blob links, manifests, tags and upload sessions; the token service's
-    refresh tokens.
-
-    Names and digests arrive validated. Methods are atomic: each is one transaction.
-    """
-
-    async def close(self) -> None: ...
+class RequestStore(Protocol):
+    """What the request path reads and writes: blobs and their links to repositories, upload
+    sessions, manifests and tags, and the listings discovery serves."""
 
     # blobs
-    async def blob_size(self, digest: str) -> int | None:
-        """The size of a blob stored in the registry, linked anywhere or nowhere."""
-
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         """The size of a blob readable in repository (pushed, mounted or a manifest there)."""
 
@@ -271,6 +266,7 @@ class MetadataStore(Protocol):
 
     async def delete_tag(self, repository: str, tag: str) -> bool: ...
 
+    # listings
     async def repository_exists(self, repository: str) -> bool: ...
 
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
@@ -301,8 +297,54 @@ class MetadataStore(Protocol):
     ) -> list[Manifest]:
         """Manifests in repository whose subject is the given digest."""
 
-    # garbage collection: each deletion re-checks, in its transaction, that what it removes is
-    # still garbage, skipping rows a concurrent writer holds (registry/gc.py has the argument)
+
+class LeaseStore(Protocol):
+    """Named leases with an expiry, shared by every worker and instance on the database."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
+        """Take or renew the lease for ttl if it is free, expired or holder's already; the lease
+        as it now stands (holder has it if lease.holder == holder)."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease go if holder has it."""
+
+
+class CacheStore(RequestStore, LeaseStore, Protocol):
+    """What the pull-through cache needs: the request path, a lease per blob it fills, blobs
+    stored anywhere, and the manifests and tags it takes from an upstream."""
+
+    async def blob_size(self, digest: str) -> int | None:
+        """The size of a blob stored in the registry, linked anywhere or nowhere."""
+
+    async def put_cached_manifest(
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        reservation: str,
+        at: datetime,
+    ) -> None:
+        """put_manifest for a manifest an upstream served (its digest verified): its references
+        need not be readable in the repository, since a cache fetches blobs as they are pulled.
+        Records it as cached, pulled at `at`, and its tag, if any, as checked upstream at `at`.
+        A push of the tag later (put_manifest) makes it a tag of this registry's own."""
+
+    async def cached_tag(self, repository: str, tag: str) -> datetime | None:
+        """When the cached tag was last checked upstream; None if the tag is not a cached one
+        (pushed here, or absent)."""
+
+    async def touch_cached(
+        self, repository: str, digest: str, at: datetime, tag: str | None = None
+    ) -> None:
+        """Record that the cached manifest was pulled at `at` (nothing if it is not a cached
+        one), and, with tag, that the upstream still had the tag on it at `at`."""
+
+
+class CollectorStore(LeaseStore, Protocol):
+    """What garbage collection reads and deletes, under its lease. Each deletion re-checks, in
+    its transaction, that what it removes is still garbage, skipping rows a concurrent writer
+    holds (registry/gc.py has the argument)."""
+
     async def gc_snapshot(self) -> Snapshot:
         """Every manifest, tag, reference, link, blob, reservation and upload session, read in
         one transaction."""
@@ -346,37 +388,7 @@ class MetadataStore(Protocol):
     async def expire_uploads(self, ids: Collection[str], before: datetime) -> list[str]:
         """Delete those of the upload sessions not updated since `before`; their ids."""
 
-    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
-        """Take or renew the lease for ttl if it is free, expired or holder's already; the lease
-        as it now stands (holder has it if lease.holder == holder)."""
-
-    async def release_lease(self, name: str, holder: str) -> None:
-        """Let the lease go if holder has it."""
-
-    # the pull-through cache: manifests and tags taken from an upstream
-    async def put_cached_manifest(
-        self,
-        manifest: Manifest,
-        references: Sequence[Reference],
-        tag: str | None,
-        reservation: str,
-        at: datetime,
-    ) -> None:
-        """put_manifest for a manifest an upstream served (its digest verified): its references
-        need not be readable in the repository, since a cache fetches blobs as they are pulled.
-        Records it as cached, pulled at `at`, and its tag, if any, as checked upstream at `at`.
-        A push of the tag later (put_manifest) makes it a tag of this registry's own."""
-
-    async def cached_tag(self, repository: str, tag: str) -> datetime | None:
-        """When the cached tag was last checked upstream; None if the tag is not a cached one
-        (pushed here, or absent)."""
-
-    async def touch_cached(
-        self, repository: str, digest: str, at: datetime, tag: str | None = None
-    ) -> None:
-        """Record that the cached manifest was pulled at `at` (nothing if it is not a cached
-        one), and, with tag, that the upstream still had the tag on it at `at`."""
-
+    # the pull-through cache's manifests, once unpulled for long enough
     async def expired_cached_manifests(self, before: datetime, limit: int) -> list[tuple[str, str]]:
         """(repository, digest) of cached manifests last pulled before `before`, the longest
         unpulled first, at most limit of them."""
@@ -385,7 +397,10 @@ class MetadataStore(Protocol):
         """Delete the cached manifest (as delete_manifest: its tags, references and link) if it
         was still last pulled before `before`; whether it was."""
 
-    # refresh tokens of the built-in token service, shared by every instance and worker
+
+class TokenStore(Protocol):
+    """Refresh tokens of the built-in token service, shared by every worker and instance."""
+
     async def add_refresh_token(self, token: RefreshToken) -> None:
         """Insert the token's row (token_hash is unique: a random token's hash), and delete at
         most REFRESH_PRUNE_BATCH rows that expired before token.issued_at, so that expired rows
@@ -406,3 +421,9 @@ class MetadataStore(Protocol):
     async def prune_refresh_tokens(self, before: datetime, limit: int | None = None) -> int:
         """Delete tokens that expired before `before` (at most limit of them, the earliest
         first); how many went. Tokens without an expiry stay."""
+
+
+class MetadataStore(CacheStore, CollectorStore, TokenStore, Protocol):
+    """The whole store, as a backend implements it and the server builds it once."""
+
+    async def close(self) -> None: ...

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from portside.metadata.base import MetadataStore
+from portside.metadata.base import RequestStore
 from portside.registry import keys
 from portside.registry.errors import BlobUnknown
 from portside.registry.names import Digest
@@ -25,7 +25,7 @@ class BlobContent:
 
 class Blobs:
     def __init__(
-        self, storage: BlobStore, metadata: MetadataStore, redirect_seconds: int | None = None
+        self, storage: BlobStore, metadata: RequestStore, redirect_seconds: int | None = None
     ) -> None:
         """redirect_seconds: hand clients URLs of the storage backend valid this long, where the
         driver can make them (`storage_redirect`); None: always send the bytes."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from portside.metadata.base import Manifest, MetadataStore, RepositorySummary
+from portside.metadata.base import Manifest, RepositorySummary, RequestStore
 from portside.registry.errors import NameUnknown
 from portside.registry.manifests import annotations_as_text
 from portside.registry.names import Digest
@@ -48,7 +48,7 @@ def page_of(items: list[str], n: int | None, last: str | None) -> Page:
 
 
 class Discovery:
-    def __init__(self, metadata: MetadataStore) -> None:
+    def __init__(self, metadata: RequestStore) -> None:
         self._metadata = metadata
 
     async def tags(self, name: str, n: int | None, last: str | None) -> Page:

@@ -83,8 +83,9 @@ from typing import Final, Literal, Protocol
 from portside.metadata.base import (
     MARK_TTL,
     BlobState,
+    CollectorStore,
     Lease,
-    MetadataStore,
+    LeaseStore,
     ReferenceKind,
     Snapshot,
 )
@@ -349,7 +350,7 @@ class Collector:
     def __init__(
         self,
         storage: BlobStore,
-        metadata: MetadataStore,
+        metadata: CollectorStore,
         policy: Policy,
         checkpoint: Checkpoint = _no_checkpoint,
     ) -> None:
@@ -506,7 +507,7 @@ class Collector:
 class _Lease:
     """The collector's lease, renewed as a run goes on."""
 
-    def __init__(self, metadata: MetadataStore, holder: str) -> None:
+    def __init__(self, metadata: LeaseStore, holder: str) -> None:
         self._metadata = metadata
         self.holder = holder
         self._renewed = 0.0
@@ -526,7 +527,7 @@ class _Lease:
 
 
 async def collect_periodically(
-    collector: Collector, metadata: MetadataStore, interval: timedelta, poll: float = POLL
+    collector: Collector, metadata: LeaseStore, interval: timedelta, poll: float = POLL
 ) -> None:
     """Collect every interval, in one process of all that share the metadata: each one asks
     every poll seconds (or interval, if shorter) for the lease "gc-schedule", which lasts

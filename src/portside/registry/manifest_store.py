@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from portside.metadata.base import Conflict, Manifest, MetadataStore, Missing, Reference
+from portside.metadata.base import Conflict, Manifest, Missing, Reference, RequestStore
 from portside.registry import keys
 from portside.registry.errors import (
     DigestInvalid,
@@ -59,7 +59,7 @@ class PushedManifest:
 
 
 class ManifestStore:
-    def __init__(self, storage: BlobStore, metadata: MetadataStore) -> None:
+    def __init__(self, storage: BlobStore, metadata: RequestStore) -> None:
         self._storage = storage
         self._metadata = metadata
         self._cache = _ContentCache(CACHE_BYTES)

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from portside.metadata.base import MARK_TTL, MetadataStore, Reservation
+from portside.metadata.base import MARK_TTL, RequestStore, Reservation
 from portside.registry.errors import TooManyRequests
 from portside.registry.names import Digest
 
@@ -38,7 +38,7 @@ class Reserved:
 
 @asynccontextmanager
 async def reserved(
-    metadata: MetadataStore,
+    metadata: RequestStore,
     digest: Digest,
     size: int,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

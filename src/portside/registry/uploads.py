@@ -19,7 +19,7 @@ from typing import Final
 
 from anyio import to_thread
 
-from portside.metadata.base import Conflict, MetadataStore, Upload
+from portside.metadata.base import Conflict, RequestStore, Upload
 from portside.registry import keys
 from portside.registry.errors import (
     BlobUploadInvalid,
@@ -71,7 +71,7 @@ class _Hashers:
 
 class Uploads:
     def __init__(
-        self, storage: BlobStore, metadata: MetadataStore, max_blob_size: int | None
+        self, storage: BlobStore, metadata: RequestStore, max_blob_size: int | None
     ) -> None:
         self._storage = storage
         self._metadata = metadata

@@ -46,7 +46,7 @@ from portside.auth.tokens import TokenIssuer, TokenVerifier, VerifiedToken, bear
 from portside.config.auth import TokenSettings
 from portside.config.auth import token_path as token_path_of
 from portside.config.settings import Settings
-from portside.metadata.base import MetadataStore
+from portside.metadata.base import TokenStore
 from portside.registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from portside.server.access import (
     CATALOG_ACCESS,
@@ -417,7 +417,7 @@ class AuthParts:
     token_service: token.TokenService | None
 
 
-def build(settings: Settings, metadata: MetadataStore) -> AuthParts | None:
+def build(settings: Settings, metadata: TokenStore) -> AuthParts | None:
     """The auth parts for these settings; None for an open registry. Makes the token signing
     key on first start; the token service keeps its refresh tokens in metadata."""
     auth = settings.auth
@@ -487,7 +487,7 @@ def _token_service(
     authenticator: Authenticator,
     key: SigningKey,
     basic_realm: str,
-    metadata: MetadataStore,
+    metadata: TokenStore,
 ) -> token.TokenService:
     # In the metadata database: every worker and every instance sharing it accepts the tokens.
     store = MetadataRefreshTokenStore(metadata)

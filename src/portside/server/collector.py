@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from portside.config.settings import Settings
-from portside.metadata.base import MetadataStore
+from portside.metadata.base import CollectorStore
 from portside.registry.gc import Collector, Policy, collect_periodically
 from portside.storage.base import BlobStore
 
@@ -29,7 +29,7 @@ def gc_policy(settings: Settings) -> Policy:
 
 @contextlib.asynccontextmanager
 async def background_collection(
-    settings: Settings, storage: BlobStore, metadata: MetadataStore
+    settings: Settings, storage: BlobStore, metadata: CollectorStore
 ) -> AsyncIterator[None]:
     """Collect every gc_interval while the block runs, if gc_interval is set."""
     if settings.gc_interval is None:

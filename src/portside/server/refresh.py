@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from portside.auth.refresh import RefreshRecord
-from portside.metadata.base import MetadataStore, RefreshToken
+from portside.metadata.base import RefreshToken, TokenStore
 
 
 def _when(seconds: float) -> datetime:
@@ -28,9 +28,9 @@ def _maybe_seconds(when: datetime | None) -> float | None:
 
 
 class MetadataRefreshTokenStore:
-    """auth.refresh.RefreshTokenStore over a MetadataStore."""
+    """auth.refresh.RefreshTokenStore over a TokenStore."""
 
-    def __init__(self, metadata: MetadataStore) -> None:
+    def __init__(self, metadata: TokenStore) -> None:
         self.metadata = metadata
 
     async def add(self, token_hash: str, record: RefreshRecord) -> None:
