@@ -30,6 +30,9 @@ async def search(request: Request) -> Response:
     text = (query.one(request.scope, "q") or "").strip()
     page_size = min(requests.page_number(request, "n", SEARCH_PAGE_DEFAULT), SEARCH_PAGE_MAX)
     page = requests.page_number(request, "page", 1)
+    if not request.app.state.search:
+        # search_backend is empty: the classic registry without a search index answered so.
+        return JSONResponse({"query": text, "num_results": 0, "results": []})
     visible = requests.visible_repository(request)
     found = await registry.discovery.search(text, page, page_size, visible)
     challenge = requests.login_challenge(request)

@@ -19,7 +19,9 @@ from portside.registry.errors import RegistryError
 from portside.registry.service import Registry
 from portside.server import auth, errors
 from portside.server.collector import background_collection
+from portside.server.cors import Cors
 from portside.server.errors import http_error, incomplete_body, registry_error
+from portside.server.mail import ExceptionMail, ExceptionMailer
 from portside.server.middleware import RegistryMiddleware
 from portside.server.mirroring import NamespaceMiddleware, build_mirror
 from portside.storage.base import BlobStore
@@ -39,6 +41,7 @@ def _s3_store(settings: Settings) -> BlobStore:
         secure=settings.s3_secure,
         path_style=settings.s3_path_style,
         part_size=settings.s3_part_size,
+        encrypt=settings.s3_encrypt,
     )
 
 
@@ -64,7 +67,14 @@ def create_app(settings: Settings) -> Starlette:
             await mirror.close()
         await metadata.close()
 
-    middleware = [Middleware(RegistryMiddleware)]
+    middleware = []
+    if settings.email_exceptions is not None and settings.email_exceptions.enabled:
+        mailer = ExceptionMailer(settings.email_exceptions)
+        middleware.append(Middleware(ExceptionMail, mailer=mailer))
+    middleware.append(Middleware(RegistryMiddleware))
+    if settings.cors is not None and settings.cors.enabled:
+        # Before auth: preflights carry no credentials.
+        middleware.append(Middleware(Cors, settings=settings.cors))
     if settings.mirroring is not None and settings.mirroring.enabled:
         middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
     routes = ROUTES
@@ -89,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
         app.add_exception_handler(error, errors.storage_error)
     app.state.registry = registry
     app.state.issue = settings.issue
+    app.state.search = settings.search_backend == "sqlalchemy"
     app.state.delete_enabled = settings.delete_enabled
     app.state.max_manifest_size = settings.max_manifest_size
     app.state.token_service = access.token_service if access is not None else None

@@ -22,7 +22,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 import anyio
 from anyio import to_thread
@@ -39,6 +39,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.literals import ServerSideEncryptionType
     from mypy_boto3_s3.type_defs import (
         CompletedPartTypeDef,
         ObjectIdentifierTypeDef,
@@ -60,6 +61,12 @@ MAX_CONNECTIONS: Final = 40  # anyio's default number of worker threads
 TAIL: Final = "~tail"
 MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 UPLOAD_GONE: Final = frozenset({"NoSuchUpload", "NoSuchKey", "404"})  # RGW says NoSuchKey
+
+
+class _Encryption(TypedDict, total=False):
+    """What every call that makes an object (or the upload that becomes one) carries."""
+
+    ServerSideEncryption: ServerSideEncryptionType
 
 
 def _code(error: ClientError) -> str:
@@ -179,12 +186,15 @@ class S3BlobStore:
         secure: bool = True,
         path_style: bool = True,
         part_size: int = 8 * MiB,
+        encrypt: bool = False,
         copy_part_size: int = 256 * MiB,
         max_copy_size: int = MAX_COPY,
     ) -> None:
         """Credentials and region not given come from boto3's usual chain (environment, profile,
         instance role). prefix is a folder-like prefix: `registry` or `/registry/` names objects
-        `registry/<key>`. part_size, copy_part_size and max_copy_size are for tests and tuning."""
+        `registry/<key>`. encrypt has S3 encrypt what it stores with its own keys (SSE-S3,
+        AES256); parts and copies inherit it from their upload or are given it. part_size,
+        copy_part_size and max_copy_size are for tests and tuning."""
         if not bucket:
             raise ValueError("an S3 bucket is required")
         if (access_key is None) != (secret_key is None):
@@ -200,6 +210,7 @@ class S3BlobStore:
         self._part_size = part_size
         self._copy_part_size = copy_part_size
         self._max_copy_size = max_copy_size
+        self._encryption: _Encryption = {"ServerSideEncryption": "AES256"} if encrypt else {}
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
         )
@@ -259,7 +270,7 @@ class S3BlobStore:
         name = self._name(key) + TAIL
         await self._run(
             lambda: self.client.put_object(
-                Bucket=self.bucket, Key=name, Body=tail, Metadata=metadata
+                Bucket=self.bucket, Key=name, Body=tail, Metadata=metadata, **self._encryption
             )
         )
 
@@ -282,7 +293,9 @@ class S3BlobStore:
     async def _create_upload(self, key: str) -> str:
         name = self._name(key)
         upload = await self._run(
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=name)
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=name, **self._encryption
+            )
         )
         return upload["UploadId"]
 
@@ -503,7 +516,11 @@ class S3BlobStore:
 
     async def put(self, key: str, data: bytes) -> None:
         name = self._name(key)
-        await self._run(lambda: self.client.put_object(Bucket=self.bucket, Key=name, Body=data))
+        await self._run(
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=name, Body=data, **self._encryption
+            )
+        )
         await self._drop_unfinished(key)
 
     async def writer(self, key: str, offset: int = 0) -> S3Writer:
@@ -606,6 +623,7 @@ class S3BlobStore:
                     CopySource={"Bucket": self.bucket, "Key": source},
                     CopySourceIfMatch=etag,
                     MetadataDirective="REPLACE",  # a tail's metadata is no object's
+                    **self._encryption,
                 )
             )
         else:
@@ -615,7 +633,9 @@ class S3BlobStore:
 
     async def _copy_large(self, source: str, etag: str, target: str, size: int) -> None:
         upload = await self._run(
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=target)
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=target, **self._encryption
+            )
         )
         upload_id = upload["UploadId"]
         try:
