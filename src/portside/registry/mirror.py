@@ -333,6 +333,8 @@ class Mirror:
             size = await asyncio.shield(fill.done)
             if fill.name == name:
                 return size
+        elif (linked := await self._metadata.linked_blob_size(name, str(digest))) is not None:
+            return linked  # stored for name meanwhile (another process's fill, for one)
         # Stored for another repository: the upstream says whether this one has it.
         await self._confirm(route, digest)
         await self._link(name, digest, size)
@@ -405,7 +407,12 @@ class Mirror:
                 return size
             held = await self._metadata.acquire_lease(lease, self._holder, FILL_LEASE)
             if held.holder == self._holder:
-                break
+                # Another process may have stored the blob and let go of the lease since the
+                # look above: look again, holding it.
+                if await self._metadata.blob_size(str(fill.digest)) is None:
+                    break
+                await self._metadata.release_lease(lease, self._holder)
+                continue
             await asyncio.sleep(WAIT_POLL)
         try:
             return await self._fetch_blob(route, name, fill, lease)

@@ -94,31 +94,38 @@ class LiveBlobResponse(Response):
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _open(request: Request, registry: Registry, name: str, digest: Digest) -> BlobContent:
-    """The blob in name; for a pull-through cache's name, fetched from the upstream if needed
-    (a HEAD too: a client that sees it there will not push it, so it must be readable here)."""
+async def _open(
+    request: Request, registry: Registry, name: str, digest: Digest
+) -> BlobContent | Response:
+    """The blob in name. For a pull-through cache's name, a blob not stored yet is fetched from
+    the upstream: a GET gets the bytes as they arrive (a Response), when it can follow the fetch;
+    a HEAD waits for it too (a client that sees the blob there will not push it, so it must be
+    readable here)."""
+    mirror = registry.mirror
+    route = mirror.route(name) if mirror is not None else None
     try:
-        return await registry.blobs.open(name, digest)
+        content = await registry.blobs.open(name, digest)
     except BlobUnknown:
-        route = registry.mirror.route(name) if registry.mirror is not None else None
-        if route is None or registry.mirror is None:
+        if route is None or mirror is None:
             raise
-        await registry.mirror.blob_size(route, name, digest)
-        requests.note_cache(request, "miss", str(route.upstream.url))
-        return await registry.blobs.open(name, digest)
+    else:
+        if route is not None:
+            requests.note_cache(request, "hit", str(route.upstream.url))
+        return content
+    upstream = str(route.upstream.url)
+    if request.method == "GET" and request.headers.get("range") is None:
+        live = await mirror.open_blob(route, name, digest)
+        requests.note_cache(request, "miss", upstream, None if live is None else live.size)
+        if live is not None:
+            return _live_response(live, digest)
+    else:
+        await mirror.blob_size(route, name, digest)
+        requests.note_cache(request, "miss", upstream)
+    return await registry.blobs.open(name, digest)
 
 
-async def _live(request: Request, registry: Registry, name: str, digest: Digest) -> Response | None:
-    """For a GET of a blob a pull-through cache does not hold yet: the bytes as the upstream
-    sends them; None when the request is to be served from storage."""
-    route = registry.mirror.route(name) if registry.mirror is not None else None
-    if route is None or registry.mirror is None or request.headers.get("range") is not None:
-        return None
-    live = await registry.mirror.open_blob(route, name, digest)
-    if live is None:
-        requests.note_cache(request, "miss", str(route.upstream.url))
-        return None
-    requests.note_cache(request, "miss", str(route.upstream.url), live.size)
+def _live_response(live: LiveBlob, digest: Digest) -> Response:
+    """The bytes of a blob as the upstream sends them to a pull-through cache."""
     headers = {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
@@ -133,9 +140,9 @@ async def get_blob(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     digest = Digest.parse(request.path_params["digest"])
-    if request.method == "GET" and (live := await _live(request, registry, name, digest)):
-        return live
     content = await _open(request, registry, name, digest)
+    if isinstance(content, Response):
+        return content
     if request.method == "GET" and (location := registry.blobs.redirect_url(content)):
         # The object store serves the bytes, Range included; HEAD still answers here.
         return Response(
