@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from .clients import OciClient, Podman, Skopeo, podman_for, skopeo_for
+from .docker import Docker, DockerEngine, started_engine
 from .server import PORTSIDE, PortsideServer
 
 E2E_DIR = Path(__file__).parent
@@ -20,6 +21,7 @@ SERVERS = pytest.StashKey[list[PortsideServer]]()
 LOG_LINES_SHOWN = 300
 
 ServerFactory = Callable[..., PortsideServer]
+EngineFactory = Callable[..., DockerEngine]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -89,3 +91,37 @@ def podman(tmp_path: Path, portside: PortsideServer) -> Iterator[Podman]:
 def oci(portside: PortsideServer) -> Iterator[OciClient]:
     with httpx.Client(timeout=60) as client:
         yield OciClient(client, portside.url)
+
+
+# The Docker engine (docker.py), for test_e2e_docker.py and test_e2e_cache.py ------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    """One plain engine for every test that needs no daemon.json of its own."""
+    engine = started_engine(tmp_path_factory.mktemp("docker-engine"))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def docker_engine_factory(tmp_path: Path) -> Iterator[EngineFactory]:
+    """Starts engines with extra daemon.json keys, e.g.
+    `docker_engine_factory({"registry-mirrors": ["http://127.0.0.1:PORT"]})`; stopped at
+    teardown."""
+    engines: list[DockerEngine] = []
+
+    def start(daemon_settings: dict[str, Any] | None = None) -> DockerEngine:
+        engine = started_engine(tmp_path / f"docker-engine-{len(engines)}", daemon_settings)
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()
+
+
+@pytest.fixture
+def docker(tmp_path: Path, docker_engine: DockerEngine) -> Docker:
+    """The docker CLI on the shared engine, with a config folder (logins) of this test's own."""
+    return docker_engine.client(tmp_path / "docker")

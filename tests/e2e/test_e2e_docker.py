@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import pytest
 from portside.auth.htpasswd import Scheme, add_user
 
 from .clients import OciClient, Skopeo, digest_of, skopeo_for
-from .conftest import ServerFactory
-from .docker import Docker, DockerEngine, started_engine
+from .conftest import EngineFactory, ServerFactory
+from .docker import Docker
 from .images import Layout
 from .server import PortsideServer
 
@@ -30,39 +29,6 @@ pytestmark = pytest.mark.e2e
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 ACCEPT = f"{DOCKER_MANIFEST}, application/vnd.oci.image.manifest.v1+json"
-
-EngineFactory = Callable[..., DockerEngine]
-
-
-@pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
-    """One plain engine for every test that needs no daemon.json of its own."""
-    engine = started_engine(tmp_path_factory.mktemp("docker-engine"))
-    yield engine
-    engine.stop()
-
-
-@pytest.fixture
-def docker_engine_factory(tmp_path: Path) -> Iterator[EngineFactory]:
-    """Starts engines with extra daemon.json keys, e.g.
-    `docker_engine_factory({"registry-mirrors": ["http://127.0.0.1:PORT"]})`; stopped at
-    teardown."""
-    engines: list[DockerEngine] = []
-
-    def start(daemon_settings: dict[str, Any] | None = None) -> DockerEngine:
-        engine = started_engine(tmp_path / f"docker-engine-{len(engines)}", daemon_settings)
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        engine.stop()
-
-
-@pytest.fixture
-def docker(tmp_path: Path, docker_engine: DockerEngine) -> Docker:
-    """The docker CLI on the shared engine, with a config folder (logins) of this test's own."""
-    return docker_engine.client(tmp_path / "docker")
 
 
 def unique_files() -> dict[str, bytes]:
