@@ -151,6 +151,15 @@ def refresh_token(
     )
 
 
+async def kept(store: MetadataStore, names: Sequence[str]) -> list[str]:
+    """Those of the refresh tokens named (as refresh_token names them) that store still has."""
+    return [
+        name
+        for name in names
+        if await store.find_refresh_token(refresh_token(name).token_hash) is not None
+    ]
+
+
 class MetadataStoreContract:
     @pytest.fixture
     def store(self) -> MetadataStore:
@@ -1130,55 +1139,51 @@ class MetadataStoreContract:
         assert await store.find_refresh_token(alices[1].token_hash) is None
         assert await store.find_refresh_token(bob.token_hash) == bob
 
-    async def test_prune_refresh_tokens_deletes_the_expired_earliest_first(
+    async def test_adding_a_refresh_token_prunes_the_earliest_expired_first(
         self, store: MetadataStore
     ) -> None:
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
         hour = timedelta(hours=1)
+        count = REFRESH_PRUNE_BATCH + 2
+        names = [f"expired-{i}" for i in range(count)]
         expired = [
-            refresh_token(f"expired-{i}", issued_at=start + i * hour, lifetime=hour)
-            for i in range(5)
+            refresh_token(name, issued_at=start + i * hour, lifetime=hour)
+            for i, name in enumerate(names)
         ]
-        live = refresh_token("live")
         forever = refresh_token("forever", issued_at=start, lifetime=None)
-        # newest first, so that no add prunes what the test needs (see the next test)
-        for token in [live, forever, *reversed(expired)]:
+        # newest first, so that no add prunes what the test needs
+        for token in [forever, *reversed(expired)]:
             await store.add_refresh_token(token)
-        assert await store.prune_refresh_tokens(start + 3 * hour, limit=1) == 1
-        assert await store.find_refresh_token(expired[0].token_hash) is None
-        assert await store.find_refresh_token(expired[1].token_hash) is not None
-        # expired[2] expires at the cutoff itself: not before it
-        assert await store.prune_refresh_tokens(start + 3 * hour) == 1
-        assert await store.find_refresh_token(expired[2].token_hash) is not None
-        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 3
-        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0
-        assert await store.find_refresh_token(live.token_hash) == live
+        # expired before it: all but the last (which expires at its issue time itself, not
+        # before it); a batch of them goes, the earliest first
+        cutoff = start + count * hour
+        await store.add_refresh_token(refresh_token("one", issued_at=cutoff))
+        assert await kept(store, names) == names[REFRESH_PRUNE_BATCH:]
+        await store.add_refresh_token(refresh_token("two", issued_at=cutoff))
+        assert await kept(store, names) == names[-1:]
         assert await store.find_refresh_token(forever.token_hash) == forever
+        assert await kept(store, ["one", "two"]) == ["one", "two"]
 
     async def test_adding_a_refresh_token_prunes_a_few_expired_ones(
         self, store: MetadataStore
     ) -> None:
         long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=200)
-        count = REFRESH_PRUNE_BATCH + 4
-        for i in range(count):
-            await store.add_refresh_token(refresh_token(f"old-{i}", issued_at=long_ago))
+        old = [f"old-{i}" for i in range(REFRESH_PRUNE_BATCH + 4)]
+        for name in old:
+            await store.add_refresh_token(refresh_token(name, issued_at=long_ago))
         await store.add_refresh_token(refresh_token("new"))
-        left = [
-            i
-            for i in range(count)
-            if await store.find_refresh_token(refresh_token(f"old-{i}").token_hash) is not None
-        ]
-        assert len(left) == count - REFRESH_PRUNE_BATCH
+        assert len(await kept(store, old)) == 4
         await store.add_refresh_token(refresh_token("newer"))
-        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0
-        assert await store.find_refresh_token(refresh_token("new").token_hash) is not None
+        assert await kept(store, old) == []
+        assert await kept(store, ["new"]) == ["new"]
 
     async def test_workers_adding_refresh_tokens_while_pruning(
         self, store: MetadataStore, other_store: MetadataStore
     ) -> None:
         long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=200)
-        for i in range(3 * REFRESH_PRUNE_BATCH):
-            await store.add_refresh_token(refresh_token(f"old-{i}", issued_at=long_ago))
+        old = [f"old-{i}" for i in range(3 * REFRESH_PRUNE_BATCH)]
+        for name in old:
+            await store.add_refresh_token(refresh_token(name, issued_at=long_ago))
         stores = [store, other_store] * 4
         fresh = [refresh_token(f"fresh-{i}") for i in range(len(stores))]
         _, errors = in_workers(
@@ -1190,4 +1195,4 @@ class MetadataStoreContract:
         assert errors == []
         for token in fresh:
             assert await store.find_refresh_token(token.token_hash) == token
-        assert await store.prune_refresh_tokens(datetime.now(UTC)) == 0
+        assert await kept(store, old) == []

@@ -403,8 +403,8 @@ class TokenStore(Protocol):
 
     async def add_refresh_token(self, token: RefreshToken) -> None:
         """Insert the token's row (token_hash is unique: a random token's hash), and delete at
-        most REFRESH_PRUNE_BATCH rows that expired before token.issued_at, so that expired rows
-        go a few at a time as people log in, without a scan."""
+        most REFRESH_PRUNE_BATCH rows that expired before token.issued_at, the earliest first, so
+        that expired rows go a few at a time as people log in, without a scan."""
 
     async def find_refresh_token(self, token_hash: str) -> RefreshToken | None:
         """The token with this hash, expired or not; None if there is none."""
@@ -417,10 +417,6 @@ class TokenStore(Protocol):
 
     async def revoke_refresh_tokens(self, username: str) -> int:
         """Forget every token of username; how many there were."""
-
-    async def prune_refresh_tokens(self, before: datetime, limit: int | None = None) -> int:
-        """Delete tokens that expired before `before` (at most limit of them, the earliest
-        first); how many went. Tokens without an expiry stay."""
 
 
 class MetadataStore(CacheStore, CollectorStore, TokenStore, Protocol):

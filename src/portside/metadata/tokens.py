@@ -9,25 +9,23 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from portside.metadata.base import REFRESH_PRUNE_BATCH, RefreshToken
 from portside.metadata.engine import Database
-from portside.metadata.statements import chunks, utc
+from portside.metadata.statements import utc
 from portside.metadata.tables import refresh_tokens
 
 
-def _prune(conn: Connection, before: datetime, limit: int | None) -> int:
-    """Delete at most limit tokens expired before `before`, the earliest first (an index range
-    scan); rows a concurrent transaction holds are skipped, not waited for."""
+def _prune(conn: Connection, before: datetime) -> None:
+    """Delete at most REFRESH_PRUNE_BATCH tokens expired before `before`, the earliest first (an
+    index range scan); rows a concurrent transaction holds are skipped, not waited for."""
     expired = (
         select(refresh_tokens.c.token_hash)
         .where(refresh_tokens.c.expires_at < before)
         .order_by(refresh_tokens.c.expires_at)
-        .limit(limit)
+        .limit(REFRESH_PRUNE_BATCH)
         .with_for_update(skip_locked=True)
     )
-    deleted = 0
-    for chunk in chunks(conn.scalars(expired)):
-        result = conn.execute(delete(refresh_tokens).where(refresh_tokens.c.token_hash.in_(chunk)))
-        deleted += result.rowcount
-    return deleted
+    hashes = list(conn.scalars(expired))
+    if hashes:
+        conn.execute(delete(refresh_tokens).where(refresh_tokens.c.token_hash.in_(hashes)))
 
 
 class SqlRefreshTokens(Database):
@@ -43,7 +41,7 @@ class SqlRefreshTokens(Database):
                     last_used_at=token.last_used_at,
                 )
             )
-            _prune(conn, token.issued_at, REFRESH_PRUNE_BATCH)
+            _prune(conn, token.issued_at)
 
         await self._write(run)
 
@@ -80,6 +78,3 @@ class SqlRefreshTokens(Database):
         statement = delete(refresh_tokens).where(refresh_tokens.c.username == username)
         result = await self._write(lambda conn: conn.execute(statement))
         return int(result.rowcount)
-
-    async def prune_refresh_tokens(self, before: datetime, limit: int | None = None) -> int:
-        return await self._write(lambda conn: _prune(conn, before, limit))
