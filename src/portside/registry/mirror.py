@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from portside.metadata.base import Manifest, MetadataStore
+from portside.metadata.base import CacheStore, Manifest
 from portside.registry import keys
 from portside.registry.errors import (
     BlobUnknown,
@@ -127,7 +127,7 @@ class Mirror:
     def __init__(
         self,
         storage: BlobStore,
-        metadata: MetadataStore,
+        metadata: CacheStore,
         mounts: Sequence[UpstreamRoute],
     ) -> None:
         self._storage = storage

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from portside.api import query
 from portside.config.mirroring import MirroringSettings, UpstreamSettings
-from portside.metadata.base import MetadataStore
+from portside.metadata.base import CacheStore
 from portside.registry.errors import RegistryError
 from portside.registry.mirror import Mirror, UpstreamRoute
 from portside.server.errors import error_response
@@ -26,7 +26,7 @@ V2: Final = "/v2/"
 
 
 def build_mirror(
-    settings: MirroringSettings | None, storage: BlobStore, metadata: MetadataStore
+    settings: MirroringSettings | None, storage: BlobStore, metadata: CacheStore
 ) -> Mirror | None:
     if settings is None or not settings.enabled:
         return None
