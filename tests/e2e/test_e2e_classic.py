@@ -9,6 +9,7 @@ a free port, since the sample has no `listen`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,9 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from portside.auth.htpasswd import add_user
 from s3 import S3Server, wipe
 
-from .clients import skopeo_for
+from .clients import podman_for, skopeo_for
+from .docker import Docker
 from .images import multi_layer_image, tagged_digest
 from .server import PORTSIDE, START_TIMEOUT, PortsideServer
 
@@ -169,3 +172,63 @@ def test_push_and_pull_with_the_ceph_flavor(
         wipe(s3_server.store(prefix))
 
     assert tagged_digest(tmp_path / "pulled", "v1") == image.manifest.digest
+
+
+def test_the_classic_guide_with_docker_skopeo_and_podman(
+    tmp_path: Path, docker: Docker, sample: Path
+) -> None:
+    """The whole guide, as an operator follows it: the sample copied unchanged, a flavor of
+    their own appended that inherits `local` and adds users, the two variables, `curl /`; then
+    developers log in, push, search and pull with docker, skopeo and podman."""
+    htpasswd = tmp_path / "htpasswd"
+    add_user(htpasswd, "alice", "alice-Secret-1", rounds=4)
+    sample.write_text(
+        SAMPLE.read_text()
+        + "\nguide:\n    <<: *local\n    search_backend: sqlalchemy\n"
+        + f"    auth:\n        htpasswd:\n            path: {htpasswd}\n"
+        + "        access:\n            user_namespaces: true\n"
+    )
+    root = tmp_path / "guide"
+    environ = {
+        "STORAGE_PATH": str(tmp_path / "storage"),
+        "SQLALCHEMY_INDEX_DATABASE": f"sqlite:///{tmp_path / 'index.db'}",
+    }
+    server = ClassicServer(root, sample, "guide", environ)
+    server.start()
+    try:
+        banner = httpx.get(f"{server.url}/", timeout=10)
+        login = docker.login(server.host, "alice", "alice-Secret-1")
+        reference = f"{server.host}/alice/kite:v1"
+        docker.import_image(reference, {"/hello.txt": os.urandom(32).hex().encode()})
+        pushed = docker.push(reference)
+        found = docker("search", "--format", "{{.Name}}", f"{server.host}/kite").stdout.split()
+        docker("rmi", reference)
+        pulled = docker.pull(reference)
+
+        skopeo = skopeo_for(tmp_path / "skopeo", server.host)
+        copied = tmp_path / "copied"
+        skopeo(
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds=alice:alice-Secret-1",
+            f"docker://{reference}",
+            f"dir:{copied}",  # the manifest kept as the registry serves it
+        )
+        with podman_for(tmp_path / "podman", server.host) as podman:
+            podman(
+                "pull",
+                "--tls-verify=false",
+                "--creds=alice:alice-Secret-1",
+                "-q",
+                reference,
+            )
+            podman_digests = podman.images()
+    finally:
+        server.stop()
+
+    assert banner.text == '"docker-registry server"'
+    assert login.returncode == 0, login.stderr
+    assert found == ["alice/kite"]
+    assert pulled == pushed
+    assert "sha256:" + hashlib.sha256((copied / "manifest.json").read_bytes()).hexdigest() == pushed
+    assert any(reference in image["Names"] for image in podman_digests)
