@@ -72,6 +72,20 @@ async def test_blob_streams_in_chunks_with_identical_bytes(
     assert max(len(chunk) for chunk in chunks) <= 1 * MIB
 
 
+async def test_has_blob_asks_for_one_byte_of_it(
+    make_upstream: UpstreamFactory, distribution: Distribution, image: PushedImage
+) -> None:
+    """How the cache checks that an upstream repository has a blob it already stores, without
+    downloading it: distribution's log shows a one-byte answer."""
+    upstream = make_upstream(distribution.url)
+    layer = digest_of(image.layers[0])
+
+    assert await upstream.has_blob("mirror/app", layer)
+    assert not await upstream.has_blob("mirror/app", digest_of(b"never pushed"))
+    assert not await upstream.has_blob("mirror/none", layer)
+    assert f'"GET /v2/mirror/app/blobs/{layer} HTTP/1.1" 206 1 ' in distribution.log_text()
+
+
 async def test_tags_lists_every_tag(
     make_upstream: UpstreamFactory, distribution: Distribution, image: PushedImage
 ) -> None:

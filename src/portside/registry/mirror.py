@@ -466,14 +466,15 @@ class Mirror:
         return size
 
     async def _confirm(self, route: Route, digest: Digest) -> None:
-        """That the upstream repository has the blob: a HEAD, no bytes."""
+        """That the upstream repository has the blob: its first byte asked for, no more."""
         try:
-            async with route.upstream.open_blob(route.remote, str(digest)):
-                pass
-        except (UpstreamNotFound, UpstreamDenied):
-            raise BlobUnknown({"digest": str(digest)}) from None
+            if await route.upstream.has_blob(route.remote, str(digest)):
+                return
+        except UpstreamDenied:
+            pass
         except (Unreachable, UpstreamInvalid) as error:
             raise _unavailable(route, error) from None
+        raise BlobUnknown({"digest": str(digest)})
 
     async def _link(self, name: str, digest: Digest, size: int) -> None:
         async with reserved(self._metadata, digest, size) as reservation:

@@ -199,6 +199,18 @@ class Upstream:
         finally:
             await response.aclose()
 
+    async def has_blob(self, repository: str, digest: str) -> bool:
+        """Whether the repository has the blob, asking for its first byte only: a HEAD could
+        not follow the redirect to object storage that a GET is signed for. False on 404."""
+        path = f"/v2/{check_name(repository)}/blobs/{check_digest(digest)}"
+        with self._call():
+            try:
+                response = await self._open("GET", path, repository, byte_range="bytes=0-0")
+            except UpstreamNotFound:
+                return False
+            await response.aclose()
+            return True
+
     async def referrers(
         self, repository: str, digest: str, artifact_type: str | None = None
     ) -> bytes | None:
@@ -284,11 +296,14 @@ class Upstream:
         *,
         accept: Sequence[str] = (),
         params: httpx.QueryParams | dict[str, str] | None = None,
+        byte_range: str | None = None,
     ) -> httpx.Response:
         """A 2xx response to method on path, opened for streaming: the caller closes it.
         Authenticates once if the upstream challenges us; other answers raise."""
         url = self.url.copy_with(path=path, params=params or {})
         headers = {"Accept": ", ".join(accept)} if accept else {}
+        if byte_range is not None:
+            headers["Range"] = byte_range
         scope = f"repository:{repository}:pull"
         authorization = self._known_authorization(scope)
         response = await self._send(method, url, headers, authorization)
