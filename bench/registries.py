@@ -3,6 +3,8 @@
 `--backend filesystem` runs Portside and distribution on local folders. `--backend s3` runs both
 on the same S3 bucket (distribution's S3 driver; Portside's with PostgreSQL metadata), each
 twice: sending blob bytes itself, and redirecting blob GETs to presigned URLs of the bucket.
+`--cache` runs both as pull-through caches of one more distribution, the upstream, whose access
+log counts what each cache fetched.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ PORTSIDE = "portside"
 DISTRIBUTION = "distribution"
 PORTSIDE_REDIRECT = "portside-redirect"
 DISTRIBUTION_REDIRECT = "distribution-redirect"
+# With --cache: the registry both caches pull from, a plain distribution with its access log on.
+UPSTREAM = "upstream"
+DISTRIBUTION_NAMES = (DISTRIBUTION, DISTRIBUTION_REDIRECT, UPSTREAM)
+# The namespace prefix at which Portside mounts the upstream in its `mirroring` section.
+CACHE_PREFIX = "up"
 REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION)
 # With --backend s3: each registry with redirects off, then on.
 S3_REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION, PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT)
@@ -53,6 +60,9 @@ class Registry:
     log_path: Path
     # The Authorization header every request sends, when the registry runs with htpasswd auth.
     authorization: str | None = None
+    # As a pull-through cache: the prefix of the upstream's names here ("up/" for Portside's
+    # mount, "" for distribution's proxy mode, which serves the upstream's names as they are).
+    cache_prefix: str = ""
 
     @property
     def host(self) -> str:
@@ -107,17 +117,23 @@ def distribution_command(
     services: Services | None = None,
     name: str = DISTRIBUTION,
     htpasswd: Path | None = None,
+    cache_of: str | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
         # JSON-style flow mappings are valid YAML, so no YAML library is needed to write them.
         auth = f'auth: {{htpasswd: {{realm: bench, path: "{htpasswd}"}}}}\n' if htpasswd else ""
+        # Proxy mode: the upstream's names served as they are, fetched when first pulled.
+        proxy = f'proxy: {{remoteurl: "{cache_of}"}}\n' if cache_of else ""
+        # The upstream logs every request (to stdout, so to server.log), which the cache
+        # scenarios count; access logs cost time, so the registries measured keep theirs off.
+        access = "" if name == UPSTREAM else ", accesslog: {disabled: true}"
         config.write_text(
             "version: 0.1\n"
-            "log: {level: error, accesslog: {disabled: true}}\n"
+            f"log: {{level: error{access}}}\n"
             f'storage: {{filesystem: {{rootdirectory: "{workdir / "storage"}"}}, '
             "delete: {enabled: true}}\n"
-            f"http: {{addr: 127.0.0.1:{port}}}\n" + auth
+            f"http: {{addr: 127.0.0.1:{port}}}\n" + auth + proxy
         )
         return ["docker-registry", "serve", str(config)]
     # distribution 2.8's S3 driver: path-style requests whenever regionendpoint is set (it has
@@ -152,6 +168,7 @@ def portside_command(
     services: Services | None = None,
     name: str = PORTSIDE,
     htpasswd: Path | None = None,
+    cache_of: str | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
@@ -159,6 +176,9 @@ def portside_command(
             "storage_path": str(workdir / "storage"),
             "loglevel": "warning",
         }
+        if cache_of is not None:
+            # The upstream mounted at up/: up/bench/x is the upstream's bench/x, a cache only.
+            settings["mirroring"] = {"upstreams": {CACHE_PREFIX: {"url": cache_of}}}
         if htpasswd is not None:
             settings["auth"] = {
                 "htpasswd": {"path": str(htpasswd)},
@@ -232,7 +252,7 @@ def environment(name: str) -> dict[str, str]:
     """The harness's environment, but for distribution without AWS_CA_BUNDLE: the AWS SDK of
     distribution 2.8 panics at start when it is set ("unable to load custom CA bundle,
     HTTPClient's transport unsupported type")."""
-    if name in (DISTRIBUTION, DISTRIBUTION_REDIRECT):
+    if name in DISTRIBUTION_NAMES:
         return {key: value for key, value in os.environ.items() if key != "AWS_CA_BUNDLE"}
     return dict(os.environ)
 
@@ -254,19 +274,23 @@ def running(
     services: Services | None = None,
     htpasswd: Path | None = None,
     authorization: str | None = None,
+    cache_of: str | None = None,
 ) -> Iterator[Registry]:
     """Run registry `name` with its storage under `workdir`, or in the S3 bucket and PostgreSQL
-    database of services, until the block exits; with htpasswd, behind Basic auth."""
+    database of services, until the block exits; with htpasswd, behind Basic auth; with
+    cache_of, as a pull-through cache of the registry at that URL."""
     workdir.mkdir(parents=True)
     (workdir / "storage").mkdir()
     port = free_port()
+    cache_prefix = ""
     try:
-        if name in (DISTRIBUTION, DISTRIBUTION_REDIRECT):
-            command = distribution_command(workdir, port, services, name, htpasswd)
+        if name in DISTRIBUTION_NAMES:
+            command = distribution_command(workdir, port, services, name, htpasswd, cache_of)
             version = version_of(["docker-registry", "--version"])
         else:
-            command = portside_command(workdir, port, services, name, htpasswd)
+            command = portside_command(workdir, port, services, name, htpasswd, cache_of)
             version = version_of([command[0], "--version"])
+            cache_prefix = f"{CACHE_PREFIX}/" if cache_of else ""
     except RegistryStartError:
         raise
     except Exception as error:  # a schema that could not be created, say
@@ -287,7 +311,7 @@ def running(
         except OSError as error:
             raise RegistryStartError(f"cannot run {command[0]}: {error}") from error
     url = f"http://127.0.0.1:{port}"
-    registry = Registry(name, url, version, process, log_path, authorization)
+    registry = Registry(name, url, version, process, log_path, authorization, cache_prefix)
     try:
         wait_until_ready(registry)
         yield registry

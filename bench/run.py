@@ -1,8 +1,9 @@
 """Benchmark Portside against CNCF distribution on this machine: `python bench/run.py --help`.
 
 Both registries run side by side on loopback, with filesystem storage or (`--backend s3`) on one
-S3 bucket, each then with and without redirects of blob GETs to the bucket; every scenario is
-measured on every registry in the same round, rounds are repeated, and the table reports medians.
+S3 bucket, each then with and without redirects of blob GETs to the bucket, or (`--cache`) as
+pull-through caches of one upstream; every scenario is measured on every registry in the same
+round, rounds are repeated, and the table reports medians.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from cache import (
+    CACHE_PROFILE,
+    QUICK_CACHE_PROFILE,
+    CacheScenario,
+    Upstream,
+    build_cache_scenarios,
+    upstream_json,
+    upstream_table,
+)
 from registries import (
     REGISTRY_NAMES,
     S3_REGISTRY_NAMES,
+    UPSTREAM,
     Registry,
     RegistryStartError,
     running,
@@ -44,6 +55,8 @@ from tools import BenchError
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUNDS = 3
+# The cache scenarios are short and noisier (cold fetches, 20 clients on two cores): more rounds.
+CACHE_ROUNDS = 5
 
 
 def comma_list(text: str) -> list[str]:
@@ -52,15 +65,15 @@ def comma_list(text: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = [scenario.name for scenario in build_scenarios(DEFAULT_PROFILE)]
+    cache_names = [scenario.name for scenario in build_cache_scenarios(CACHE_PROFILE, Upstream())]
     parser = argparse.ArgumentParser(
         description="Benchmark Portside against CNCF distribution (docker-registry) on loopback."
     )
     parser.add_argument(
         "--rounds",
         type=int,
-        default=DEFAULT_ROUNDS,
         help=f"measurements per scenario and registry; the table shows the median "
-        f"(default {DEFAULT_ROUNDS})",
+        f"(default {DEFAULT_ROUNDS}, with --cache {CACHE_ROUNDS})",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: small blobs and images, 2 s load tests"
@@ -69,7 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         type=comma_list,
         metavar="SCENARIO,...",
-        help="run only these scenarios: " + ", ".join(names),
+        help="run only these scenarios: "
+        + ", ".join(names)
+        + "; with --cache: "
+        + ", ".join(cache_names),
     )
     parser.add_argument(
         "--backend",
@@ -96,11 +112,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "scenarios unless --only says more",
     )
     parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="the pull-through cache scenarios instead: Portside (mirroring, the upstream at "
+        "up/) and distribution (proxy mode) caching one more distribution, the upstream, "
+        "whose access log counts their fetches",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = CACHE_ROUNDS if args.cache else DEFAULT_ROUNDS
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.cache:
+        names = cache_names
+        if args.backend != "filesystem" or args.auth != "none":
+            parser.error("--cache runs on the filesystem backend, without auth")
     if unknown := set(args.only or ()) - set(names):
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
     if args.auth == "htpasswd":
@@ -190,10 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     profile: Profile = (
         QUICK_PROFILE if args.quick else S3_PROFILE if args.backend == "s3" else DEFAULT_PROFILE
     )
+    upstream = Upstream()
+    cache_profile = QUICK_CACHE_PROFILE if args.quick else CACHE_PROFILE
+    candidates: list[Scenario] = (
+        list(build_cache_scenarios(cache_profile, upstream))
+        if args.cache
+        else build_scenarios(profile)
+    )
     scenarios = [
-        scenario
-        for scenario in build_scenarios(profile)
-        if args.only is None or scenario.name in args.only
+        scenario for scenario in candidates if args.only is None or scenario.name in args.only
     ]
     rows = {
         scenario.name: Row(scenario.name, scenario.title, scenario.unit, args.columns)
@@ -203,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     RESULTS_DIR.mkdir(exist_ok=True)
     # Files of their own, so that an S3 run keeps a filesystem run's results, and back.
-    results_prefix = "s3-" if args.backend == "s3" else ""
+    results_prefix = "s3-" if args.backend == "s3" else "cache-" if args.cache else ""
     started = time.monotonic()
     interrupted = False
     registries: dict[str, Registry] = {}
@@ -222,10 +256,19 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             htpasswd = workdir / "htpasswd" if args.auth == "htpasswd" else None
             authorization = write_htpasswd(htpasswd) if htpasswd else None
+            if args.cache:
+                # Entered before the caches, so stopped after them.
+                try:
+                    upstream.registry = stack.enter_context(running(UPSTREAM, workdir / UPSTREAM))
+                except RegistryStartError as error:
+                    log(f"the upstream registry did not start:\n{error}")
+                    return 1
+                log(f"upstream: {upstream.registry.version} at {upstream.registry.url}")
+            cache_of = upstream.registry.url if upstream.registry else None
             for name in args.registries:
                 try:
                     registries[name] = stack.enter_context(
-                        running(name, workdir / name, services, htpasswd, authorization)
+                        running(name, workdir / name, services, htpasswd, authorization, cache_of)
                     )
                 except RegistryStartError as error:
                     log(f"{name} did not start, its column will read 'error':\n{error}")
@@ -242,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             save_server_logs(registries, results_prefix)
+            if upstream.registry is not None:
+                save_server_logs({UPSTREAM: upstream.registry}, results_prefix)
     table = markdown_table if args.markdown else text_table
     print(
         f"Median of {args.rounds} round(s){' (interrupted, partial)' if interrupted else ''}; "
@@ -249,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         "faster.\n"
     )
     print(table(list(rows.values())))
+    cache_scenarios = [scenario for scenario in scenarios if isinstance(scenario, CacheScenario)]
+    if cache_scenarios:
+        print("\n" + upstream_table(cache_scenarios, args.markdown))
     run_info: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rounds": args.rounds,
@@ -259,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         "commit": checkout_commit(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "registries": {name: registry.version for name, registry in registries.items()},
-        "profile": dataclasses.asdict(profile),
+        "profile": dataclasses.asdict(cache_profile if args.cache else profile),
     }
+    if cache_scenarios:
+        run_info["upstream_requests"] = upstream_json(cache_scenarios)
+        run_info["load_average"] = os.getloadavg()
     write_json(RESULTS_DIR / f"{results_prefix}latest.json", list(rows.values()), run_info)
     return 130 if interrupted else 0
 
