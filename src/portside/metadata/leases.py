@@ -14,6 +14,9 @@ from portside.metadata.tables import leases
 
 
 class SqlLeases(Database):
+    """Lease writes commit without waiting for the disk: a lease lost to a power cut ends with
+    the holder it stood for, and an expiry is what protects against a holder that is gone."""
+
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> Lease:
         def run(conn: Connection) -> Lease:
             stamp = now()
@@ -33,11 +36,12 @@ class SqlLeases(Database):
             )
             return Lease(name, holder, stamp + ttl)
 
-        return await self._write(run)
+        return await self._write(run, durable=False)
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._write(
             lambda conn: conn.execute(
                 delete(leases).where(leases.c.name == name, leases.c.holder == holder)
-            )
+            ),
+            durable=False,
         )
