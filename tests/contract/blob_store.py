@@ -309,6 +309,39 @@ class BlobStoreContract:
             await store.get("uploads/two")
         assert await keys_under(store, "uploads") == []
 
+    async def test_many_small_appends_then_a_large_one(self, store: BlobStore) -> None:
+        """As a chunked upload PATCHes: a writer per chunk, each continuing at the size."""
+        chunks = [os.urandom(100 * 1024) for _ in range(100)] + [os.urandom(12 * MIB + 3)]
+        size = 0
+        for chunk in chunks:
+            writer = await store.writer("upload", size)
+            assert writer.size == size
+            await writer.write(chunk)
+            await writer.close()
+            size += len(chunk)
+            assert await store.stat("upload") == size
+        assert await read_all(store, "upload") == b"".join(chunks)
+
+    @pytest.mark.parametrize(
+        "offset",
+        [7 * MIB - 1, 6 * MIB + 512 * 1024, 5 * MIB, 4 * MIB + 1, 100 * 1024, 1],
+    )
+    async def test_resume_below_the_size_after_many_appends(
+        self, store: BlobStore, offset: int
+    ) -> None:
+        contents = os.urandom(7 * MIB)
+        for start in range(0, len(contents), 512 * 1024):
+            await write_chunks(store, "upload", contents[start:][: 512 * 1024], MIB, start)
+        writer = await store.writer("upload", offset)
+        assert writer.size == offset
+        await writer.write(b"new")
+        await writer.close()
+        assert await store.stat("upload") == offset + 3
+        writer = await store.writer("upload", offset + 3)
+        await writer.write(b"er")
+        await writer.commit()
+        assert await store.get("upload") == contents[:offset] + b"newer"
+
     # reads
 
     async def test_read_at_an_offset(self, store: BlobStore) -> None:

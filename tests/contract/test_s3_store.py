@@ -85,6 +85,78 @@ async def test_another_process_resumes_the_same_multipart_upload(
     assert leftovers(s3_store) == []
 
 
+class BytesRead:
+    """Counts the bytes a store's client GETs from the bucket."""
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self.total = 0
+        store.client.meta.events.register("after-call.s3.GetObject", self._count)
+
+    def _count(self, parsed: dict[str, object], **_: object) -> None:
+        length = parsed.get("ContentLength", 0)
+        assert isinstance(length, int)
+        self.total += length
+
+
+async def append(store: S3BlobStore, key: str, chunk: bytes) -> None:
+    """One chunk as a PATCH appends it: a writer continuing at the size."""
+    writer = await store.writer(key, await store.stat(key) if chunk else 0)
+    await writer.write(chunk)
+    await writer.close()
+
+
+async def test_appending_reads_nothing_back(s3_server: S3Server) -> None:
+    store = s3_server.store(part_size=8 * MIB)
+    read = BytesRead(store)
+    chunks = [os.urandom(100 * 1024) for _ in range(100)] + [os.urandom(20 * MIB)]
+    writer = await store.writer("upload")
+    await writer.close()
+    for chunk in chunks:
+        await append(store, "upload", chunk)
+    assert read.total == 0
+    assert part_sizes(store) == [8 * MIB, 8 * MIB, 8 * MIB]  # parts fill across writers
+    assert await store.get("upload") == b"".join(chunks)
+    assert leftovers(store) == []
+
+
+async def test_chunks_alternating_between_two_processes(s3_server: S3Server) -> None:
+    """Each process reads back at most the tail the other put, never a part."""
+    stores = [s3_server.store(part_size=PART), None]
+    stores[1] = s3_server.store(stores[0].prefix, part_size=PART)
+    reads = [BytesRead(store) for store in stores]
+    chunks = [os.urandom(700 * 1024) for _ in range(30)]
+    writer = await stores[0].writer("upload")
+    await writer.close()
+    for number, chunk in enumerate(chunks):
+        await append(stores[number % 2], "upload", chunk)
+    assert sum(read.total for read in reads) < len(chunks) * PART
+    assert len(uploads(stores[0])) == 1
+    assert await stores[1].get("upload") == b"".join(chunks)
+    assert leftovers(stores[0]) == []
+
+
+@pytest.mark.parametrize("keep", [7 * MIB, 6 * MIB], ids=["whole-tail", "part-of-the-tail"])
+async def test_another_process_copies_a_large_tail_into_a_part(
+    s3_server: S3Server, keep: int
+) -> None:
+    """A tail too short for an 8 MiB part but long enough for a part of its own is copied into
+    one server-side, not read back, by a process that does not have it in memory."""
+    first = s3_server.store(part_size=8 * MIB)
+    data = os.urandom(7 * MIB)
+    await write_chunks(first, "upload", data, MIB)
+    other = s3_server.store(first.prefix, part_size=8 * MIB)
+    read = BytesRead(other)
+    writer = await other.writer("upload", keep)
+    assert writer.size == keep
+    await writer.write(b"more")
+    await writer.close()
+    assert read.total == 0
+    assert part_sizes(other) == [keep]
+    assert await first.stat("upload") == keep + 4
+    assert await first.get("upload") == data[:keep] + b"more"
+    assert leftovers(first) == []
+
+
 @pytest.mark.parametrize(
     ("finished", "offset"),
     [
