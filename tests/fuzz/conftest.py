@@ -101,3 +101,11 @@ def fuzzed_without_auth(request: pytest.FixtureRequest) -> Iterator[Fuzzed]:
     with open_registry(request.param, "auth-off") as registry:
         registry.seed()
         yield registry
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzzed_token(request: pytest.FixtureRequest) -> Iterator[Fuzzed]:
+    """A registry with the built-in token service (bearer tokens), seeded, on each backend."""
+    with open_registry(request.param, "auth-token") as registry:
+        registry.seed()
+        yield registry
