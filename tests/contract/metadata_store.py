@@ -21,6 +21,7 @@ import pytest
 
 from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
+    LOGIN_FAILURE_PRUNE_BATCH,
     REFRESH_PRUNE_BATCH,
     BlobState,
     Conflict,
@@ -760,26 +761,17 @@ class MetadataStoreContract:
         assert summary.description == "first"
         assert await store.search_repositories("second", 0, 10) == (0, [])
 
-    async def test_search_with_a_visible_predicate_counts_and_pages_what_it_shows(
+    async def test_search_without_a_limit_lists_every_match_after_the_offset(
         self, store: MetadataStore
     ) -> None:
         names = [f"{team}/app{n}" for n in range(5) for team in ("public", "secret")]
         for name in names:
             await put(store, image(name, "m", description=f"about {name}"), [], "1")
-        public = sorted(name for name in names if name.startswith("public/"))
-
-        def visible(name: str) -> bool:
-            return name.startswith("public/")
-
-        total, found = await store.search_repositories("", 0, 2, visible)
-        assert total == 5
-        assert found == [RepositorySummary(name, f"about {name}") for name in public[:2]]
-        total, found = await store.search_repositories("", 4, 2, visible)
-        assert (total, [summary.name for summary in found]) == (5, public[4:])
-        total, found = await store.search_repositories("app3", 0, 10, visible)
-        assert (total, [summary.name for summary in found]) == (1, ["public/app3"])
-        assert await store.search_repositories("secret", 0, 10, visible) == (0, [])
-        assert await store.search_repositories("", 0, 10, lambda name: False) == (0, [])
+        total, found = await store.search_repositories("", 0, None)
+        assert total == len(names)
+        assert found == [RepositorySummary(name, f"about {name}") for name in sorted(names)]
+        total, found = await store.search_repositories("app3", 1, None)
+        assert (total, [summary.name for summary in found]) == (2, ["secret/app3"])
 
     # reservations: how a writer stores bytes that no collector can take away
 
@@ -1196,3 +1188,54 @@ class MetadataStoreContract:
         for token in fresh:
             assert await store.find_refresh_token(token.token_hash) == token
         assert await kept(store, old) == []
+
+    # failed logins: one row per failure, counted in a window, shared by every worker
+
+    async def test_failures_are_counted_in_their_window(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        second = timedelta(seconds=1)
+        assert await store.failures_since("address-a", now - 60 * second) == []
+        assert await store.record_failure("address-a", now, now - 60 * second) == 1
+        assert await other_store.record_failure("address-a", now + second, now) == 2
+        assert await store.record_failure("username-b", now + second, now) == 1
+        # every worker and instance on the database counts the same failures
+        assert await other_store.failures_since("address-a", now) == [now, now + second]
+        assert await store.failures_since("address-a", now + second) == [now + second]
+        assert await store.record_failure("address-a", now + 90 * second, now + 30 * second) == 1
+
+    async def test_clearing_forgets_one_key(self, store: MetadataStore) -> None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        for key in ("username-a", "username-a", "username-b"):
+            await store.record_failure(key, now, now - timedelta(minutes=1))
+        await store.clear_failures("username-a")
+        await store.clear_failures("username-absent")
+        assert await store.failures_since("username-a", now - timedelta(minutes=1)) == []
+        assert await store.failures_since("username-b", now - timedelta(minutes=1)) == [now]
+
+    async def test_recording_a_failure_prunes_a_few_old_ones(self, store: MetadataStore) -> None:
+        long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+        for n in range(LOGIN_FAILURE_PRUNE_BATCH + 4):
+            await store.record_failure("old", long_ago + n * timedelta(seconds=1), long_ago)
+        assert len(await store.failures_since("old", long_ago)) == LOGIN_FAILURE_PRUNE_BATCH + 4
+        now = long_ago + timedelta(days=1)
+        await store.record_failure("new", now, now - timedelta(minutes=1))
+        assert len(await store.failures_since("old", long_ago)) == 4  # the oldest went first
+        await store.record_failure("new", now, now - timedelta(minutes=1))
+        assert await store.failures_since("old", long_ago) == []
+        assert len(await store.failures_since("new", now)) == 2
+
+    async def test_workers_recording_failures_at_once_count_them_all(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        since = now - timedelta(minutes=1)
+        stores = [store, other_store] * 4
+        counts, errors = in_workers(
+            [lambda s=s: s.record_failure("address-a", now, since) for s in stores]  # type: ignore[misc]
+        )
+        assert errors == []
+        # each counts itself and what committed before it (at once, that may be little)
+        assert all(1 <= count <= len(stores) for count in counts)
+        assert len(await store.failures_since("address-a", now)) == len(stores)

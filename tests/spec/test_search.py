@@ -34,6 +34,7 @@ from helpers import (
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from portside.api import guard
 from portside.registry import discovery
 
 DESCRIPTION = "org.opencontainers.image.description"
@@ -338,17 +339,17 @@ async def test_deleting_the_newest_manifest_brings_back_the_previous_description
     assert await descriptions(client) == {"app": "first"}
 
 
-# the hook authorization fills: request.state.visible_repository
+# what the gate admits a listing with: api.guard.Admission(visible=...)
 
 
 @asynccontextmanager
 async def seen_by(
     app: Starlette, visible: Callable[[str], bool]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose requests carry visible as authorization middleware would leave it."""
+    """A client whose requests carry visible as the gate of a registry with auth leaves it."""
 
     async def authorized(scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault("state", {})["visible_repository"] = visible
+        scope[guard.ADMISSION] = guard.Admission(visible=visible)
         await app(scope, receive, send)
 
     transport = httpx.ASGITransport(app=authorized)

@@ -9,7 +9,6 @@ from typing import Final
 from starlette.requests import Request
 
 from portside.api import query
-from portside.registry.discovery import Visible
 from portside.registry.errors import (
     Denied,
     PaginationNumberInvalid,
@@ -19,11 +18,6 @@ from portside.registry.errors import (
 from portside.registry.names import Digest, parse_name
 from portside.registry.service import Registry
 
-# The request state key where the auth gate says a mount's `from` may not be pulled by the caller.
-MOUNT_REFUSED: Final = "mount_refused"
-# The request state key of the challenge an anonymous caller of an auth-enabled registry gets
-# where a login would show more.
-LOGIN_CHALLENGE: Final = "login_challenge"
 CONTENT_RANGE: Final = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
 
 
@@ -97,26 +91,6 @@ def page_number(request: Request, field: str, default: int) -> int:
     if not _is_number(value) or int(value) == 0:
         raise PaginationNumberInvalid({field: value[:20]})
     return int(value)
-
-
-def visible_repository(request: Request) -> Visible | None:
-    """Which repositories the caller may pull, as authorization leaves it for listings in
-    `request.state.visible_repository` (a callable: name -> bool); None shows them all."""
-    found: Visible | None = getattr(request.state, "visible_repository", None)
-    return found
-
-
-def may_mount(request: Request) -> bool:
-    """Whether the caller may pull the repository a mount names in `from`, as the auth gate
-    decided on the same parse of the query (api/query.py); True on an open registry."""
-    return not getattr(request.state, MOUNT_REFUSED, False)
-
-
-def login_challenge(request: Request) -> str | None:
-    """The WWW-Authenticate value to send an anonymous caller of a registry with auth, which the
-    auth gate leaves in the request state; None for a caller who logged in, or no auth."""
-    found: str | None = getattr(request.state, LOGIN_CHALLENGE, None)
-    return found
 
 
 def refuse_cache_push(registry: Registry, name: str) -> None:

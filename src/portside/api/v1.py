@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portside.api import query, requests
+from portside.api import guard, query, requests
 from portside.registry.errors import Unauthorized
 
 # docker and podman ask for 25 by default, and docker for at most 100.
@@ -33,9 +33,9 @@ async def search(request: Request) -> Response:
     if not request.app.state.search:
         # search_backend is empty: the classic registry without a search index answered so.
         return JSONResponse({"query": text, "num_results": 0, "results": []})
-    visible = requests.visible_repository(request)
-    found = await registry.discovery.search(text, page, page_size, visible)
-    challenge = requests.login_challenge(request)
+    admission = guard.admission(request.scope)
+    found = await registry.discovery.search(text, page, page_size, admission.visible)
+    challenge = admission.login_challenge
     if found.total == 0 and challenge is not None:
         # podman sends /v1/search without credentials, and asks the authenticated /v2/_catalog
         # only when this is not a 200: an anonymous caller who sees nothing is told to log in,

@@ -1,6 +1,5 @@
-"""Credentials to identities, cheaply enough for every request: htpasswd logins through the
-file's verified-credentials cache (a miss hashes in a worker thread, once however many requests
-wait for it) under the failed-login limits, and bearer tokens through a cache of verified tokens.
+"""Credentials to identities, cheaply enough for every request, each kind through its one cache
+in this process: htpasswd logins under the failed-login limits, and bearer tokens.
 
 No HTTP here: callers read headers and choose responses. Meant for one event loop per instance.
 """
@@ -9,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import anyio
 import anyio.to_thread
 
 from portside.auth.base import AuthError, Identity
-from portside.auth.htpasswd import HtpasswdFile
+from portside.auth.htpasswd import FileVersion, HtpasswdFile
 from portside.auth.permissions import Authorizer
 from portside.auth.ratelimit import LoginLimiter
 from portside.auth.tokens import TokenVerifier, VerifiedToken
@@ -26,7 +27,12 @@ from portside.auth.tokens import TokenVerifier, VerifiedToken
 log = logging.getLogger(__name__)
 
 DEFAULT_HASH_THREADS: Final = 4
+DEFAULT_LOGIN_TTL: Final = 60.0
+DEFAULT_LOGIN_CACHE_SIZE: Final = 4096
 DEFAULT_TOKEN_CACHE_SIZE: Final = 10_000
+# How often a remembered login looks at the htpasswd file: a changed or removed password stops
+# working within this many seconds (a stat on every request costs more than all the rest).
+FILE_CHECK_SECONDS: Final = 1.0
 
 
 class LoginFailed(AuthError):
@@ -56,12 +62,15 @@ class _Pending:
 class Authenticator:
     """Checks Basic credentials and bearer tokens.
 
-    `login` costs, on a cache hit, one HMAC and one `stat` of the htpasswd file; on a miss, one
-    password hash in a thread (at most `hash_threads` at once). Concurrent misses with the same
-    credentials share one hash. Failed logins count against the limiter; a cached success never
-    does, so a client that logged in keeps working while its address is throttled.
+    A verified (username, password) is remembered, by a keyed BLAKE2 hash of both, for
+    `login_ttl` seconds while the htpasswd file is unchanged (looked at every FILE_CHECK_SECONDS):
+    a hit costs that hash and a dict lookup, and is never held back by the failed-login limits, so
+    a client that logged in keeps working while its address is throttled. A miss asks the limits
+    (which a success clears only where the username had failures: no write per login), then hashes
+    the password in a thread (at most `hash_threads` at once; concurrent misses with the same
+    credentials share one hash). Failures are never remembered.
 
-    `bearer` remembers verified tokens by their SHA-256 until they expire, so a signature is
+    A verified bearer token is remembered, by a keyed hash, until it expires: its signature is
     checked once per token and process, not once per request."""
 
     def __init__(
@@ -72,18 +81,26 @@ class Authenticator:
         verifier: TokenVerifier | None = None,
         limiter: LoginLimiter | None = None,
         hash_threads: int = DEFAULT_HASH_THREADS,
+        login_ttl: float = DEFAULT_LOGIN_TTL,
+        login_cache_size: int = DEFAULT_LOGIN_CACHE_SIZE,
         token_cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.authorizer = authorizer
         self.htpasswd = htpasswd
         self.verifier = verifier
-        self.limiter = limiter or LoginLimiter()
+        self.limiter = limiter
         self.hash_threads = hash_threads
+        self.login_ttl = login_ttl
+        self.login_cache_size = login_cache_size
         self.token_cache_size = token_cache_size
         self._clock = clock
+        self._key = secrets.token_bytes(32)
         self._threads: anyio.CapacityLimiter | None = None
         self._pending: dict[bytes, _Pending] = {}
+        self._logins: dict[bytes, tuple[float, FileVersion | None, Identity]] = {}
+        self._file_version: FileVersion | None = None
+        self._file_checked_at = -math.inf
         self._tokens: dict[bytes, VerifiedToken] = {}
 
     # Passwords ----------------------------------------------------------------------------------
@@ -94,29 +111,64 @@ class Authenticator:
         htpasswd = self.htpasswd
         if htpasswd is None:
             raise LoginFailed("no htpasswd file")
-        if htpasswd.cached(username, password):
-            return self.authorizer.identity(username)
-        wait = self.limiter.retry_after(address, username)
-        if wait > 0:
-            log.warning("login refused for %ss: too many failed logins from %s", wait, address)
-            raise LoginThrottled(wait)
-        if not await self._verify(htpasswd, username, password):
-            self.limiter.failure(address, username)
+        key = self._login_key(username, password)
+        known = self._remembered(htpasswd, key)
+        if known is not None:
+            return known
+        standing = None
+        if self.limiter is not None:
+            standing = await self.limiter.standing(address, username)
+            if standing.retry_after > 0:
+                wait = standing.retry_after
+                log.warning("login refused for %ss: too many failed logins from %s", wait, address)
+                raise LoginThrottled(wait)
+        version = htpasswd.version()
+        if not await self._verify(htpasswd, key, username, password):
+            if self.limiter is not None:
+                await self.limiter.failure(address, username)
             log.info("failed login from %s", address)
             raise LoginFailed("wrong username or password")
-        self.limiter.success(username)
-        return self.authorizer.identity(username)
+        if self.limiter is not None and standing is not None and standing.username_failed:
+            await self.limiter.success(username)
+        identity = self.authorizer.identity(username)
+        self._remember(key, version, identity)
+        return identity
 
     def known_user(self, username: str) -> bool:
         """Whether the htpasswd file still has `username` (a refresh token outlives no user)."""
         return self.htpasswd is not None and username in self.htpasswd
 
-    async def _verify(self, htpasswd: HtpasswdFile, username: str, password: str) -> bool:
-        # Held only while the hash runs, in this process's memory: it never leaves it.
+    def _login_key(self, username: str, password: str) -> bytes:
         user = username.encode("utf-8", "surrogatepass")
-        key = hashlib.sha256(
-            len(user).to_bytes(4, "big") + user + password.encode("utf-8", "surrogatepass")
-        ).digest()
+        message = len(user).to_bytes(4, "big") + user + password.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(message, key=self._key, digest_size=16).digest()
+
+    def _remembered(self, htpasswd: HtpasswdFile, key: bytes) -> Identity | None:
+        hit = self._logins.get(key)
+        if hit is None:
+            return None
+        expires, version, identity = hit
+        now = self._clock()
+        if now >= self._file_checked_at + FILE_CHECK_SECONDS:
+            self._file_version, self._file_checked_at = htpasswd.version(), now
+        if expires > now and version == self._file_version:
+            return identity
+        del self._logins[key]
+        return None
+
+    def _remember(self, key: bytes, version: FileVersion | None, identity: Identity) -> None:
+        """Remember a login, with the file's version from before its password was checked."""
+        if self.login_ttl <= 0 or self.login_cache_size <= 0:
+            return
+        now = self._clock()
+        if len(self._logins) >= self.login_cache_size:
+            self._logins.clear()
+        self._logins[key] = (now + self.login_ttl, version, identity)
+        self._file_version, self._file_checked_at = version, now
+
+    async def _verify(
+        self, htpasswd: HtpasswdFile, key: bytes, username: str, password: str
+    ) -> bool:
         pending = self._pending.get(key)
         if pending is not None:
             await pending.done.wait()
@@ -139,7 +191,7 @@ class Authenticator:
 
     def bearer(self, token: str) -> VerifiedToken:
         """The verified token; raises a TokenError (tokens.py lists them) or NoTokenVerifier."""
-        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        key = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), key=self._key).digest()
         now = self._clock()
         cached = self._tokens.get(key)
         if cached is not None:

@@ -1,5 +1,5 @@
-"""Users and passwords in an Apache htpasswd file: verification with a short-lived cache of
-verified credentials, and the file management behind `portside user add|remove|list|passwd`.
+"""Users and passwords in an Apache htpasswd file: verification, and the file management behind
+`portside user add|remove|list|passwd`. (Verified logins are remembered by auth/authenticator.py.)
 
 Every format Apache's `htpasswd` writes is read, told apart by its prefix:
 
@@ -10,21 +10,18 @@ Every format Apache's `htpasswd` writes is read, told apart by its prefix:
 
 `$1$` (glibc MD5 crypt, which Apache accepts through crypt(3)) is read too. bcrypt passwords are
 cut at 72 bytes as crypt_blowfish does. The file is read again whenever its inode, size, mtime or
-ctime change; a missing or unreadable file has no users. Plaintext passwords are never stored,
-cached or logged: the cache holds an HMAC of (username, password) under a key made per process.
+ctime change; a missing or unreadable file has no users. Passwords are never stored or logged.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import logging
 import os
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,8 +44,6 @@ from portside.auth.base import AuthError
 log = logging.getLogger(__name__)
 
 DEFAULT_BCRYPT_ROUNDS: Final = 12
-DEFAULT_CACHE_TTL: Final = 60.0
-DEFAULT_CACHE_SIZE: Final = 4096
 FILE_MODE: Final = 0o600
 # Never world-readable, whatever mode an operator gave the file before.
 _KEPT_MODE_BITS: Final = 0o640
@@ -206,29 +201,14 @@ def _read(path: Path) -> _Snapshot:
 class HtpasswdFile:
     """Verifies usernames and passwords against an htpasswd file, safe to share between threads.
 
-    `verify` costs one `stat` plus, on a cache miss, the password hash (bcrypt at cost 12 takes
-    about a quarter of a second: run it off the event loop). `cached` answers from the cache alone.
-    A verified (username, password) is remembered for `cache_ttl` seconds or until the file
-    changes, whichever comes first; a failed one is never remembered.
-    """
+    `verify` costs one `stat` plus the password hash (bcrypt at cost 12 takes about a quarter of
+    a second: run it off the event loop). `version` tells a cache of verified logins whether the
+    file has changed since."""
 
-    def __init__(
-        self,
-        path: Path | str,
-        *,
-        allow_plaintext: bool = False,
-        cache_ttl: float = DEFAULT_CACHE_TTL,
-        cache_size: int = DEFAULT_CACHE_SIZE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, path: Path | str, *, allow_plaintext: bool = False) -> None:
         self.path = Path(path)
         self.allow_plaintext = allow_plaintext
-        self.cache_ttl = cache_ttl
-        self.cache_size = cache_size
-        self._clock = clock
         self._lock = threading.Lock()
-        self._cache_key = secrets.token_bytes(32)
-        self._cache: dict[bytes, tuple[float, FileVersion | None]] = {}
         self._snapshot = _read(self.path)
         self._dummies: dict[int, str] = {}
 
@@ -240,8 +220,11 @@ class HtpasswdFile:
         with self._lock:
             if version != self._snapshot.version:
                 self._snapshot = _read(self.path)
-                self._cache.clear()
             return self._snapshot
+
+    def version(self) -> FileVersion | None:
+        """The file's device, inode, size, mtime and ctime now; None when it cannot be read."""
+        return _stat(self.path)
 
     def users(self) -> list[str]:
         """The usernames in the file, in file order."""
@@ -252,50 +235,11 @@ class HtpasswdFile:
 
     # Verification ------------------------------------------------------------------------------
 
-    def _key(self, username: str, password: str) -> bytes:
-        user = _encode(username)
-        message = len(user).to_bytes(4, "big") + user + _encode(password)
-        return hmac.new(self._cache_key, message, hashlib.sha256).digest()
-
-    def _cache_hit(self, key: bytes, version: FileVersion | None) -> bool:
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is None:
-                return False
-            expires, cached_version = hit
-            if expires > self._clock() and cached_version == version:
-                return True
-            del self._cache[key]
-            return False
-
-    def _remember(self, key: bytes, version: FileVersion | None) -> None:
-        if self.cache_ttl <= 0 or self.cache_size <= 0:
-            return
-        with self._lock:
-            if version != self._snapshot.version:
-                return  # the file changed while the hash ran
-            now = self._clock()
-            if len(self._cache) >= self.cache_size:
-                for stale in [k for k, (expires, _) in self._cache.items() if expires <= now]:
-                    del self._cache[stale]
-            while len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = (now + self.cache_ttl, version)
-
-    def cached(self, username: str, password: str) -> bool:
-        """True when these credentials were verified recently and the file has not changed since:
-        a cheap check a server can make on the event loop before paying for `verify` in a thread."""
-        snapshot = self._current()
-        return self._cache_hit(self._key(username, password), snapshot.version)
-
     def verify(self, username: str, password: str) -> bool:
         """True when the file has `username` and `password` matches its entry.
 
         Unknown users cost a bcrypt hash too, so timing does not tell which users exist."""
         snapshot = self._current()
-        key = self._key(username, password)
-        if self._cache_hit(key, snapshot.version):
-            return True
         entry = snapshot.entries.get(username)
         if entry is None:
             self._burn(password, snapshot.dummy_rounds)
@@ -306,13 +250,10 @@ class HtpasswdFile:
             self._burn(password, snapshot.dummy_rounds)
             return False
         try:
-            ok = verifier(_encode(password), entry)
+            return verifier(_encode(password), entry)
         except (ValueError, TypeError) as error:
             log.warning("htpasswd entry of user %r cannot be checked: %s", username, error)
             return False
-        if ok:
-            self._remember(key, snapshot.version)
-        return ok
 
     def _burn(self, password: str, rounds: int) -> None:
         """Spend about what a real bcrypt check would, against a hash of a random secret."""

@@ -1,116 +1,92 @@
 """Failed-login limiting per client address and per username, in a sliding window: after
-`max_failures` failures within `window` seconds a key is refused until the oldest of them is
-`window` seconds old, and `Retry-After` says how long that is.
+`max_failures` failures within `window` seconds a key is refused until the oldest of them that
+counts is `window` seconds old, and `Retry-After` says how long that is.
 
-State lives in this process: with several workers each counts on its own, so the effective limit
-is up to `workers` times the configured one, until a shared store (the metadata database) is added.
+The failures live in a FailureLog that every worker and instance shares (server/throttle.py puts
+it in the metadata database), so that N of them limit as one. Keys are hashed before they are
+stored: a username that failed may be a password typed in the wrong field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 DEFAULT_MAX_FAILURES: Final = 5
 DEFAULT_WINDOW: Final = 60.0
-DEFAULT_MAX_KEYS: Final = 100_000
 
 
-class FailureWindow:
-    """Failures per key within a sliding window. Memory is bounded: at most `max_keys` keys,
-    the least recently failed ones forgotten first."""
+class FailureLog(Protocol):
+    """Failures by key (at most 64 characters), at times in seconds since the epoch."""
 
-    def __init__(
-        self,
-        max_failures: int = DEFAULT_MAX_FAILURES,
-        window: float = DEFAULT_WINDOW,
-        *,
-        max_keys: int = DEFAULT_MAX_KEYS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_failures < 1 or window <= 0 or max_keys < 1:
-            raise ValueError("max_failures, window and max_keys must be positive")
-        self.max_failures = max_failures
-        self.window = window
-        self.max_keys = max_keys
-        self._clock = clock
-        self._lock = threading.Lock()
-        # key -> times of its last max_failures failures, oldest first
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+    async def record_failure(self, key: str, at: float, since: float) -> int:
+        """Record a failure of key at `at`; how many it has had since `since`, this one too."""
 
-    def _retry_after(self, times: deque[float] | None, now: float) -> float:
-        if times is None or len(times) < self.max_failures:
-            return 0.0
-        return max(0.0, times[0] + self.window - now)
+    async def failures_since(self, key: str, since: float) -> list[float]:
+        """When key failed since `since`, the earliest first."""
 
-    def retry_after(self, key: str) -> float:
-        """Seconds until `key` may try again; 0 when it may now."""
-        with self._lock:
-            return self._retry_after(self._failures.get(key), self._clock())
+    async def clear_failures(self, key: str) -> None: ...
 
-    def failure(self, key: str) -> float:
-        """Count a failure of `key`; the seconds it must now wait (0 while under the limit)."""
-        with self._lock:
-            now = self._clock()
-            times = self._failures.pop(key, None)
-            if times is None:
-                times = deque(maxlen=self.max_failures)
-            times.append(now)
-            self._failures[key] = times
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
-            return self._retry_after(times, now)
 
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where a login stands before its password is checked."""
 
-    def prune(self) -> int:
-        """Forget keys whose failures are all older than the window; how many went."""
-        with self._lock:
-            now = self._clock()
-            stale = [k for k, times in self._failures.items() if times[-1] + self.window <= now]
-            for key in stale:
-                del self._failures[key]
-            return len(stale)
+    retry_after: int  # whole seconds to wait (the `Retry-After` value); 0: it may try now
+    username_failed: bool  # the username has failures in the window, which a success clears
+
+
+def _key(kind: str, value: str) -> str:
+    return hashlib.sha256(f"{kind}\0{value}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LoginLimiter:
     """Both limits a login passes: its client address and its username.
 
-    Ask `retry_after` before checking a password (a refused login costs no hash), then report
-    the outcome. A success clears the username's failures, not the address's, so one valid account
-    cannot be used to reset an address that is guessing others' passwords."""
+    Ask `standing` before checking a password (a refused login costs no hash), then report a
+    failure, or a success where the username had failures. A success clears the username's
+    failures, not the address's, so one valid account cannot be used to reset an address that is
+    guessing others' passwords. A success costs no write unless there were failures to clear."""
 
     def __init__(
-        self, per_address: FailureWindow | None = None, per_username: FailureWindow | None = None
+        self,
+        log: FailureLog,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+        window: float = DEFAULT_WINDOW,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.per_address = per_address
-        self.per_username = per_username
+        if max_failures < 1 or window <= 0:
+            raise ValueError("max_failures and window must be positive")
+        self.log = log
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
 
-    def retry_after(self, address: str, username: str | None) -> int:
-        """Whole seconds to wait before trying (the `Retry-After` value); 0 when allowed."""
-        wait = 0.0
-        if self.per_address is not None:
-            wait = self.per_address.retry_after(address)
-        if self.per_username is not None and username is not None:
-            wait = max(wait, self.per_username.retry_after(username))
-        return math.ceil(wait)
+    async def standing(self, address: str, username: str) -> Standing:
+        now = self._clock()
+        since = now - self.window
+        by_address = await self.log.failures_since(_key("address", address), since)
+        by_username = await self.log.failures_since(_key("username", username), since)
+        wait = max(self._wait(by_address, now), self._wait(by_username, now))
+        return Standing(math.ceil(wait), bool(by_username))
 
-    def failure(self, address: str, username: str | None) -> int:
-        """Count a failed login; whole seconds to wait now (0 while under both limits)."""
-        wait = 0.0
-        if self.per_address is not None:
-            wait = self.per_address.failure(address)
-        if self.per_username is not None and username is not None:
-            wait = max(wait, self.per_username.failure(username))
-        return math.ceil(wait)
+    def _wait(self, failures: list[float], now: float) -> float:
+        """Seconds until fewer than max_failures of these are in the window."""
+        if len(failures) < self.max_failures:
+            return 0.0
+        return max(0.0, failures[len(failures) - self.max_failures] + self.window - now)
 
-    def success(self, username: str) -> None:
-        """Count a successful login: the username's failures are forgotten."""
-        if self.per_username is not None:
-            self.per_username.reset(username)
+    async def failure(self, address: str, username: str) -> None:
+        now = self._clock()
+        since = now - self.window
+        await self.log.record_failure(_key("address", address), now, since)
+        await self.log.record_failure(_key("username", username), now, since)
+
+    async def success(self, username: str) -> None:
+        """The username logged in: its failures are forgotten."""
+        await self.log.clear_failures(_key("username", username))

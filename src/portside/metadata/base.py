@@ -2,14 +2,14 @@
 
 Tags, manifests, blob links and upload sessions live here and only here; blob bytes live in storage.
 The interface comes in parts, one for each kind of user (the request path, the pull-through cache,
-the garbage collector, the token service); MetadataStore is all of them, and every backend passes
-the one suite in tests/contract/metadata_store.py. Names and digests arrive validated. Methods are
-atomic: each is one transaction.
+the garbage collector, the token service, the failed-login limits); MetadataStore is all of them,
+and every backend passes the one suite in tests/contract/metadata_store.py. Names and digests
+arrive validated. Methods are atomic: each is one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,6 +21,9 @@ MARK_TTL: Final = timedelta(seconds=60)
 
 # Expired refresh tokens add_refresh_token deletes at most, per token it adds.
 REFRESH_PRUNE_BATCH: Final = 16
+
+# Failed logins older than the window record_failure deletes at most, per failure it records.
+LOGIN_FAILURE_PRUNE_BATCH: Final = 16
 
 # The longest artifact type a manifest record keeps (manifests.artifact_type, tables.py): the
 # registry refuses longer ones (MANIFEST_INVALID) rather than let a database cut or refuse them.
@@ -277,20 +280,11 @@ class RequestStore(Protocol):
         after last, at most n of them."""
 
     async def search_repositories(
-        self,
-        query: str,
-        offset: int,
-        limit: int,
-        visible: Callable[[str], bool] | None = None,
+        self, query: str, offset: int, limit: int | None
     ) -> tuple[int, list[RepositorySummary]]:
         """Repositories holding at least one manifest whose name or description contains query,
-        case-insensitively (an empty query matches all), and, if given, for whose name visible
-        is true: how many there are, and at most limit of them after the first offset, in
-        lexical (code point) order of name.
-
-        visible runs in Python over every repository the query matches (repository permissions
-        are patterns, not SQL), so a search with it reads all matching names: fine up to some
-        tens of thousands of repositories."""
+        case-insensitively (an empty query matches all): how many there are, and at most limit
+        of them (None: all) after the first offset, in lexical (code point) order of name."""
 
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None
@@ -419,7 +413,23 @@ class TokenStore(Protocol):
         """Forget every token of username; how many there were."""
 
 
-class MetadataStore(CacheStore, CollectorStore, TokenStore, Protocol):
+class ThrottleStore(Protocol):
+    """Failed logins, by an opaque key of at most 64 characters (auth/ratelimit.py hashes the
+    client address or username it counts against), shared by every worker and instance."""
+
+    async def record_failure(self, key: str, at: datetime, since: datetime) -> int:
+        """Record a failure of key at `at`; how many key has had since `since`, this one
+        included. Deletes at most LOGIN_FAILURE_PRUNE_BATCH failures (of any key) older than
+        `since`, the oldest first, so that old rows go a few at a time as failures come."""
+
+    async def failures_since(self, key: str, since: datetime) -> list[datetime]:
+        """When key failed since `since` (inclusive), the earliest first."""
+
+    async def clear_failures(self, key: str) -> None:
+        """Forget every failure of key."""
+
+
+class MetadataStore(CacheStore, CollectorStore, TokenStore, ThrottleStore, Protocol):
     """The whole store, as a backend implements it and the server builds it once."""
 
     async def close(self) -> None: ...

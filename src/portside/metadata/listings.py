@@ -3,8 +3,6 @@ descriptions, in the spec's lexical (code point) order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from sqlalchemy import ColumnElement, Connection, Select, exists, func, or_, select
 
 from portside.metadata.base import ARTIFACT_TYPE_MAX, Manifest, RepositorySummary
@@ -85,28 +83,20 @@ class SqlListings(Database):
         return found
 
     async def search_repositories(
-        self,
-        query: str,
-        offset: int,
-        limit: int,
-        visible: Callable[[str], bool] | None = None,
+        self, query: str, offset: int, limit: int | None
     ) -> tuple[int, list[RepositorySummary]]:
         if "\x00" in query:  # in no name or description; and PostgreSQL refuses it as text
             return 0, []
         found = self._summaries(query)
-        if visible is None:
-            counted = select(func.count()).select_from(found.order_by(None).subquery())
+        counted = select(func.count()).select_from(found.order_by(None).subquery())
+        page = found.offset(offset).limit(limit)
 
-            def run(conn: Connection) -> tuple[int, list[RepositorySummary]]:
-                total = conn.scalar(counted) or 0
-                rows = conn.execute(found.offset(offset).limit(limit)).all()
-                return total, [RepositorySummary(row.name, row.description) for row in rows]
+        def run(conn: Connection) -> tuple[int, list[RepositorySummary]]:
+            total = conn.scalar(counted) or 0
+            rows = conn.execute(page).all()
+            return total, [RepositorySummary(row.name, row.description) for row in rows]
 
-            return await self._read(run)
-        # The predicate runs here, outside the transaction: it is the caller's code.
-        rows = await self._read(lambda conn: conn.execute(found).all())
-        shown = [RepositorySummary(row.name, row.description) for row in rows if visible(row.name)]
-        return len(shown), shown[offset : offset + limit]
+        return await self._read(run)
 
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None

@@ -1,7 +1,7 @@
 """The metadata store on SQLAlchemy Core: SQLite (WAL) embedded, PostgreSQL for scale-out.
 
 One class of each part (blobs, uploads, manifests, listings, the cache, collection, leases,
-refresh tokens) over the one engine and transactions of engine.Database.
+refresh tokens, failed logins) over the one engine and transactions of engine.Database.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from portside.metadata.collection import SqlCollection
 from portside.metadata.leases import SqlLeases
 from portside.metadata.listings import SqlListings
 from portside.metadata.manifests import SqlManifests
+from portside.metadata.throttle import SqlThrottle
 from portside.metadata.tokens import SqlRefreshTokens
 from portside.metadata.uploads import SqlUploads
 
@@ -25,5 +26,6 @@ class SqlMetadataStore(
     SqlCollection,
     SqlLeases,
     SqlRefreshTokens,
+    SqlThrottle,
 ):
     """MetadataStore over one SQLAlchemy engine; every method is one transaction."""

@@ -154,3 +154,15 @@ cached_tags = Table(
     Column("name", String(128), primary_key=True),
     Column("checked_at", DateTime(timezone=True), nullable=False),
 )
+
+# Failed logins, by a SHA-256 (hex) of what they count against (a client address, a username):
+# one row per failure; rows older than the window are pruned a few at a time per failure (0006)
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_login_failures_key", "key", "failed_at"),
+    Index("ix_login_failures_failed", "failed_at"),
+)

@@ -1,4 +1,6 @@
-"""Listing: tags of a repository, repositories of the registry, referrers of a manifest."""
+"""Listing: tags of a repository, repositories of the registry, referrers of a manifest, search.
+Where a caller may not see every repository, its `visible` predicate is applied here, and only
+here, with paging counted over what it shows."""
 
 from __future__ import annotations
 
@@ -95,8 +97,15 @@ class Discovery:
         self, query: str, page: int, page_size: int, visible: Visible | None = None
     ) -> SearchResults:
         """Repositories whose name or description contains query, ignoring case, in lexical
-        order: page (from 1) of those visible passes, page_size to a page."""
-        total, items = await self._metadata.search_repositories(
-            query, (page - 1) * page_size, page_size, visible
-        )
-        return SearchResults(total, items)
+        order: page (from 1) of those visible passes, page_size to a page.
+
+        visible runs here over every repository the query matches (repository permissions are
+        patterns, not SQL), so a search with it reads all matching names: fine up to some tens
+        of thousands of repositories."""
+        offset = (page - 1) * page_size
+        if visible is None:
+            total, items = await self._metadata.search_repositories(query, offset, page_size)
+            return SearchResults(total, items)
+        _, found = await self._metadata.search_repositories(query, 0, None)
+        shown = [summary for summary in found if visible(summary.name)]
+        return SearchResults(len(shown), shown[offset : offset + page_size])

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 
-from portside.api.routes import ROUTES
+from portside.api.guard import Guarded
+from portside.api.routes import routes as route_table
 from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
@@ -77,11 +78,11 @@ def create_app(settings: Settings) -> Starlette:
         middleware.append(Middleware(Cors, settings=settings.cors))
     if settings.mirroring is not None and settings.mirroring.enabled:
         middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
-    routes = ROUTES
     access = auth.build(settings, metadata)
-    if access is not None:
-        middleware.append(Middleware(auth.AuthMiddleware, gate=access.gate))
-        routes = [*access.routes, *ROUTES]
+    routes = route_table(access.token_path if access is not None else None)
+    unguarded = [route for route in routes if not isinstance(route, Guarded)]
+    if unguarded:  # fail closed: a route that does not say what it needs is never served
+        raise TypeError(f"routes without a declared access: {unguarded}")
 
     app = Starlette(
         # Never Starlette's debug pages: a client gets the spec's envelope, the log the traceback.
@@ -102,6 +103,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.search = settings.search_backend == "sqlalchemy"
     app.state.delete_enabled = settings.delete_enabled
     app.state.max_manifest_size = settings.max_manifest_size
+    # Each route asks the gate before its endpoint runs (api/guard.py); None: an open registry.
+    app.state.gate = access.gate if access is not None else None
     app.state.token_service = access.token_service if access is not None else None
     app.state.public_address = PublicAddress(settings.public_url, settings.trust_forwarded_headers)
     return app

@@ -26,8 +26,8 @@ from helpers import (
     start_upload,
 )
 
+from portside.auth import authenticator
 from portside.auth.htpasswd import HtpasswdFile, Scheme, add_user, remove_user, set_password
-from portside.server import auth
 
 CHALLENGE = 'Basic realm="Portside registry"'
 
@@ -117,7 +117,7 @@ async def test_plaintext_entries_work_only_when_allowed(
 async def test_the_htpasswd_file_is_read_again_when_it_changes(
     registry: Registry, htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "FILE_CHECK_SECONDS", 0)  # look at the file on every request
+    monkeypatch.setattr(authenticator, "FILE_CHECK_SECONDS", 0)  # look at the file on every request
     assert_challenge(await registry.client.get("/v2/", auth=("erin", "erin-Secret-6")))
     add_user(htpasswd, "erin", "erin-Secret-6", rounds=4)
     assert (await registry.client.get("/v2/", auth=("erin", "erin-Secret-6"))).status_code == 200
@@ -130,7 +130,7 @@ async def test_a_changed_password_is_refused_once_the_file_is_looked_at(
 ) -> None:
     """However recently the old password was verified (and cached). The gate looks at the file
     every FILE_CHECK_SECONDS; here on every request."""
-    monkeypatch.setattr(auth, "FILE_CHECK_SECONDS", 0)
+    monkeypatch.setattr(authenticator, "FILE_CHECK_SECONDS", 0)
     alice = await registry.as_user("alice")
     assert (await alice.get("/v2/")).status_code == 200
     set_password(htpasswd, "alice", "alice-New-Secret", rounds=4)

@@ -1,12 +1,13 @@
-"""The gate's memory of recent Basic logins: what it skips, and when it lets go."""
+"""The one memory of verified Basic logins (auth/authenticator.py): what it skips, and when it
+lets go."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from portside.auth.base import Identity
-from portside.auth.htpasswd import add_user, set_password
-from portside.server.auth import FILE_CHECK_SECONDS, Caller, RecentLogins
+from portside.auth.authenticator import FILE_CHECK_SECONDS, Authenticator
+from portside.auth.htpasswd import HtpasswdFile, add_user, set_password
+from portside.auth.permissions import AccessConfig, Authorizer
 
 
 class Clock:
@@ -17,26 +18,38 @@ class Clock:
         return self.now
 
 
-def test_a_login_is_remembered_until_its_ttl_or_a_change_of_the_file(tmp_path: Path) -> None:
+class Counting(HtpasswdFile):
+    verified = 0
+
+    def verify(self, username: str, password: str) -> bool:
+        self.verified += 1
+        return super().verify(username, password)
+
+
+async def test_a_login_is_remembered_until_its_ttl_or_a_change_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "htpasswd"
     add_user(path, "alice", "pw", rounds=4)
     clock = Clock()
-    recent = RecentLogins(path, ttl=60, clock=clock)
-    caller = Caller(presented=True, identity=Identity("alice"))
-    key = recent.key(b"Basic YWxpY2U6cHc=")
-    assert key != recent.key(b"Basic YWxpY2U6cHd4")
-    assert key != RecentLogins(path, ttl=60).key(b"Basic YWxpY2U6cHc=")  # a key per process
-
-    recent.put(key, caller, recent.version())
-    assert recent.get(key) is caller
+    htpasswd = Counting(path)
+    authenticator = Authenticator(
+        Authorizer(AccessConfig()), htpasswd=htpasswd, login_ttl=60, clock=clock
+    )
+    identity = await authenticator.login("alice", "pw", "10.0.0.1")
+    assert await authenticator.login("alice", "pw", "10.0.0.1") is identity
+    assert htpasswd.verified == 1
+    # a key per process: another one remembers nothing
+    other = Authenticator(Authorizer(AccessConfig()), htpasswd=htpasswd)
+    assert other._login_key("alice", "pw") != authenticator._login_key("alice", "pw")
 
     set_password(path, "alice", "new", rounds=4)
-    assert recent.get(key) is caller  # the file is looked at every FILE_CHECK_SECONDS
+    assert await authenticator.login("alice", "pw", "10.0.0.1") is identity  # looked at later
     clock.now += FILE_CHECK_SECONDS
-    assert recent.get(key) is None
+    assert await authenticator.login("alice", "new", "10.0.0.1") == identity
+    assert htpasswd.verified == 2
 
-    recent.put(key, caller, recent.version())
     clock.now += 59
-    assert recent.get(key) is caller
+    assert await authenticator.login("alice", "new", "10.0.0.1") == identity
+    assert htpasswd.verified == 2
     clock.now += 1
-    assert recent.get(key) is None
+    await authenticator.login("alice", "new", "10.0.0.1")
+    assert htpasswd.verified == 3

@@ -1,29 +1,39 @@
-"""The route → access table (server/access.py): every route has an entry, and requests map to the
+"""The access each route declares (api/routes.py): every route has one, and requests map to the
 actions distribution asks for, ambiguous paths included."""
 
 from __future__ import annotations
 
 import pytest
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match
 
-from portside.api.routes import ROUTES
-from portside.server.access import CATALOG_ACCESS, REQUIREMENTS, Need, match, requirement
-
-
-def test_every_route_has_a_requirement() -> None:
-    endpoints = [route.endpoint for route in ROUTES if isinstance(route, Route)]
-    assert len(endpoints) == len(ROUTES)
-    assert [e for e in endpoints if e not in REQUIREMENTS] == []
+from portside.api.guard import Guarded, Need
+from portside.api.routes import ROUTES, routes
+from portside.server.gate import ACTIONS, CATALOG_ACCESS
 
 
-def test_an_endpoint_missing_from_the_table_is_denied() -> None:
-    async def new_endpoint() -> None: ...
+@pytest.mark.parametrize("table", [ROUTES, routes("/auth/token")], ids=["plain", "token"])
+def test_every_route_declares_its_access(table: list[BaseRoute]) -> None:
+    assert all(isinstance(route, Guarded) for route in table)
+    assert all(isinstance(route.access, Need) for route in table if isinstance(route, Guarded))
 
-    assert requirement(new_endpoint) is Need.DENY
+
+def test_the_token_endpoint_checks_its_own_credentials() -> None:
+    token_routes = [r for r in routes("/auth/token") if isinstance(r, Guarded)][:2]
+    assert [(r.path, r.access) for r in token_routes] == [("/auth/token", Need.OPEN)] * 2
 
 
 def scope(method: str, path: str) -> dict[str, object]:
     return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+
+
+def match(method: str, path: str) -> tuple[Guarded, dict[str, object]] | None:
+    """The route the router takes, as Starlette's Router does: the first full match."""
+    for route in ROUTES:
+        matched, child = route.matches(scope(method, path))
+        if matched is Match.FULL:
+            assert isinstance(route, Guarded)
+            return route, child["path_params"]
+    return None
 
 
 @pytest.mark.parametrize(
@@ -58,12 +68,20 @@ def scope(method: str, path: str) -> dict[str, object]:
 def test_requests_map_to_their_requirement(
     method: str, path: str, expected: Need | set[str], name: str | None
 ) -> None:
-    found = match(scope(method, path))
+    found = match(method, path)
     assert found is not None
-    endpoint, params = found
-    need = requirement(endpoint)
-    assert need == (expected if isinstance(expected, Need) else frozenset(expected))
+    route, params = found
+    if isinstance(expected, Need):
+        assert route.access is expected
+    else:
+        assert set(ACTIONS[route.access]) == expected
     assert params.get("name") == name
+
+
+def test_only_the_upload_start_checks_a_mount() -> None:
+    assert [r.endpoint.__name__ for r in ROUTES if getattr(r, "access", None) is Need.MOUNT] == [
+        "start_upload"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -71,54 +89,8 @@ def test_requests_map_to_their_requirement(
     [("GET", "/nowhere"), ("POST", "/v2/a/manifests/x"), ("DELETE", "/v2/"), ("GET", "/v2")],
 )
 def test_requests_the_router_refuses_match_nothing(method: str, path: str) -> None:
-    assert match(scope(method, path)) is None
+    assert match(method, path) is None
 
 
 def test_the_catalog_scope_is_distributions() -> None:
     assert CATALOG_ACCESS.scope == "registry:catalog:*"
-
-
-def starlette_match(method: str, path: str) -> tuple[object, dict[str, object]] | None:
-    for route in ROUTES:
-        matched, child = route.matches(scope(method, path))
-        if matched is Match.FULL:
-            return child["endpoint"], child["path_params"]
-    return None
-
-
-PATHS = [
-    "/",
-    "/v1/_ping",
-    "/v1/search",
-    "/v2/",
-    "/v2",
-    "/v2/_catalog",
-    "/v2//manifests/x",
-    "/v2/a/manifests/",
-    "/v2/a/manifests/x/",
-    "/v2/a/manifests/x\n",
-    "/v2/a/b/c/blobs/uploads/",
-    "/v2/a/blobs/uploads/u/v",
-    "/v2/a/blobs/uploads",
-    "/v2/a/referrers/sha256:1",
-    "/v2/a/tags/list/",
-    "/v2/a/tags/list/tags/list",
-    "/v2/manifests/manifests/manifests",
-    "/v2/a/blobs/blobs/uploads/x",
-    "/v2/ä/manifests/ü",
-    "/v2/../manifests/x",
-]
-METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_the_matcher_agrees_with_the_router(method: str) -> None:
-    for path in PATHS:
-        assert match(scope(method, path)) == starlette_match(method, path), (method, path)
-
-
-def test_a_root_path_is_left_out_as_the_router_does() -> None:
-    mounted = scope("GET", "/registry/v2/") | {"root_path": "/registry"}
-    found = match(mounted)
-    assert found is not None
-    assert requirement(found[0]) is Need.LOGIN

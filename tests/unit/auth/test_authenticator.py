@@ -1,5 +1,6 @@
-"""The Authenticator: logins through the htpasswd cache (one hash for concurrent misses, none on
-hits), failed-login limits, and the cache of verified bearer tokens."""
+"""The Authenticator: logins through its one cache of verified logins (one hash for concurrent
+misses, none on hits; until its ttl or a change of the file), failed-login limits, and its one
+cache of verified bearer tokens."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ from typing import Any
 
 import anyio
 import pytest
-from auth_helpers import FakeClock
+from auth_helpers import FakeClock, MemoryFailureLog
 
 from portside.auth.authenticator import (
+    FILE_CHECK_SECONDS,
     Authenticator,
     LoginFailed,
     LoginThrottled,
     NoTokenVerifier,
 )
 from portside.auth.base import Identity, repository
-from portside.auth.htpasswd import HtpasswdFile, add_user
+from portside.auth.htpasswd import HtpasswdFile, add_user, remove_user
 from portside.auth.keys import KeySet, SigningKey
 from portside.auth.permissions import AccessConfig, Authorizer
-from portside.auth.ratelimit import FailureWindow, LoginLimiter
+from portside.auth.ratelimit import LoginLimiter
 from portside.auth.tokens import TokenExpired, TokenIssuer, TokenVerifier
 
 AUTHORIZER = Authorizer(AccessConfig(groups={"developers": ("alice",)}))
@@ -46,7 +48,7 @@ def htpasswd(tmp_path: Path) -> CountingHtpasswd:
 
 
 def limiter(failures: int = 3) -> LoginLimiter:
-    return LoginLimiter(FailureWindow(failures, 60), FailureWindow(failures, 60))
+    return LoginLimiter(MemoryFailureLog(), failures, 60)
 
 
 async def test_a_login_gives_the_identity_with_its_groups(htpasswd: CountingHtpasswd) -> None:
@@ -148,6 +150,65 @@ def test_the_token_cache_is_bounded(clock: FakeClock) -> None:
     for _ in range(5):
         authenticator.bearer(issuer.issue("alice", "svc", []).token)
     assert len(authenticator._tokens) <= 2
+
+
+async def test_a_remembered_login_expires(htpasswd: CountingHtpasswd, clock: FakeClock) -> None:
+    authenticator = Authenticator(AUTHORIZER, htpasswd=htpasswd, login_ttl=60, clock=clock)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    clock.advance(59)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    assert htpasswd.verified == ["alice"]
+    clock.advance(2)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    assert htpasswd.verified == ["alice", "alice"]
+
+
+async def test_a_change_of_the_file_forgets_the_logins(
+    htpasswd: CountingHtpasswd, clock: FakeClock
+) -> None:
+    authenticator = Authenticator(AUTHORIZER, htpasswd=htpasswd, clock=clock)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    remove_user(htpasswd.path, "bob")  # even a change to another user
+    clock.advance(FILE_CHECK_SECONDS)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    assert htpasswd.verified == ["alice", "alice"]
+    remove_user(htpasswd.path, "alice")
+    clock.advance(FILE_CHECK_SECONDS)
+    with pytest.raises(LoginFailed):
+        await authenticator.login("alice", "alice-pw", "10.0.0.1")
+
+
+async def test_wrong_passwords_are_never_remembered(htpasswd: CountingHtpasswd) -> None:
+    authenticator = Authenticator(AUTHORIZER, htpasswd=htpasswd)
+    for _ in range(3):
+        with pytest.raises(LoginFailed):
+            await authenticator.login("alice", "wrong", "10.0.0.1")
+    assert htpasswd.verified == ["alice"] * 3
+
+
+async def test_the_login_cache_is_bounded_and_holds_no_password(
+    htpasswd: CountingHtpasswd,
+) -> None:
+    authenticator = Authenticator(AUTHORIZER, htpasswd=htpasswd, login_cache_size=1)
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    await authenticator.login("bob", "bob-pw", "10.0.0.1")
+    assert len(authenticator._logins) == 1
+    assert "bob-pw" not in repr(vars(authenticator))
+    assert b"bob-pw".hex() not in repr(vars(authenticator))
+
+
+async def test_a_success_writes_nothing_unless_the_username_had_failures(
+    htpasswd: CountingHtpasswd,
+) -> None:
+    log = MemoryFailureLog()
+    authenticator = Authenticator(AUTHORIZER, htpasswd=htpasswd, limiter=LoginLimiter(log, 3, 60))
+    await authenticator.login("alice", "alice-pw", "10.0.0.1")
+    assert log.writes == 0
+    with pytest.raises(LoginFailed):
+        await authenticator.login("bob", "guess", "10.0.0.1")
+    assert log.writes == 2  # the address and the username
+    await authenticator.login("bob", "bob-pw", "10.0.0.2")
+    assert log.writes == 3  # bob's failures cleared
 
 
 def test_bearer_tokens_need_a_trusted_issuer() -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from auth_helpers import FakeClock
 from passlib import hash as passlib_hash  # type: ignore[import-untyped]
 
 from portside.auth.htpasswd import (
@@ -228,41 +227,17 @@ def test_removed_file_removes_everyone(path: Path) -> None:
     assert users.users() == []
 
 
-# The verified-credentials cache -------------------------------------------------------------
+# Verification costs: a hash per call (auth/authenticator.py remembers verified logins) -------
 
 
-def test_cache_hit_skips_the_hash(path: Path, bcrypt_calls: list[bytes]) -> None:
-    add_user(path, "alice", "pw", rounds=4)
-    users = HtpasswdFile(path)
-    assert not users.cached("alice", "pw")
-    assert users.verify("alice", "pw")
-    assert users.cached("alice", "pw")
-    assert users.verify("alice", "pw")
-    assert len(bcrypt_calls) == 1
-
-
-def test_cached_verify_is_over_100_times_faster(path: Path) -> None:
-    add_user(path, "alice", "pw", rounds=10)
-    users = HtpasswdFile(path)
-    start = time.perf_counter()
-    assert users.verify("alice", "pw")
-    uncached = time.perf_counter() - start
-    cached = []
-    for _ in range(20):
-        start = time.perf_counter()
-        assert users.verify("alice", "pw")
-        cached.append(time.perf_counter() - start)
-    assert uncached > 100 * min(cached), (uncached, min(cached))
-
-
-def test_wrong_passwords_never_hit(path: Path, bcrypt_calls: list[bytes]) -> None:
+def test_every_verify_hashes(path: Path, bcrypt_calls: list[bytes]) -> None:
     add_user(path, "alice", "pw", rounds=4)
     users = HtpasswdFile(path)
     assert users.verify("alice", "pw")
     for _ in range(3):
         assert not users.verify("alice", "wrong")
-        assert not users.cached("alice", "wrong")
-    assert len(bcrypt_calls) == 1 + 3
+    assert users.verify("alice", "pw")
+    assert len(bcrypt_calls) == 1 + 3 + 1
 
 
 def test_unknown_users_cost_a_hash_too(path: Path, bcrypt_calls: list[bytes]) -> None:
@@ -275,45 +250,18 @@ def test_unknown_users_cost_a_hash_too(path: Path, bcrypt_calls: list[bytes]) ->
     assert len(bcrypt_calls) == 1
 
 
-def test_cache_entries_expire(path: Path, bcrypt_calls: list[bytes], clock: FakeClock) -> None:
-    add_user(path, "alice", "pw", rounds=4)
-    users = HtpasswdFile(path, cache_ttl=60, clock=clock)
-    assert users.verify("alice", "pw")
-    clock.advance(59)
-    assert users.verify("alice", "pw")
-    assert len(bcrypt_calls) == 1
-    clock.advance(2)
-    assert not users.cached("alice", "pw")
-    assert users.verify("alice", "pw")
-    assert len(bcrypt_calls) == 2
-
-
-def test_file_change_empties_the_cache(path: Path, bcrypt_calls: list[bytes]) -> None:
+def test_the_version_changes_with_the_file(path: Path) -> None:
     add_user(path, "alice", "pw", rounds=4)
     add_user(path, "bob", "pw2", rounds=4)
     users = HtpasswdFile(path)
-    assert users.verify("alice", "pw")
+    before = users.version()
     remove_user(path, "bob")  # even a change to another user
-    assert not users.cached("alice", "pw")
-    assert users.verify("alice", "pw")
-    assert len(bcrypt_calls) == 2
-    remove_user(path, "alice")
-    assert not users.verify("alice", "pw")
+    assert users.version() not in (before, None)
+    path.unlink()
+    assert users.version() is None
 
 
-def test_cache_is_bounded(path: Path) -> None:
-    add_user(path, "alice", "pw", scheme=Scheme.SHA1)
-    add_user(path, "bob", "pw", scheme=Scheme.SHA1)
-    add_user(path, "carol", "pw", scheme=Scheme.SHA1)
-    users = HtpasswdFile(path, cache_size=2)
-    for name in ("alice", "bob", "carol"):
-        assert users.verify(name, "pw")
-    assert not users.cached("alice", "pw")
-    assert users.cached("bob", "pw")
-    assert users.cached("carol", "pw")
-
-
-def test_cache_holds_no_plaintext(path: Path) -> None:
+def test_the_file_holds_no_plaintext_in_memory(path: Path) -> None:
     add_user(path, "alice", "very-secret-pw", rounds=4)
     users = HtpasswdFile(path)
     assert users.verify("alice", "very-secret-pw")

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portside.api import query, requests
+from portside.api import guard, query, requests
 from portside.registry.discovery import Page, page_of
 from portside.registry.errors import NameUnknown
 from portside.registry.manifests import OCI_INDEX
@@ -48,7 +48,8 @@ async def list_tags(request: Request) -> Response:
 async def list_catalog(request: Request) -> Response:
     registry = requests.registry(request)
     n, last = requests.paging(request)
-    page = await registry.discovery.repositories(n, last, requests.visible_repository(request))
+    visible = guard.admission(request.scope).visible
+    page = await registry.discovery.repositories(n, last, visible)
     return JSONResponse({"repositories": page.items}, headers=_link("/v2/_catalog", n, page))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portside.api import query, requests
+from portside.api import guard, query, requests
 from portside.metadata.base import Upload
 from portside.registry.errors import NameInvalid
 from portside.registry.names import Digest, parse_name
@@ -50,7 +50,7 @@ async def start_upload(request: Request) -> Response:
         # mount from a repository the caller may not pull (decided by the auth gate).
         if (
             source is not None
-            and requests.may_mount(request)
+            and not guard.admission(request.scope).mount_refused
             and await registry.uploads.mount(name, digest, source) is not None
         ):
             return _created(name, digest)
