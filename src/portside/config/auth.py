@@ -203,7 +203,7 @@ class LoginLimitSettings(BaseModel):
         default=5,
         ge=1,
         description="Failed logins a client address, or a username, may have in the window "
-        "before it gets 429 (counted per worker).",
+        "before it gets 429 (counted across all workers and instances, in the metadata database).",
     )
     window_seconds: float = Field(default=60.0, gt=0, description="The sliding window, in seconds.")
 
