@@ -161,8 +161,8 @@ async def test_another_process_copies_a_large_tail_into_a_part(
     ("finished", "offset"),
     [
         (False, 10 * MIB + 7),  # in the tail
-        (False, 10 * MIB),  # at the end of the second part
-        (False, 5 * MIB),  # at the end of the first part
+        (False, 10 * MIB),  # at the end of the parts
+        (False, 5 * MIB),  # at the end of the first part: completed, then copied
         (False, 7 * MIB),  # inside the second part: completed, then copied
         (False, 3 * MIB),  # inside the first part: completed, then read back
         (True, 12 * MIB),  # at the end of a finished object: copied
@@ -184,6 +184,18 @@ async def test_resume_drops_what_is_past_the_offset(
     await writer.commit()
     assert await s3_store.stat("upload") == offset + 3
     assert await s3_store.get("upload") == data[:offset] + b"new"
+    assert leftovers(s3_store) == []
+
+
+async def test_resume_at_a_part_boundary_before_later_parts(s3_store: S3BlobStore) -> None:
+    """RGW completes no upload without all of its parts: the parts past the offset are left
+    out by completing the upload, then copying its first bytes into a new one."""
+    data = os.urandom(16 * MIB)
+    await write_chunks(s3_store, "upload", data, MIB)
+    writer = await s3_store.writer("upload", PART)
+    await writer.write(b"new")
+    await writer.commit()
+    assert await s3_store.get("upload") == data[:PART] + b"new"
     assert leftovers(s3_store) == []
 
 

@@ -14,8 +14,11 @@ else from a server-side copy of the tail into a part when it is large enough for
 tail shorter than a part that another process put is read back, and it is under 5 MiB.
 
 S3 cannot read the parts of an open upload back, so reading or moving an unfinished object with
-parts completes its upload first; continuing inside an uploaded part does too, then starts a new
-upload from the finished object with server-side part copies.
+parts completes its upload first; continuing before the end of its parts does too, then starts a
+new upload from the finished object with server-side part copies. A writer that dies after
+uploading parts, before its tail records them, leaves parts no tail accounts for; RGW completes
+no upload without all of its parts, so that upload can no longer be finished (an error when read
+or moved, as if its bytes were lost).
 """
 
 from __future__ import annotations
@@ -124,19 +127,11 @@ class UnfinishedObjects:
 
     async def continue_writer(self, name: str, unfinished: Unfinished, offset: int) -> S3Writer:
         """A writer going on with the unfinished object's upload at offset, dropping what is
-        past it; inside an uploaded part, from a new upload (see the module)."""
+        past it; inside its parts, from a new upload (see the module)."""
         if offset >= unfinished.parts_size:
             return await self._continue_in_tail(name, unfinished, offset - unfinished.parts_size)
-        assert unfinished.upload_id is not None  # parts_size > 0
-        total = 0
-        for part in (await self.bucket.list_parts(name, unfinished.upload_id))[: unfinished.parts]:
-            if total == offset:
-                # Later parts stay in the upload until overwritten or left out on completion.
-                number = part["PartNumber"] - 1
-                return S3Writer(
-                    self, name, upload_id=unfinished.upload_id, parts=number, parts_size=total
-                )
-            total += part["Size"]
+        # Even at the end of a part: S3 (RGW at least) completes no upload that has parts it is
+        # not given, and an upload has no way to drop one.
         await self.complete(name, unfinished)
         found = await self.bucket.head(name)
         if found is None:
