@@ -1,11 +1,11 @@
 """Hypothesis profiles, the run's seed, and the registries of the fuzz suite.
 
 Profiles (PORTSIDE_FUZZ_PROFILE): `ci`, the default, keeps the whole of tests/fuzz to a few
-minutes on two cores; `deep` runs twenty times the examples and longer state machines. The seed
-is random per run (derandomize stays off) and printed in the header and the summary; rerun one
-with PORTSIDE_FUZZ_SEED=<seed>, or pytest's --hypothesis-seed=<seed>. Failing examples are also
-kept in a hypothesis database outside the repository (PORTSIDE_FUZZ_DATABASE, default a folder
-in the temporary directory), and replayed first on the next run.
+minutes on two cores; `deep` runs some thirty times the examples and longer state machines.
+The seed is random per run (derandomize stays off) and printed in the header and the summary;
+rerun one with PORTSIDE_FUZZ_SEED=<seed>, or pytest's --hypothesis-seed=<seed>. Failing examples
+are also kept in a hypothesis database outside the repository (PORTSIDE_FUZZ_DATABASE, default a
+folder in the temporary directory), and replayed first on the next run.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ _database = Path(
 )
 settings.register_profile(
     "ci",
-    max_examples=40,
-    stateful_step_count=25,
+    max_examples=15,
+    stateful_step_count=15,
     deadline=None,  # a request may take a while on a loaded CI machine: time is not a property
     derandomize=False,
     print_blob=True,
@@ -42,7 +42,7 @@ settings.register_profile(
     phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
 )
 settings.register_profile(
-    "deep", parent=settings.get_profile("ci"), max_examples=800, stateful_step_count=60
+    "deep", parent=settings.get_profile("ci"), max_examples=400, stateful_step_count=50
 )
 settings.register_profile("verbose", parent=settings.get_profile("ci"), verbosity=Verbosity.verbose)
 PROFILE = os.environ.get(PROFILE_VARIABLE, "ci")

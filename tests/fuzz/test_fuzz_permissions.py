@@ -217,5 +217,5 @@ class AliceAgainstBob(RuleBasedStateMachine):
 def test_alice_never_reads_what_bob_pushes(fuzzed_with_auth: Fuzzed) -> None:
     run_state_machine_as_test(
         lambda: AliceAgainstBob(fuzzed_with_auth),
-        settings=settings(max_examples=max(5, settings.default.max_examples // 4)),
+        settings=settings(max_examples=max(5, settings.default.max_examples // 2)),
     )

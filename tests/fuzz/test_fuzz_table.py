@@ -30,8 +30,14 @@ POISONS = (
     "a" * 5000,
 )
 HEADER_POISONS = ("\x00", "\ufeff", "9" * 25, "-1", "a" * 5000)
-# Where the Basic and Bearer paths and the handlers part ways; auth-basic adds nothing here.
-TABLE_MODES = ("auth-off", "auth-token")
+# The table is long, so it runs where it finds most: the handlers (and their SQL) on PostgreSQL
+# with auth off, which refuses NUL in text where SQLite takes it; the auth layer (challenges,
+# scopes, tokens) with the token service on SQLite; and the headers, which reach no SQL, on
+# SQLite both ways.
+TABLE_CONFIGS = {
+    "parameters": {("postgresql", "auth-off"), ("sqlite", "auth-token")},
+    "headers": {("sqlite", "auth-off"), ("sqlite", "auth-token")},
+}
 
 
 def cases(fuzzed: Fuzzed) -> list[tuple[str, str]]:
@@ -108,10 +114,10 @@ WRAPPED = {
 }
 
 
-def send_all(fuzzed: Fuzzed, requests: list[Request]) -> None:
+def send_all(fuzzed: Fuzzed, table: str, requests: list[Request]) -> None:
     """Send them all, and fail with every kind of failure (its first request, and how many)."""
-    if fuzzed.mode not in TABLE_MODES:
-        pytest.skip(f"the table runs with {' and '.join(TABLE_MODES)}")
+    if (fuzzed.backend, fuzzed.mode) not in TABLE_CONFIGS[table]:
+        pytest.skip(f"the {table} table runs on {sorted(TABLE_CONFIGS[table])}")
     kinds: dict[str, list[str]] = {}
     for request in requests:
         try:
@@ -142,7 +148,7 @@ def test_every_parameter_of_every_endpoint_with_every_poison(fuzzed: Fuzzed) -> 
         for poison in POISONS
         for login in ("admin",)
     ]
-    send_all(fuzzed, requests)
+    send_all(fuzzed, "parameters", requests)
 
 
 def test_every_header_on_every_endpoint_with_every_poison(fuzzed: Fuzzed) -> None:
@@ -168,4 +174,4 @@ def test_every_header_on_every_endpoint_with_every_poison(fuzzed: Fuzzed) -> Non
             ((header, WRAPPED[header].format(poison)), (header, WRAPPED[header].format("1"))),
         )
     ]
-    send_all(fuzzed, requests)
+    send_all(fuzzed, "headers", requests)

@@ -97,7 +97,9 @@ class Uploads(RuleBasedStateMachine):
             headers["Content-Range"] = f"{start}-{start + len(data) - 1}"
         outcome = self.send("PATCH", session, data, **headers)
         if session in self.ended:
-            self.expect(outcome, 404, what="PATCH on an ended session")
+            # A malformed Content-Range may be refused before the session is looked up.
+            statuses = (404, 416) if shape == "junk" else (404,)
+            self.expect(outcome, *statuses, what="PATCH on an ended session")
             return
         in_order = shape in ("range", "plain") or (start == offset and shape != "junk")
         if in_order:
@@ -179,5 +181,5 @@ def test_uploads_follow_the_model(fuzzed: Fuzzed) -> None:
         )
     run_state_machine_as_test(
         lambda: Uploads(fuzzed),
-        settings=settings(max_examples=max(5, settings.default.max_examples // 4)),
+        settings=settings(max_examples=max(4, settings.default.max_examples // 3)),
     )
