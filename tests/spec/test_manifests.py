@@ -449,6 +449,7 @@ async def test_surrogate_pairs_are_text_and_are_accepted(client: httpx.AsyncClie
     ]
 
 
+@pytest.mark.filesystem_only("it writes into the registry's SQLite file")
 async def test_a_referrer_stored_with_a_lone_surrogate_does_not_break_the_list(
     make_settings: Callable[..., Settings],
 ) -> None:

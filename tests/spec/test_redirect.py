@@ -22,6 +22,8 @@ from portside.server.app import STORAGE_DRIVERS
 from portside.storage.filesystem import FilesystemBlobStore
 from s3 import S3Server
 
+pytestmark = pytest.mark.filesystem_only("its registries choose their own store and database")
+
 OBJECTS = "http://objects.test"
 
 

@@ -42,6 +42,8 @@ from portside.storage.filesystem import FilesystemBlobStore, FilesystemWriter
 
 SettingsFactory = Callable[..., Settings]
 
+pytestmark = pytest.mark.filesystem_only("a full disk and a full SQLite file, injected")
+
 
 @pytest.fixture(autouse=True)
 def full_disk_log(monkeypatch: pytest.MonkeyPatch) -> errors.FullDiskLog:

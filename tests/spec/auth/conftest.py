@@ -25,7 +25,9 @@ async def make_registry(make_settings: Callable[..., Settings]) -> AsyncIterator
     async with AsyncExitStack() as stack:
 
         async def make(auth: dict[str, Any], **settings: Any) -> Registry:
-            return await open_registry(stack, make_settings(auth=auth, **settings))
+            registry = await open_registry(stack, make_settings(auth=auth, **settings))
+            stack.push_async_callback(registry.app.state.registry.metadata.close)
+            return registry
 
         yield make
 
