@@ -41,7 +41,8 @@ from portside.auth.base import (
 from portside.auth.base import repository as repository_access
 from portside.auth.policy import ANONYMOUS, Caller, Policy
 from portside.auth.tokens import bearer_challenge
-from portside.registry.errors import Denied, TooManyRequests, Unauthorized
+from portside.registry.errors import Denied, NameInvalid, TooManyRequests, Unauthorized
+from portside.registry.names import parse_name
 
 CATALOG_ACCESS: Final = Access(REGISTRY, CATALOG, frozenset({ALL}))
 # The actions on the repository in the path that each need asks for.
@@ -96,7 +97,9 @@ class RouteGate:
         caller = await self.caller(scope)
         actions = ACTIONS.get(need)
         if actions is not None:
-            name: str = scope["path_params"]["name"]
+            # Checked first: a name outside the grammar is NAME_INVALID to anyone, and never
+            # reaches a challenge header, which carries Latin-1 only.
+            name = parse_name(scope["path_params"]["name"])
             self._require(scope, caller, repository_access(name, *actions))
             if need is Need.MOUNT and self._mount_refused(scope, caller, name):
                 return Admission(mount_refused=True)
@@ -170,7 +173,10 @@ class RouteGate:
         source = query.one(scope, "from")
         if not query.has(scope, "mount") or source is None:
             return False
-        access = repository_access(source, PULL)
+        try:
+            access = repository_access(parse_name(source), PULL)
+        except NameInvalid:
+            return False  # the handler makes it a plain upload, as for any `from` it cannot use
         if PULL in self.policy.granted(caller, access):
             return False
         if caller.token is not None and self.policy.could_pull(caller, access):

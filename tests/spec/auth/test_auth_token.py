@@ -631,3 +631,30 @@ async def test_an_external_issuers_tokens_with_malformed_headers_are_401_invalid
     assert response.headers["www-authenticate"] == (
         f'Bearer realm="https://auth.example/token",service="{SERVICE}",error="invalid_token"'
     )
+
+
+@pytest.mark.parametrize("path", ["/v2/%C4%80/tags/list", "/v2/team/%C3%A9t%C3%A9/manifests/v1"])
+async def test_a_name_outside_the_grammar_is_400_before_any_challenge(
+    token_registry: Registry, path: str
+) -> None:
+    """Found by tests/fuzz: the challenge for a name with a character beyond Latin-1 could not
+    be sent as a header (500). A name no repository can have is NAME_INVALID to anyone."""
+    body = await get_token(token_registry, "repository:team/app:pull", user="alice")
+
+    anonymous = await token_registry.client.get(path)
+    with_token = await token_registry.client.get(path, headers=bearer(body["token"]))
+
+    assert_error(anonymous, 400, "NAME_INVALID")
+    assert_error(with_token, 400, "NAME_INVALID")
+
+
+async def test_a_mount_from_a_name_outside_the_grammar_becomes_an_upload(
+    token_registry: Registry,
+) -> None:
+    alice = await token_registry.as_user("alice")
+
+    response = await alice.post(
+        "/v2/alice/copy/blobs/uploads/?mount=" + digest_of(b"x") + "&from=%C4%80"
+    )
+
+    assert response.status_code == 202, response.text
