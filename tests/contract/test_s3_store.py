@@ -5,6 +5,8 @@ the registry's chunked uploads spread over two instances sharing the bucket."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -16,7 +18,7 @@ from blob_store import BlobStoreContract, keys_under, write_chunks
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.server.app import STORAGE_DRIVERS, create_app
-from portside.storage.base import BlobStore, InvalidKey, NotFound
+from portside.storage.base import BlobStore, InvalidKey, NotFound, StorageError
 from portside.storage.s3 import TAIL, S3BlobStore
 from s3 import S3Server, leftovers, object_names, uploads
 
@@ -53,7 +55,12 @@ async def test_writer_uploads_each_part_as_it_fills(s3_store: S3BlobStore) -> No
     writer = await s3_store.writer("upload")
     for _ in range(11):
         await writer.write(os.urandom(MIB))
-    assert part_sizes(s3_store) == [PART, PART]  # while writing: never the whole blob in memory
+    # While writing: never the whole blob in memory (each part goes up in the background).
+    for _ in range(100):
+        if part_sizes(s3_store) == [PART, PART]:
+            break
+        await asyncio.sleep(0.05)
+    assert part_sizes(s3_store) == [PART, PART]
     assert writer.size == 11 * MIB
     await writer.cancel()
     assert uploads(s3_store) == []
@@ -133,6 +140,34 @@ async def test_chunks_alternating_between_two_processes(s3_server: S3Server) -> 
     assert len(uploads(stores[0])) == 1
     assert await stores[1].get("upload") == b"".join(chunks)
     assert leftovers(stores[0]) == []
+
+
+@pytest.mark.parametrize("finish", ["commit", "close"])
+async def test_a_failed_part_keeps_the_parts_before_it(s3_store: S3BlobStore, finish: str) -> None:
+    """The part after it is never uploaded: RGW would not complete the upload without it."""
+
+    def fail_the_second(params: dict[str, object], **_: object) -> None:
+        if params.get("PartNumber") == 2:
+            raise ConnectionError("part 2 lost")
+
+    event = "before-parameter-build.s3.UploadPart"
+    s3_store.client.meta.events.register(event, fail_the_second)
+    data = os.urandom(3 * PART + MIB)
+    writer = await s3_store.writer("upload")
+    with contextlib.suppress(ConnectionError):  # seen when the third part would start
+        for start in range(0, len(data), MIB):
+            await writer.write(data[start : start + MIB])
+    if finish == "commit":
+        with pytest.raises(StorageError, match="part 2 failed"):
+            await writer.commit()
+    else:
+        await writer.close()
+    s3_store.client.meta.events.unregister(event, fail_the_second)
+    assert part_sizes(s3_store) == [PART]
+    assert await s3_store.stat("upload") == PART
+    await write_chunks(s3_store, "upload", b"again", 5, PART)
+    assert await s3_store.get("upload") == data[:PART] + b"again"
+    assert leftovers(s3_store) == []
 
 
 @pytest.mark.parametrize("keep", [7 * MIB, 6 * MIB], ids=["whole-tail", "part-of-the-tail"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, NamedTuple, TypedDict, TypeVar
 
@@ -111,6 +112,7 @@ class Bucket:
         self.name = bucket
         self._encryption: _Encryption = {"ServerSideEncryption": "AES256"} if encrypt else {}
         self._copy_part_size = copy_part_size
+        self._parts = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="s3-part")
 
     async def run(self, call: Callable[[], T], limiter: anyio.CapacityLimiter | None = None) -> T:
         return await to_thread.run_sync(call, limiter=limiter)
@@ -236,12 +238,15 @@ class Bucket:
         )
         return upload["UploadId"]
 
-    async def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> None:
-        await self.run(
-            lambda: self.client.upload_part(
+    def start_part(self, name: str, upload_id: str, number: int, data: bytes) -> Future[None]:
+        """Upload a part in the background, so that a writer goes on receiving meanwhile."""
+
+        def upload() -> None:
+            self.client.upload_part(
                 Bucket=self.name, Key=name, UploadId=upload_id, PartNumber=number, Body=data
             )
-        )
+
+        return self._parts.submit(upload)
 
     async def copy_part(
         self,

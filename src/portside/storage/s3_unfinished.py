@@ -24,9 +24,11 @@ or moved, as if its bytes were lost).
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from anyio import to_thread
 from botocore.exceptions import ClientError
 
 from portside.storage.base import NotFound, StorageError
@@ -245,8 +247,20 @@ class UnfinishedObjects:
                 await self.bucket.abort(name, unfinished.upload_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Uploading:
+    """A part on its way to the bucket."""
+
+    number: int
+    size: int
+    done: Future[None]
+
+
 class S3Writer:
-    """Buffers writes and uploads each full part as it fills; at most one part in memory."""
+    """Buffers writes and uploads each part as it fills, in the background while the next one
+    fills: at most two parts in memory. One part at a time, so that none is uploaded after one
+    that failed: S3 would not complete the upload without it. A part counts once S3 has
+    acknowledged it; when one fails, what was written after it is lost with it."""
 
     def __init__(
         self,
@@ -265,6 +279,7 @@ class S3Writer:
         self._upload_id = upload_id
         self._parts = parts
         self._parts_size = parts_size
+        self._uploading: _Uploading | None = None
         self._buffer = bytearray(buffer)
         self._replaces_object = replaces_object
         self._stale_upload = stale_upload
@@ -272,36 +287,62 @@ class S3Writer:
 
     @property
     def size(self) -> int:
-        return self._parts_size + len(self._buffer)
+        uploading = 0 if self._uploading is None else self._uploading.size
+        return self._parts_size + uploading + len(self._buffer)
 
     async def write(self, data: bytes) -> None:
         if self._closed:
             raise StorageError(f"writer of {self._name} is closed")
         self._buffer += data
-        while len(self._buffer) >= (limit := self._objects.part_limit(self._parts + 1)):
-            await self._upload_part(limit)
+        while len(self._buffer) >= (limit := self._objects.part_limit(self._next_part)):
+            await self._start_part(limit)
 
-    async def _upload_part(self, length: int) -> None:
-        number = self._parts + 1
+    @property
+    def _next_part(self) -> int:
+        return self._parts + (self._uploading is not None) + 1
+
+    async def _start_part(self, length: int) -> None:
+        await self._finish_upload()
+        number = self._next_part
         if number > MAX_PARTS:
             raise StorageError(f"{self._name} is too large for a multipart upload")
         bucket = self._objects.bucket
         if self._upload_id is None:
             self._upload_id = await bucket.create_upload(self._name)
-        await bucket.upload_part(self._name, self._upload_id, number, bytes(self._buffer[:length]))
+        done = bucket.start_part(self._name, self._upload_id, number, bytes(self._buffer[:length]))
+        self._uploading = _Uploading(number, length, done)
         del self._buffer[:length]
-        self._parts = number
-        self._parts_size += length
+
+    async def _finish_upload(self) -> None:
+        """Wait for the part on its way, if any; raise its error, keeping it on the way."""
+        if (part := self._uploading) is not None:
+            await to_thread.run_sync(part.done.result)
+            self._uploading = None
+            self._parts = part.number
+            self._parts_size += part.size
 
     async def commit(self) -> None:
-        """The same as close: the parts and the tail are durable once S3 has acknowledged them."""
-        await self.close()
+        """close, but failing when a part did: the parts and the tail are durable once S3 has
+        acknowledged them."""
+        if (error := await self._close()) is not None:
+            raise StorageError(f"{self._name}: part {self._parts + 1} failed") from error
 
     async def close(self) -> None:
+        await self._close()
+
+    async def _close(self) -> Exception | None:
+        """Close; the error of a part that failed, when one did."""
         if self._closed:
-            return
+            return None
         self._closed = True
         objects, name = self._objects, self._name
+        error = None
+        try:
+            await self._finish_upload()
+        except Exception as failed:  # commit reports it; close keeps what came before
+            error = failed
+            self._uploading = None
+            self._buffer.clear()
         if self._upload_id is not None and self._parts == 0:  # its first part failed
             await objects.bucket.abort(name, self._upload_id)
             self._upload_id = None
@@ -312,8 +353,12 @@ class S3Writer:
             await objects.bucket.delete([name])
         if self._stale_upload is not None and self._stale_upload != self._upload_id:
             await objects.bucket.abort(name, self._stale_upload)
+        return error
 
     async def cancel(self) -> None:
         self._closed = True
+        if (part := self._uploading) is not None:
+            await to_thread.run_sync(part.done.exception)  # its bytes go with the upload
+        self._uploading = None
         self._buffer.clear()
         await self._objects.discard(self._name)
