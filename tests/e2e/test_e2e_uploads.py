@@ -6,11 +6,14 @@ worker (and a restarted server) must be able to take the next chunk and the fina
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -181,58 +184,127 @@ def test_a_chunked_upload_survives_a_server_restart_between_patch_and_put(
         assert blob.content == data
 
 
+def trickle(data: bytes, pause: float) -> Iterator[bytes]:
+    """data in 64 KiB pieces with a pause after each, so that the request stays in flight."""
+    for start in range(0, len(data), 64 * KiB):
+        yield data[start : start + 64 * KiB]
+        time.sleep(pause)
+
+
+def check_race_left_no_mix(server: PortsideServer, location: str, repo: str, winner: bytes) -> None:
+    """The upload holds the winner's bytes only: the PUT stores them under their digest, the blob
+    served matches it, and a later push of the same content elsewhere gets those bytes back."""
+    digest = digest_of(winner)
+    with httpx.Client(timeout=60) as client:
+        finished = client.put(location, params={"digest": digest})
+        assert finished.status_code == 201, finished.text
+        blob = client.get(f"{server.url}/v2/{repo}/blobs/{digest}")
+        assert blob.status_code == 200
+        assert blob.content == winner
+        # Someone else pushes the genuine content of that digest.
+        pushed = client.post(
+            f"{server.url}/v2/{repo}-victim/blobs/uploads/",
+            params={"digest": digest},
+            content=winner,
+        )
+        assert pushed.status_code == 201
+        served = client.get(f"{server.url}/v2/{repo}-victim/blobs/{digest}")
+        assert served.content == winner
+
+
 def test_a_concurrent_patch_that_loses_the_race_leaves_no_bytes_in_the_blob(
     portside: PortsideServer,
 ) -> None:
-    """Two PATCHes of one upload at the same offset: the one that loses gets 416 and must leave
-    nothing behind. (Before the fix it kept writing into the upload's file after the other's
-    claim, so the PUT stored under the winner's digest bytes that did not hash to it, and every
-    later push of the genuine bytes, to any repository, got 201 and the wrong bytes back.)"""
+    """Two PATCHes of one upload at the same offset: the one arriving while the other writes
+    gets 416 at once and must leave nothing behind. (An early version kept writing the loser's
+    bytes into the upload's file after the other's claim, so the PUT stored under the winner's
+    digest bytes that did not hash to it, and every later push of the genuine bytes, to any
+    repository, got 201 and the wrong bytes back.)"""
     size = 1024 * KiB
     genuine, other = os.urandom(size), os.urandom(size)
-    digest = digest_of(genuine)
     with httpx.Client(timeout=60) as client:
         started = client.post(f"{portside.url}/v2/e2e/patch-race/blobs/uploads/")
         location = absolute(portside, started.headers["location"])
     slow_answer: list[httpx.Response] = []
 
     def slow_patch() -> None:
-        def trickle() -> Iterator[bytes]:
-            for start in range(0, size, 64 * KiB):
-                yield other[start : start + 64 * KiB]
-                time.sleep(0.12)  # about 2 s in all
-
         with httpx.Client(timeout=60) as client:
             slow_answer.append(
                 client.patch(
                     location,
-                    content=trickle(),
+                    content=trickle(genuine, 0.12),  # about 2 s in all
                     headers={"Content-Range": f"0-{size - 1}", "Content-Length": str(size)},
                 )
             )
 
     thread = threading.Thread(target=slow_patch)
     thread.start()
-    time.sleep(0.5)  # the slow PATCH is writing; this one starts at the same offset and wins
+    time.sleep(0.5)  # the slow PATCH is writing; this one starts at the same offset
     with httpx.Client(timeout=60) as client:
-        fast = client.patch(location, content=genuine, headers={"Content-Range": f"0-{size - 1}"})
+        began = time.monotonic()
+        fast = client.patch(location, content=other, headers={"Content-Range": f"0-{size - 1}"})
+        refused_after = time.monotonic() - began
     thread.join(30)
-    assert fast.status_code == 202
-    assert slow_answer[0].status_code == 416
+    assert fast.status_code == 416, fast.text
+    assert refused_after < 1.0, "the second PATCH waited for the first instead of being refused"
+    assert slow_answer[0].status_code == 202, slow_answer[0].text
+    check_race_left_no_mix(portside, location, "e2e/patch-race", genuine)
 
-    with httpx.Client(timeout=60) as client:
-        finished = client.put(location, params={"digest": digest})
-        assert finished.status_code in (201, 400)
-        blob = client.get(f"{portside.url}/v2/e2e/patch-race/blobs/{digest}")
-        assert blob.status_code in (200, 404)
-        if blob.status_code == 200:
-            assert digest_of(blob.content) == digest, "the registry serves bytes not matching"
-        # Someone else pushes the genuine content of that digest.
-        pushed = client.post(
-            f"{portside.url}/v2/e2e/patch-race-victim/blobs/uploads/",
-            params={"digest": digest},
-            content=genuine,
+
+class RawPatch:
+    """A streamed PATCH over a socket of its own, so that the worker serving it is known
+    before its body is sent."""
+
+    def __init__(self, server: PortsideServer, location: str) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.worker = server.worker_serving(self.socket.getsockname()[1])
+        path = urlsplit(location).path
+        self.send(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         )
-        assert pushed.status_code == 201
-        served = client.get(f"{portside.url}/v2/e2e/patch-race-victim/blobs/{digest}")
-        assert digest_of(served.content) == digest
+
+    def send(self, data: bytes) -> None:
+        # A refused request may be answered, and its connection closed, before its body is sent.
+        with contextlib.suppress(OSError):
+            self.socket.sendall(data)
+
+    def chunk(self, data: bytes) -> None:
+        self.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def status(self) -> int:
+        """The response's status, once the body has ended."""
+        self.send(b"0\r\n\r\n")
+        answer = b""
+        while b"\r\n" not in answer:
+            answer += self.socket.recv(4096)
+        self.socket.close()
+        return int(answer.split()[1])
+
+
+def test_two_patches_streaming_at_once_from_two_workers_never_mix_their_bytes(
+    portside: PortsideServer,
+) -> None:
+    """Two streamed PATCHes of one upload in flight together, served by the two worker
+    processes: one gets 202, the other 416, and the upload holds the winner's bytes only."""
+    size = 512 * KiB
+    with httpx.Client(timeout=60) as client:
+        started = client.post(f"{portside.url}/v2/e2e/patch-pair/blobs/uploads/")
+        location = absolute(portside, started.headers["location"])
+    first = RawPatch(portside, location)
+    second = RawPatch(portside, location)
+    for _ in range(20):  # new connections until the kernel hands one to the other worker
+        if None not in (first.worker, second.worker) and first.worker != second.worker:
+            break
+        second.socket.close()
+        second = RawPatch(portside, location)
+    assert None not in (first.worker, second.worker)
+    assert first.worker != second.worker
+    bodies = os.urandom(size), os.urandom(size)
+    for start in range(0, size, 64 * KiB):
+        first.chunk(bodies[0][start : start + 64 * KiB])
+        second.chunk(bodies[1][start : start + 64 * KiB])
+        time.sleep(0.02)
+    statuses = first.status(), second.status()
+    assert sorted(statuses) == [202, 416]
+    check_race_left_no_mix(portside, location, "e2e/patch-pair", bodies[statuses.index(202)])

@@ -19,8 +19,9 @@ What is garbage, at a run that starts at `now`, with `cutoff = now - gc_grace_pe
 5. Bytes under blobs/ with no record, written before cutoff: a crash between storing and
    recording, or a record lost in an older version.
 6. Upload sessions not updated since expiry, with their objects; objects under uploads/ that
-   belong to no session and were written before expiry (chunks of requests that died; single
-   POST uploads have no session); reservations made before expiry (their writers died).
+   belong to no session and were written before expiry (whole blobs of requests that died,
+   single POST uploads having no session; bytes a chunk wrote to a session ended meanwhile);
+   reservations made before expiry (their writers died).
 
 Why a push never loses a blob it references, whatever the interleaving:
 

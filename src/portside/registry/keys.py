@@ -2,8 +2,9 @@
 
     blobs/<algorithm>/<first two of encoded>/<encoded>    a blob's bytes; manifests are blobs too
     uploads/<upload id>                                   an upload session's bytes so far
-    uploads/<upload id>.<nonce>                           a chunk being received, until it is
-                                                          claimed and added to the bytes so far
+    uploads/<upload id>.<nonce>                           a whole blob being received (POST
+                                                          ?digest=, PUT with the body, a cache
+                                                          fill) until it is checked
 
 Blobs are content-addressed and stored once, whatever repositories link them; the links live in
 metadata. The two-character fan-out keeps folders small on filesystems.

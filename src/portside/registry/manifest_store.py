@@ -19,9 +19,9 @@ from portside.registry.errors import (
     ManifestInvalid,
     ManifestUnknown,
 )
+from portside.registry.ingest import store
 from portside.registry.manifests import config_description, parse
 from portside.registry.names import Digest, is_tag
-from portside.registry.reservations import reserved
 from portside.storage.base import BlobStore, NotFound
 
 # Manifest bytes are immutable per digest; keeping recent ones spares a file read on hot tags.
@@ -124,13 +124,16 @@ class ManifestStore:
         )
         # The bytes are stored under a reservation, and the references checked again where
         # they are recorded, so that garbage collection takes neither away meanwhile.
-        async with reserved(self._metadata, digest, len(body)) as reservation:
-            if not reservation.stored:
-                await self._storage.put(keys.blob(digest), body)
-            try:
-                await self._record(manifest, parsed.references, tag, reservation.token)
-            except Missing as error:
-                raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
+        try:
+            await store(
+                self._metadata,
+                digest,
+                len(body),
+                lambda: self._storage.put(keys.blob(digest), body),
+                lambda token: self._record(manifest, parsed.references, tag, token),
+            )
+        except Missing as error:
+            raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
         return PushedManifest(digest, parsed.subject)
 
     async def _record(

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -34,6 +33,7 @@ from portside.registry.errors import (
     ManifestUnknown,
     UpstreamUnavailable,
 )
+from portside.registry.ingest import ingest, store
 from portside.registry.manifests import parse
 from portside.registry.names import Digest, is_tag
 from portside.registry.reservations import reserved
@@ -277,12 +277,15 @@ class Mirror:
             annotations=parsed.annotations,
             description=parsed.description,
         )
-        async with reserved(self._metadata, digest, len(fetched.content)) as reservation:
-            if not reservation.stored:
-                await self._storage.put(keys.blob(digest), fetched.content)
-            await self._metadata.put_cached_manifest(
-                manifest, parsed.references, tag, reservation.token, _now()
-            )
+        await store(
+            self._metadata,
+            digest,
+            len(fetched.content),
+            lambda: self._storage.put(keys.blob(digest), fetched.content),
+            lambda token: self._metadata.put_cached_manifest(
+                manifest, parsed.references, tag, token, _now()
+            ),
+        )
         log.info("cached %s@%s from %s", name, digest, route.upstream.url)
         return Fetched(manifest, fetched.content, outcome="miss")
 
@@ -421,49 +424,41 @@ class Mirror:
 
     async def _fetch_blob(self, route: Route, name: str, fill: _Fill, lease: str) -> int:
         digest = fill.digest
-        part = keys.upload_part(uuid.uuid4().hex, uuid.uuid4().hex)
-        hasher = hashlib.new(digest.algorithm)
-        renewed = time.monotonic()
-        writer = await self._storage.writer(part)
+
+        def link(size: int, token: str) -> Awaitable[None]:
+            return self._metadata.link_blob(name, str(digest), size, token)
+
         try:
-            try:
-                async with route.upstream.open_blob(route.remote, str(digest)) as stream:
-                    fill.size = stream.size
-                    fill.opened.set_result(True)
-                    async for chunk in stream:
-                        hasher.update(chunk)
-                        await writer.write(chunk)
-                        fill.fetched += len(chunk)
-                        await _broadcast(fill, chunk)
-                        if time.monotonic() - renewed > FILL_LEASE.total_seconds() / 3:
-                            renewed = time.monotonic()
-                            await self._metadata.acquire_lease(lease, self._holder, FILL_LEASE)
-            except UpstreamNotFound:
-                raise BlobUnknown({"digest": str(digest)}) from None
-            except UpstreamDenied as error:
-                raise BlobUnknown({"digest": str(digest), "upstream": str(error)}) from None
-            except (Unreachable, UpstreamInvalid) as error:
-                raise _unavailable(route, error) from None
-            if hasher.hexdigest() != digest.encoded or (
-                fill.size is not None and fill.size != writer.size
-            ):
-                actual = f"{digest.algorithm}:{hasher.hexdigest()}"
-                log.warning("%s sent %s for %s: not kept", route.upstream.url, actual, digest)
-                raise _unavailable(route, UpstreamInvalid(f"sent other bytes for {digest}"))
-            size = writer.size
-            await writer.commit()
-        except BaseException:
-            await writer.cancel()
-            raise
-        try:
-            async with reserved(self._metadata, digest, size) as reservation:
-                if not reservation.stored:
-                    await self._storage.move(part, keys.blob(digest))
-                await self._metadata.link_blob(name, str(digest), size, reservation.token)
-        finally:
-            await self._storage.delete(part)  # already gone when it became the blob
+            async with contextlib.aclosing(self._stream(route, fill, lease)) as body:
+                size = await ingest(self._storage, self._metadata, digest, body, link)
+        except UpstreamNotFound:
+            raise BlobUnknown({"digest": str(digest)}) from None
+        except UpstreamDenied as error:
+            raise BlobUnknown({"digest": str(digest), "upstream": str(error)}) from None
+        except (Unreachable, UpstreamInvalid) as error:
+            raise _unavailable(route, error) from None
+        except DigestInvalid as error:
+            log.warning("%s sent %s for %s: not kept", route.upstream.url, error.detail, digest)
+            raise _unavailable(route, UpstreamInvalid(f"sent other bytes for {digest}")) from None
         log.info("cached %s@%s (%d bytes) from %s", name, digest, size, route.upstream.url)
         return size
+
+    async def _stream(self, route: Route, fill: _Fill, lease: str) -> AsyncGenerator[bytes, None]:
+        """The blob's bytes from the upstream, handed to the readers following the fill as they
+        arrive, while the fill's lease is renewed."""
+        renewed = time.monotonic()
+        async with route.upstream.open_blob(route.remote, str(fill.digest)) as stream:
+            fill.size = stream.size
+            fill.opened.set_result(True)
+            async for chunk in stream:
+                fill.fetched += len(chunk)
+                await _broadcast(fill, chunk)
+                if time.monotonic() - renewed > FILL_LEASE.total_seconds() / 3:
+                    renewed = time.monotonic()
+                    await self._metadata.acquire_lease(lease, self._holder, FILL_LEASE)
+                yield chunk
+        if fill.size is not None and fill.size != fill.fetched:
+            raise UpstreamInvalid(f"sent {fill.fetched} bytes of {fill.size} for {fill.digest}")
 
     async def _confirm(self, route: Route, digest: Digest) -> None:
         """That the upstream repository has the blob: its first byte asked for, no more."""

@@ -56,7 +56,7 @@ class Writer(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def commit(self) -> None:
-        """Make everything written durable, then close."""
+        """Make everything written durable, the object's name included, then close."""
 
     async def close(self) -> None:
         """Close, keeping what was written (it may not be durable)."""

@@ -46,10 +46,11 @@ class FilesystemWriter:
     loop, since they cost less than a hop to a thread; large ones in a thread, so that the loop
     goes on receiving while the page cache fills."""
 
-    def __init__(self, path: Path, fd: int, size: int) -> None:
+    def __init__(self, path: Path, fd: int, size: int, new: bool) -> None:
         self._path = path
         self._fd = fd
         self._size = size
+        self._new = new  # written from the start: its name may not be durable yet
 
     @property
     def size(self) -> int:
@@ -69,8 +70,13 @@ class FilesystemWriter:
             view = view[written:]
 
     async def commit(self) -> None:
-        await to_thread.run_sync(os.fdatasync, self._fd)
+        await to_thread.run_sync(self._sync)
         await self.close()
+
+    def _sync(self) -> None:
+        os.fdatasync(self._fd)
+        if self._new:
+            _fsync_dir(self._path.parent)
 
     async def close(self) -> None:
         if self._fd >= 0:
@@ -163,7 +169,7 @@ class FilesystemBlobStore:
         if offset == 0:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
             fd = self._in_folder(path, lambda: os.open(path, flags, 0o640))
-            return FilesystemWriter(path, fd, 0)
+            return FilesystemWriter(path, fd, 0, new=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -173,7 +179,7 @@ class FilesystemBlobStore:
             raise NotFound(f"{key} is shorter than {offset}")
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
-        return FilesystemWriter(path, fd, offset)
+        return FilesystemWriter(path, fd, offset, new=False)
 
     async def move(self, src: str, dst: str) -> None:
         source, target = self._path(src), self._path(dst)
