@@ -63,6 +63,7 @@ ACCESS = {
 }
 LOGIN_FAILURES = 4  # more than any one instance sees in test_failed_logins_are_counted_across...
 RETRIES = ["--retry-times=5"]
+LEASE_TTL = 30  # seconds: registry/upload_lock.py's, on an upload whose writer died
 
 
 @dataclass
@@ -143,8 +144,12 @@ def start_all(servers: list[PortsideServer]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _show_logs_on_failure(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+def _all_running(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+    """Every instance up (one an earlier test left killed, restarted); their logs on failure."""
     request.node.stash[SERVERS] = list(cluster.instances)
+    for server in cluster.instances:
+        if server.process is None:
+            server.start()
 
 
 def basic(user: str, secret: str | None = None) -> dict[str, str]:
@@ -373,19 +378,6 @@ def test_pushes_survive_an_instance_killed_mid_push_and_restarted(
         streaming.join(30)
         assert streaming.error is not None, "the PATCH into B outlived B"
 
-        # The upload goes on through nginx (A or C) from what B acknowledged.
-        status = http.get(f"{nginx.url}{path}", headers=auth)
-        assert status.status_code == 204, status.text
-        kept = int(status.headers["range"].partition("-")[2]) + 1
-        assert 9 * MiB <= kept <= 10 * MiB, status.headers["range"]  # B's acknowledged chunk
-        finished = http.put(
-            f"{nginx.url}{path}",
-            params={"digest": digest_of(data)},
-            content=data[kept:],
-            headers={**auth, "Content-Type": "application/octet-stream"},
-        )
-        assert finished.status_code == 201, finished.text
-
         during.result(120)
         pulling.result(120)
         timings["push and pull during the kill done"] = time.monotonic() - began
@@ -435,6 +427,26 @@ def test_pushes_survive_an_instance_killed_mid_push_and_restarted(
             renewed = refresh(http, server, from_b["refresh_token"], "repository:fo/upload:pull")
             assert renewed.status_code == 200, (server.host, renewed.text)
         timings["while B dead"] = time.monotonic() - began
+
+        # The upload goes on through nginx (A or C) from what B acknowledged, once B's lease on
+        # it (registry/upload_lock.py, LEASE_TTL) has run out: until then it is 416.
+        status = http.get(f"{nginx.url}{path}", headers=auth)
+        assert status.status_code == 204, status.text
+        kept = int(status.headers["range"].partition("-")[2]) + 1
+        assert 9 * MiB <= kept <= 10 * MiB, status.headers["range"]  # B's acknowledged chunk
+        while True:
+            finished = http.put(
+                f"{nginx.url}{path}",
+                params={"digest": digest_of(data)},
+                content=data[kept:],
+                headers={**auth, "Content-Type": "application/octet-stream"},
+            )
+            if finished.status_code != 416 or time.monotonic() > killed_at + LEASE_TTL + 15:
+                break
+            assert "concurrent request" in finished.text, finished.text
+            time.sleep(1)
+        assert finished.status_code == 201, finished.text
+        timings["upload resumed"] = time.monotonic() - began
 
         # B back, on the same port: nginx uses it again after fail_timeout.
         b.start()
