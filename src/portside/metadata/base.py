@@ -102,9 +102,6 @@ class Upload:
     hashed_digest: str | None
     created_at: datetime
     updated_at: datetime
-    # The storage key of the last chunk claimed, which may not have joined the upload's bytes yet
-    # when the process that claimed it died; the next request completes it.
-    part: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +231,9 @@ class RequestStore(Protocol):
         expected_offset: int,
         offset: int,
         hashed_digest: str | None,
-        part: str | None = None,
     ) -> Upload:
         """Move the upload from expected_offset to offset; Conflict if it is no longer at
-        expected_offset or is gone. hashed_digest is the sha256 of bytes [0, offset), if known;
-        part, the key of the chunk that holds bytes [expected_offset, offset)."""
+        expected_offset or is gone. hashed_digest is the sha256 of bytes [0, offset), if known."""
 
     async def delete_upload(self, id: str) -> bool: ...
 

@@ -115,6 +115,7 @@ uploads = Table(
     Column("offset", BigInteger, nullable=False),
     Column("hashed_offset", BigInteger, nullable=False),
     Column("hashed_digest", DIGEST),
+    # Read by no version since chunks are written in place: kept so that no migration is needed.
     Column("part", String(255)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

@@ -22,7 +22,6 @@ def upload_record(row: Any) -> Upload:
         hashed_digest=row.hashed_digest,
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
-        part=row.part,
     )
 
 
@@ -54,7 +53,6 @@ class SqlUploads(Database):
         expected_offset: int,
         offset: int,
         hashed_digest: str | None,
-        part: str | None = None,
     ) -> Upload:
         def run(conn: Connection) -> Upload:
             result = conn.execute(
@@ -64,7 +62,6 @@ class SqlUploads(Database):
                     offset=offset,
                     hashed_offset=offset if hashed_digest else 0,
                     hashed_digest=hashed_digest,
-                    part=part,
                     updated_at=now(),
                 )
             )
