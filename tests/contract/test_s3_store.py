@@ -256,6 +256,23 @@ async def test_move_of_an_unfinished_object_with_parts(s3_store: S3BlobStore) ->
     assert uploads(s3_store) == []
 
 
+async def test_move_of_a_source_taken_meanwhile_is_not_found(
+    s3_server: S3Server, s3_store: S3BlobStore
+) -> None:
+    """As when two requests close one upload at once: the first moves it, the second finds
+    nothing to move."""
+    await write_chunks(s3_store, "uploads/one", b"abc", 3)
+    other = s3_server.store(s3_store.prefix)
+
+    def take_it(**_: object) -> None:
+        other.client.delete_object(Bucket=other.bucket, Key=other.prefix + "uploads/one" + TAIL)
+
+    s3_store.client.meta.events.register("before-call.s3.CopyObject", take_it)
+    with pytest.raises(NotFound):
+        await s3_store.move("uploads/one", "blobs/one")
+    assert object_names(s3_store) == []
+
+
 async def test_move_onto_itself_keeps_the_object(s3_store: S3BlobStore) -> None:
     await s3_store.put("blobs/one", b"kept")
     await s3_store.move("blobs/one", "blobs/one")

@@ -171,7 +171,12 @@ class S3BlobStore:
             found = await self._bucket.head(source)
             if found is None:
                 raise NotFound(src)
-        await self._bucket.copy(source, found.etag, target, found.size, self._max_copy_size)
+        try:
+            await self._bucket.copy(source, found.etag, target, found.size, self._max_copy_size)
+        except ClientError as error:
+            if error_code(error) not in MISSING:
+                raise
+            raise NotFound(src) from None  # moved or deleted meanwhile by another request
         await self._unfinished.drop(target)
         await self._unfinished.discard(self._name(src))
 
