@@ -98,6 +98,10 @@ async def pull_image(client: httpx.AsyncClient, name: str, image: PushedImage) -
         blob = await client.get(f"/v2/{name}/blobs/{digest_of(content)}")
         assert blob.status_code == 200, blob.text
         assert blob.content == content
+        # A response that followed the fetch ends with its last byte, before the blob is
+        # stored; a HEAD answers once it is held here.
+        held = await client.head(f"/v2/{name}/blobs/{digest_of(content)}")
+        assert held.status_code == 200
 
 
 async def test_a_prefixed_upstream_is_pulled_through_and_kept(

@@ -55,10 +55,16 @@ TOUCH_EVERY: Final = timedelta(minutes=1)
 TOUCHED_MAX: Final = 16384
 # A process filling a blob holds this lease, renewed while bytes flow; another process waits.
 FILL_LEASE: Final = timedelta(seconds=30)
+# How often a process waiting on another's fill looks whether it is done: soon, then less often.
 WAIT_POLL: Final = 0.05
+WAIT_POLL_MAX: Final = 0.5
 # Chunks a reader may fall behind the fill before the fill waits for it, and for how long.
 QUEUE_CHUNKS: Final = 64
 STALLED_SECONDS: Final = 30.0
+
+
+class BlobFetchFailed(Exception):
+    """A blob's fetch from the upstream broke off while a response was streaming it."""
 
 
 def _future() -> asyncio.Future[Any]:
@@ -111,6 +117,7 @@ class _Fill:
     done: asyncio.Future[int] = field(default_factory=_future)
     readers: list[asyncio.Queue[bytes | None]] = field(default_factory=list)
     sent: int = 0  # bytes handed to readers so far: a reader joining later cannot follow live
+    failed: bool = False  # the fetch broke off: readers following it must not end cleanly
     fetched: int = 0  # bytes taken from the upstream
 
 
@@ -383,7 +390,8 @@ class Mirror:
         try:
             size = await self._fill_once(route, name, fill)
         except BaseException as error:
-            _end_readers(fill)
+            fill.failed = True
+            _end_readers_now(fill)
             failure = error if isinstance(error, Exception) else BlobUnknown()
             for future in (fill.opened, fill.done):
                 if not future.done():
@@ -392,7 +400,7 @@ class Mirror:
             if not isinstance(error, Exception):
                 raise
             return
-        _end_readers(fill)
+        await _end_readers(fill)
         if not fill.opened.done():
             fill.opened.set_result(False)
         fill.done.set_result(size)
@@ -400,6 +408,7 @@ class Mirror:
     async def _fill_once(self, route: Route, name: str, fill: _Fill) -> int:
         """Fetch the blob unless another process is fetching it, whose fill is then awaited."""
         lease = f"fill:{fill.digest}"
+        delay = WAIT_POLL
         while True:
             size = await self._metadata.blob_size(str(fill.digest))
             if size is not None:
@@ -416,7 +425,8 @@ class Mirror:
                     break
                 await self._metadata.release_lease(lease, self._holder)
                 continue
-            await asyncio.sleep(WAIT_POLL)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WAIT_POLL_MAX)
         try:
             return await self._fetch_blob(route, name, fill, lease)
         finally:
@@ -459,6 +469,9 @@ class Mirror:
                 yield chunk
         if fill.size is not None and fill.size != fill.fetched:
             raise UpstreamInvalid(f"sent {fill.fetched} bytes of {fill.size} for {fill.digest}")
+        # Every byte is out: the readers' responses end now, not once the blob is stored (its
+        # digest is checked then; a client checks it too, and a mismatch keeps nothing here).
+        await _end_readers(fill)
 
     async def _confirm(self, route: Route, digest: Digest) -> None:
         """That the upstream repository has the blob: its first byte asked for, no more."""
@@ -476,21 +489,35 @@ class Mirror:
             await self._metadata.link_blob(name, str(digest), size, reservation.token)
 
 
-async def _broadcast(fill: _Fill, chunk: bytes) -> None:
-    """Hand a chunk to the readers following the fill, each as fast as it reads; one stalled
-    longer than STALLED_SECONDS is dropped, its response cut short (the fill goes on)."""
-    fill.sent += len(chunk)
+async def _broadcast(fill: _Fill, chunk: bytes | None) -> None:
+    """Hand a chunk (None: the end) to the readers following the fill, each as fast as it
+    reads; one stalled longer than STALLED_SECONDS is dropped, its response cut short (the fill
+    goes on)."""
+    if chunk is not None:
+        fill.sent += len(chunk)
     for queue in list(fill.readers):
         try:
-            await asyncio.wait_for(queue.put(chunk), STALLED_SECONDS)
-        except TimeoutError:
-            _drop(fill, queue)
+            queue.put_nowait(chunk)
+        except asyncio.QueueFull:
+            try:
+                await asyncio.wait_for(queue.put(chunk), STALLED_SECONDS)
+            except TimeoutError:
+                _drop(fill, queue)
 
 
-def _end_readers(fill: _Fill) -> None:
+async def _end_readers(fill: _Fill) -> None:
+    await _broadcast(fill, None)
+    fill.readers.clear()
+
+
+def _end_readers_now(fill: _Fill) -> None:
+    """End the readers without waiting (the fill failed or was cancelled): a full queue's
+    reader is woken by an empty one, which it takes as the failure it is."""
     for queue in fill.readers:
-        with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait(None)
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while queue.full():
+                queue.get_nowait()
+        queue.put_nowait(None)
     fill.readers.clear()
 
 
@@ -499,6 +526,9 @@ async def _follow(fill: _Fill, queue: asyncio.Queue[bytes | None]) -> AsyncItera
     try:
         while (chunk := await queue.get()) is not None:
             yield chunk
+        if fill.failed:
+            # Headers are out: only a broken response tells the client its bytes are not all.
+            raise BlobFetchFailed(str(fill.digest))
     finally:
         _drop(fill, queue)
 
