@@ -1,5 +1,5 @@
 """The blob store contract on S3BlobStore against a real S3 server (Ceph RGW from
-../shared/services/s3-server, or the one S3_ENDPOINT_URL names), then what only S3 shows:
+scripts/s3-test-server, or the one S3_ENDPOINT_URL names), then what only S3 shows:
 multipart uploads resumed by another process, truncation, multipart copies, presigned URLs, and
 the registry's chunked uploads spread over two instances sharing the bucket."""
 
