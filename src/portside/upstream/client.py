@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import httpcore
 import httpx
 
 from portside import __version__
@@ -56,7 +57,11 @@ DEFAULT_ACCEPT: Final = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 MANIFEST_LIMIT: Final = 4 * 1024 * 1024
 TAG_PAGE_LIMIT: Final = 4 * 1024 * 1024
 MAX_TAG_PAGES: Final = 100
-BLOB_CHUNK: Final = 256 * 1024
+BLOB_CHUNK: Final = 1024 * 1024
+# httpcore reads a response 64 KiB at a time, and each read costs a pause and resume of the
+# socket in the event loop: the cost of a cache's cold pull was in that. One read takes up to
+# BLOB_CHUNK now (the upstream client is the only user of httpx in the server process).
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = BLOB_CHUNK
 MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _NEXT_LINK: Final = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
