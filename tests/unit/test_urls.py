@@ -8,7 +8,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from portside.api.urls import PublicAddress, external_base_url
+from portside.api.urls import PublicAddress
 
 DIRECT = PublicAddress()
 TRUSTING = PublicAddress(trust_forwarded_headers=True)
@@ -111,10 +111,3 @@ def test_public_url_wins_over_everything(address: PublicAddress) -> None:
     public = PublicAddress("https://registry.example.com", address.trust_forwarded_headers)
 
     assert public.base_url(request) == "https://registry.example.com"
-
-
-def test_external_base_url_reads_the_apps_public_address() -> None:
-    app = Starlette()
-    app.state.public_address = PublicAddress("https://r.example")
-
-    assert external_base_url(connection(("Host", "127.0.0.1"), app=app)) == "https://r.example"

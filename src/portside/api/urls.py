@@ -1,7 +1,8 @@
 """The registry's external address, for the few absolute URLs it sends (the token realm).
 
 Relative URLs (Location, Link) need none of this and stay relative: RFC 7231 allows them, and they
-are what keeps a registry working behind any proxy. Build every absolute URL on `external_base_url`.
+are what keeps a registry working behind any proxy. Build every absolute URL on
+`PublicAddress.base_url`.
 """
 
 from __future__ import annotations
@@ -48,12 +49,6 @@ class PublicAddress:
         scheme = scheme or _scheme(request.scope.get("scheme")) or "http"
         host = host or _host(request.headers.get("host")) or _server_host(request, scheme)
         return f"{scheme}://{host}"
-
-
-def external_base_url(request: HTTPConnection) -> str:
-    """The base URL clients reach the registry at, by the app's settings (see PublicAddress)."""
-    address: PublicAddress = request.app.state.public_address
-    return address.base_url(request)
 
 
 def _last_value(request: HTTPConnection, name: str) -> str | None:

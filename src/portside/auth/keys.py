@@ -257,10 +257,6 @@ class KeySet:
         self._by_kid = {kid: key.public_key for key in self.keys for kid in key.kids}
 
     @classmethod
-    def from_public_keys(cls, keys: Iterable[PublicKey], *, try_each: bool = False) -> KeySet:
-        return cls((TrustedKey(key, key_ids(key)) for key in keys), try_each=try_each)
-
-    @classmethod
     def from_signing_key(cls, key: SigningKey) -> KeySet:
         """Our own key: tokens must name it by `kid`."""
         trusted = TrustedKey(key.public_key, key_ids(key.public_key) | {key.kid})

@@ -249,11 +249,6 @@ class AuthSettings(BaseModel):
             raise ValueError("auth needs htpasswd or external_token: nobody could log in")
         return self
 
-    @property
-    def token_mode(self) -> bool:
-        """Whether clients are sent to a token service (else Basic auth)."""
-        return self.token is not None or self.external_token is not None
-
 
 def token_path(realm: str) -> str:
     """The path the built-in token endpoint is served at, from its realm (a path or a URL);

@@ -65,19 +65,5 @@ class Digest:
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self) -> hashlib._Hash:
-        return hashlib.new(self.algorithm)
-
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.encoded}"
-
-
-def parse_reference(value: str) -> str | Digest:
-    """A manifest reference: a tag, or a digest when it contains a colon."""
-    if ":" in value:
-        return Digest.parse(value)
-    if not is_tag(value):
-        # The spec has no TAG_INVALID; distribution answers MANIFEST_INVALID for a bad tag on PUT
-        # and MANIFEST_UNKNOWN on GET. The caller decides which.
-        raise ValueError(value)
-    return value

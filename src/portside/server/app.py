@@ -13,7 +13,6 @@ from starlette.requests import ClientDisconnect
 
 from portside.api.guard import Guarded
 from portside.api.routes import routes as route_table
-from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.errors import RegistryError
@@ -106,5 +105,4 @@ def create_app(settings: Settings) -> Starlette:
     # Each route asks the gate before its endpoint runs (api/guard.py); None: an open registry.
     app.state.gate = access.gate if access is not None else None
     app.state.token_service = access.token_service if access is not None else None
-    app.state.public_address = PublicAddress(settings.public_url, settings.trust_forwarded_headers)
     return app
