@@ -232,6 +232,27 @@ async def test_ns_names_the_upstream_a_request_is_for(
     assert other.status_code == 404  # not an upstream's name: this registry's own, not here
 
 
+@pytest.mark.parametrize(
+    ("ns", "status"),
+    [
+        ("&ns=a&ns=b", 400),  # which one? neither
+        ("&ns=", 404),  # no registry named: this registry's own, which has no such name
+        ("&ns=%00", 404),
+        ("&ns=%ED%A0%80", 404),
+        ("&ns=" + "x" * 5000, 404),
+    ],
+)
+async def test_ns_given_wrong_is_a_4xx(
+    make_cache: CacheFactory, distribution: Distribution, ns: str, status: int
+) -> None:
+    cache = await make_cache({"upstreams": {"up": {"url": distribution.url}}})
+
+    response = await cache.get(f"/v2/no/such/manifests/v1?x=1{ns}", headers=ACCEPT)
+
+    assert response.status_code == status, response.text
+    assert response.json()["errors"][0]["code"]
+
+
 async def test_a_tag_moved_upstream_is_seen_after_its_time_to_live_and_not_before(
     make_cache: CacheFactory, distribution: Distribution, upstream_client: httpx.Client
 ) -> None:

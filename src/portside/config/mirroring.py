@@ -26,25 +26,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portside.config.durations import Duration
+from portside.config.urls import base_url
 
 # The registry name a client says in `?ns=` for Docker Hub, whose API lives at another host.
 DOCKER_HUB_API: Final = "registry-1.docker.io"
 DOCKER_HUB: Final = "docker.io"
 ROOT: Final = ""  # the key of the classic `source` among the upstreams
-
-
-def base_url(value: str) -> str:
-    """`value` as scheme://host[:port], without a trailing slash; refuses anything more."""
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected a URL such as https://registry-1.docker.io, got {value!r}")
-    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise ValueError(f"expected only a scheme, a host and a port, got {value!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number up to 65535
-    except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}: {exc}") from None
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+UPSTREAM_EXAMPLE: Final = "https://registry-1.docker.io"
 
 
 class UpstreamSettings(BaseModel):
@@ -82,7 +70,7 @@ class UpstreamSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url_is_a_base(cls, value: str) -> str:
-        return base_url(value)
+        return base_url(value, UPSTREAM_EXAMPLE)
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> UpstreamSettings:
@@ -155,7 +143,7 @@ class MirroringSettings(BaseModel):
     @field_validator("source")
     @classmethod
     def _source_is_a_base(cls, value: str | None) -> str | None:
-        return None if value is None else base_url(value)
+        return None if value is None else base_url(value, UPSTREAM_EXAMPLE)
 
     @field_validator("upstreams")
     @classmethod

@@ -17,7 +17,6 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -33,6 +32,7 @@ from portside.config.cors import CorsSettings
 from portside.config.durations import Duration
 from portside.config.mail import EmailSettings
 from portside.config.mirroring import MirroringSettings
+from portside.config.urls import base_url
 
 MiB = 1024 * 1024
 
@@ -96,23 +96,6 @@ def _check_tls_files(certificate: Path, key: Path, client_ca: Path | None) -> No
             raise ValueError(
                 f"tls_client_ca {str(client_ca)!r} holds no PEM CA certificate: {exc.reason or exc}"
             ) from None
-
-
-def _base_url(value: str) -> str:
-    """`value` as scheme://host[:port], without the trailing slash; refuses anything more."""
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected a URL such as https://registry.example.com, got {value!r}")
-    if parts.username is not None or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise ValueError(
-            f"expected only a scheme, a host and a port, got {value!r} (Portside serves the "
-            f"registry API at the root of its host)"
-        )
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number up to 65535
-    except ValueError as exc:
-        raise ValueError(f"bad port in {value!r}: {exc}") from None
-    return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
 def default_workers() -> int:
@@ -398,7 +381,7 @@ class Settings(BaseModel):
     @field_validator("public_url")
     @classmethod
     def _public_url_is_a_base(cls, value: str | None) -> str | None:
-        return None if value is None else _base_url(value)
+        return None if value is None else base_url(value)
 
     @model_validator(mode="after")
     def _tls_is_complete(self) -> Settings:
