@@ -246,6 +246,22 @@ class MetadataStoreContract:
         assert await store.expired_cached_manifests(future(), 10) == []
         assert not await store.expire_cached_manifest("hub/b", manifest.digest, future())
 
+    async def test_a_cached_manifest_collected_as_untagged_leaves_nothing_to_expire(
+        self, store: MetadataStore
+    ) -> None:
+        """Its cache row goes with it: a row left behind would be listed as expired for ever,
+        and a collection's expiry step would go round it without end."""
+        manifest = image("hub/d", "d")
+        token = await reserve(store, manifest.digest, manifest.size)
+        await store.put_cached_manifest(manifest, [], None, token, datetime.now(UTC))
+
+        deleted = await store.delete_manifests("hub/d", [manifest.digest], future(), True)
+        deleted_again = await store.delete_manifest("hub/d", manifest.digest)
+
+        assert deleted == [manifest.digest]
+        assert not deleted_again
+        assert await store.expired_cached_manifests(future(), 10) == []
+
     async def test_a_pushed_manifest_never_expires_as_cached(self, store: MetadataStore) -> None:
         manifest = image("mirror/c", "c")
         await put(store, manifest, [], "v1")

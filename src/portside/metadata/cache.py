@@ -129,7 +129,6 @@ class SqlCache(Database):
                         cached_tags.c.name.in_(tagged),
                     )
                 )
-            delete_manifest_rows(conn, repository_id, digest)
-            return True
+            return delete_manifest_rows(conn, repository_id, digest)
 
         return await self._collect(run)

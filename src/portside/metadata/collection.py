@@ -38,6 +38,7 @@ from portside.metadata.statements import chunks, find_repository, insert_missing
 from portside.metadata.tables import (
     blob_reservations,
     blobs,
+    cached_manifests,
     manifest_references,
     manifests,
     repositories,
@@ -199,6 +200,12 @@ class SqlCollection(Database):
                     delete(repository_blobs).where(
                         repository_blobs.c.repository_id == repository_id,
                         repository_blobs.c.digest.in_(chunk),
+                    )
+                )
+                conn.execute(
+                    delete(cached_manifests).where(
+                        cached_manifests.c.repository_id == repository_id,
+                        cached_manifests.c.digest.in_(chunk),
                     )
                 )
             return sorted(candidates)

@@ -168,7 +168,14 @@ def races_as_conflicts(digest: str) -> Iterator[None]:
 
 
 def delete_manifest_rows(conn: Connection, repository_id: int, digest: str) -> bool:
-    """The manifest, its tags, its references and the link of its own digest."""
+    """The manifest, its tags, its references, the link of its own digest and its cache row
+    (that one even when the manifest is gone already); whether there was a manifest."""
+    conn.execute(
+        delete(cached_manifests).where(
+            cached_manifests.c.repository_id == repository_id,
+            cached_manifests.c.digest == digest,
+        )
+    )
     result = conn.execute(
         delete(manifests).where(
             manifests.c.repository_id == repository_id, manifests.c.digest == digest
@@ -187,12 +194,6 @@ def delete_manifest_rows(conn: Connection, repository_id: int, digest: str) -> b
         delete(repository_blobs).where(
             repository_blobs.c.repository_id == repository_id,
             repository_blobs.c.digest == digest,
-        )
-    )
-    conn.execute(
-        delete(cached_manifests).where(
-            cached_manifests.c.repository_id == repository_id,
-            cached_manifests.c.digest == digest,
         )
     )
     return True
