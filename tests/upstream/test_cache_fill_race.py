@@ -19,6 +19,7 @@ import pytest
 
 from portside.metadata.migrate import upgrade
 from portside.metadata.sql import SqlMetadataStore
+from portside.registry.manifest_store import ManifestStore
 from portside.registry.mirror import Mirror, UpstreamRoute
 from portside.registry.names import Digest
 from portside.storage.filesystem import FilesystemBlobStore
@@ -88,7 +89,7 @@ async def test_a_worker_that_looked_before_another_stored_the_blob_does_not_fetc
         upstream = make_upstream(distribution.url)
         return UpstreamRoute("up", upstream, merged=False, ttl=timedelta(days=1))
 
-    worker_a = Mirror(storage, metadata_a, [mount(metadata_a)])
+    worker_a = Mirror(storage, metadata_a, [mount(metadata_a)], ManifestStore(storage, metadata_a))
 
     async def a_fills() -> None:
         route = worker_a.route(name)
@@ -96,7 +97,8 @@ async def test_a_worker_that_looked_before_another_stored_the_blob_does_not_fetc
         assert await worker_a.blob_size(route, name, digest) == len(layer)
 
     interleaved = Interleaved(metadata_b, nth, a_fills)
-    worker_b = Mirror(storage, interleaved, [mount(interleaved)])  # type: ignore[arg-type]
+    manifests_b = ManifestStore(storage, interleaved)  # type: ignore[arg-type]
+    worker_b = Mirror(storage, interleaved, [mount(interleaved)], manifests_b)  # type: ignore[arg-type]
     route_b = worker_b.route(name)
     assert route_b is not None
 

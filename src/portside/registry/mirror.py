@@ -34,6 +34,7 @@ from portside.registry.errors import (
     UpstreamUnavailable,
 )
 from portside.registry.ingest import ingest, store
+from portside.registry.manifest_store import ManifestStore
 from portside.registry.manifests import parse
 from portside.registry.names import Digest, is_tag
 from portside.registry.reservations import reserved
@@ -136,9 +137,12 @@ class Mirror:
         storage: BlobStore,
         metadata: CacheStore,
         mounts: Sequence[UpstreamRoute],
+        manifests: ManifestStore,
     ) -> None:
+        """manifests: the registry's own, whose reads (and their cache) serve what is held."""
         self._storage = storage
         self._metadata = metadata
+        self._manifests = manifests
         self._mounts = {mount.prefix: mount for mount in mounts}
         self._root = self._mounts.get("")
         self._fills: dict[str, _Fill] = {}
@@ -229,11 +233,10 @@ class Mirror:
             return Fetched(*local, outcome="stale")
 
     async def _local(self, name: str, reference: str) -> tuple[Manifest, bytes] | None:
-        manifest = await self._metadata.get_manifest(name, reference)
-        if manifest is None:
+        try:
+            return await self._manifests.get(name, reference)
+        except ManifestUnknown:
             return None
-        content = await self._storage.get(keys.blob(Digest.parse(manifest.digest)))
-        return manifest, content
 
     async def _fetch_once(
         self, route: Route, name: str, reference: str, tag: str | None, accept: Sequence[str]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portside.metadata.base import MetadataStore
 from portside.registry.blobs import Blobs
 from portside.registry.discovery import Discovery
 from portside.registry.manifest_store import ManifestStore
-from portside.registry.mirror import Mirror
+from portside.registry.mirror import Mirror, UpstreamRoute
 from portside.registry.uploads import Uploads
 from portside.storage.base import BlobStore
 
@@ -29,12 +30,15 @@ class Registry:
         metadata: MetadataStore,
         max_blob_size: int | None = None,
         redirect_seconds: int | None = None,
-        mirror: Mirror | None = None,
+        upstreams: Sequence[UpstreamRoute] = (),
     ) -> Registry:
+        """upstreams: those of a pull-through cache; none, no cache."""
+        manifests = ManifestStore(storage, metadata)
+        mirror = Mirror(storage, metadata, upstreams, manifests) if upstreams else None
         return cls(
             blobs=Blobs(storage, metadata, redirect_seconds),
             uploads=Uploads(storage, metadata, max_blob_size),
-            manifests=ManifestStore(storage, metadata),
+            manifests=manifests,
             discovery=Discovery(metadata),
             metadata=metadata,
             mirror=mirror,

@@ -23,7 +23,7 @@ from portside.server.cors import Cors
 from portside.server.errors import http_error, incomplete_body, registry_error
 from portside.server.mail import ExceptionMail, ExceptionMailer
 from portside.server.middleware import RegistryMiddleware
-from portside.server.mirroring import NamespaceMiddleware, build_mirror
+from portside.server.mirroring import NamespaceMiddleware, upstream_routes
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
 
@@ -56,8 +56,14 @@ def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
     redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
-    mirror = build_mirror(settings.mirroring, storage, metadata)
-    registry = Registry.build(storage, metadata, settings.max_blob_size, redirect_seconds, mirror)
+    registry = Registry.build(
+        storage,
+        metadata,
+        settings.max_blob_size,
+        redirect_seconds,
+        upstream_routes(settings.mirroring),
+    )
+    mirror = registry.mirror
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,22 +15,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from portside.api import query
 from portside.config.mirroring import MirroringSettings, UpstreamSettings
-from portside.metadata.base import CacheStore
 from portside.registry.errors import RegistryError
-from portside.registry.mirror import Mirror, UpstreamRoute
+from portside.registry.mirror import UpstreamRoute
 from portside.server.errors import error_response
-from portside.storage.base import BlobStore
 from portside.upstream.client import Upstream
 
 V2: Final = "/v2/"
 
 
-def build_mirror(
-    settings: MirroringSettings | None, storage: BlobStore, metadata: CacheStore
-) -> Mirror | None:
+def upstream_routes(settings: MirroringSettings | None) -> list[UpstreamRoute]:
+    """The upstreams of the `mirroring` section, each with its client; none without one."""
     if settings is None or not settings.enabled:
-        return None
-    mounts = [
+        return []
+    return [
         UpstreamRoute(
             prefix,
             _client(settings, upstream),
@@ -39,7 +36,6 @@ def build_mirror(
         )
         for prefix, upstream in settings.all_upstreams().items()
     ]
-    return Mirror(storage, metadata, mounts)
 
 
 def _client(settings: MirroringSettings, upstream: UpstreamSettings) -> Upstream:
