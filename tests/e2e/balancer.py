@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from .nginx import START_TIMEOUT, TEMP_FOLDERS
+from .nginx import TEMP_FOLDERS, run_nginx, stop_nginx, wait_until_answering
 from .server import _group_members, free_port
 
 ESTABLISHED = "01"  # the state column of /proc/net/tcp
@@ -108,40 +104,13 @@ class Balancer:
     def start(self) -> None:
         assert self.process is None, "already running"
         self.conf.write_text(self.config())
-        command = ["nginx", "-c", str(self.conf), "-p", str(self.root), "-e", str(self.error_log)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-        assert check.returncode == 0, f"nginx -t:\n{check.stderr}"
-        self.process = subprocess.Popen(
-            [*command, "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"{self.url}/v2/", timeout=2)
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not answer within {START_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.05)
+        self.process = run_nginx(self.conf, self.root, self.error_log)
+        wait_until_answering(self.process, f"{self.url}/v2/", self.log)
 
     def stop(self) -> None:
-        """SIGQUIT (finish requests, then stop); SIGKILL to the whole group after 10 s."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        if self.process is not None:
+            process, self.process = self.process, None
+            stop_nginx(process)
 
     def connections_to(self, port: int) -> set[str]:
         """The socket inodes of nginx's open connections to 127.0.0.1:port. nginx keeps no idle

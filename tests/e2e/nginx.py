@@ -14,7 +14,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -103,47 +105,59 @@ class Nginx:
             + f"    include {self.root / 'portside.conf'};\n"
             + "}\n"
         )
-        command = ["nginx", "-c", str(self.conf), "-p", str(self.root), "-e", str(self.error_log)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-        assert check.returncode == 0, f"nginx -t:\n{check.stderr}"
-        self.process = subprocess.Popen(
-            [*command, "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"{self.url}/v1/_ping", verify=self.tls.ssl_context(), timeout=2)
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not answer within {START_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.05)
+        self.process = run_nginx(self.conf, self.root, self.error_log)
+        ready = f"{self.url}/v1/_ping"
+        wait_until_answering(self.process, ready, self.log, verify=self.tls.ssl_context())
 
     def stop(self) -> None:
-        """SIGQUIT (finish requests, then stop); SIGKILL to the whole group after 10 s."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        if self.process is not None:
+            process, self.process = self.process, None
+            stop_nginx(process)
 
     def log(self) -> str:
         try:
             return self.error_log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def run_nginx(conf: Path, root: Path, error_log: Path) -> subprocess.Popen[bytes]:
+    """nginx in the foreground on conf (checked with `nginx -t` first), in a session of its own."""
+    command = ["nginx", "-c", str(conf), "-p", str(root), "-e", str(error_log)]
+    check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, f"nginx -t:\n{check.stderr}"
+    return subprocess.Popen(
+        [*command, "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes], url: str, log: Callable[[], str], **client: Any
+) -> None:
+    """Until GET url answers at all; RuntimeError with the log when nginx exits or is late."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited with {process.returncode}:\n{log()}")
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=2, **client)
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nginx did not answer within {START_TIMEOUT}s:\n{log()}")
+        time.sleep(0.05)
+
+
+def stop_nginx(process: subprocess.Popen[bytes]) -> None:
+    """SIGQUIT (finish requests, then stop); SIGKILL to the whole group after 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

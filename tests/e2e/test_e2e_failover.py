@@ -249,16 +249,16 @@ class Background(threading.Thread):
 
 
 def lasting_connection(nginx: Balancer, port: int, client: Background) -> set[str]:
-    """A connection of nginx to an instance open for 0.2 s, while the client runs (within 30 s):
+    """A connection of nginx to an instance open for 0.1 s, while the client runs (within 30 s):
     nginx keeps none idle, and HEADs, POSTs and manifests take milliseconds, so it carries a
-    PATCH of a 16 MiB layer that the instance is writing to the bucket."""
+    PATCH of a 32 MiB layer that the instance is writing to the bucket."""
     deadline = time.monotonic() + 30
     opened: dict[str, float] = {}
     while True:
         now = time.monotonic()
         current = nginx.connections_to(port)
         opened = {inode: opened.get(inode, now) for inode in current}
-        if lasting := {inode for inode, since in opened.items() if now - since >= 0.2}:
+        if lasting := {inode for inode, since in opened.items() if now - since >= 0.1}:
             return lasting
         if not client.is_alive():
             raise AssertionError("the client ended before a request lasted on the instance") from (
@@ -297,7 +297,7 @@ def test_pushes_survive_an_instance_killed_mid_push_and_restarted(
         name: multi_layer_image(tmp_path / f"source-{name}", tag="v1", sizes=sizes)
         for name, sizes in [
             ("before", [256 * 1024, 64 * 1024]),
-            ("during", [16 * MiB, 16 * MiB, 16 * MiB, 64 * 1024]),
+            ("during", [32 * MiB, 32 * MiB, 32 * MiB, 64 * 1024]),
             ("while-dead", [512 * 1024, 32 * 1024]),
             ("after", [384 * 1024, 16 * 1024]),
         ]
@@ -344,7 +344,7 @@ def test_pushes_survive_an_instance_killed_mid_push_and_restarted(
         streaming.start()
         assert stalled.sent.wait(30), "the PATCH into B never started"
 
-        # skopeo pushing three layers of 16 MiB through nginx, with retries, and pulling; B
+        # skopeo pushing three layers of 32 MiB through nginx, with retries, and pulling; B
         # dies while it takes one of the layers.
         pushing: list[subprocess.CompletedProcess[str]] = []
 

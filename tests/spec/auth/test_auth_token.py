@@ -482,10 +482,11 @@ async def test_a_given_rsa_key_signs_the_tokens(
 # An external issuer ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trust", ["rootcertbundle", "jwks"])
-async def test_tokens_of_an_external_issuer_are_accepted(
+async def external_issuer_registry(
     make_registry: RegistryFactory, tmp_path: Path, trust: str
-) -> None:
+) -> tuple[Registry, SigningKey]:
+    """A registry that trusts the tokens of an external issuer "auth.example", by its
+    certificate bundle or its JWKS file; and the issuer's key."""
     key = SigningKey.generate()
     trusted = tmp_path / "issuer.pem"
     if trust == "rootcertbundle":
@@ -498,7 +499,14 @@ async def test_tokens_of_an_external_issuer_are_accepted(
         "issuer": "auth.example",
         trust: str(trusted),
     }
-    registry = await make_registry({"external_token": external})
+    return await make_registry({"external_token": external}), key
+
+
+@pytest.mark.parametrize("trust", ["rootcertbundle", "jwks"])
+async def test_tokens_of_an_external_issuer_are_accepted(
+    make_registry: RegistryFactory, tmp_path: Path, trust: str
+) -> None:
+    registry, key = await external_issuer_registry(make_registry, tmp_path, trust)
     issuer = TokenIssuer(key, "auth.example")
     token = issuer.issue("someone", SERVICE, [repository("any/repo", "pull", "push")]).token
     stranger = TokenIssuer(SigningKey.generate(), "auth.example")
@@ -610,19 +618,7 @@ async def test_tokens_with_malformed_headers_are_401_invalid_token(
 async def test_an_external_issuers_tokens_with_malformed_headers_are_401_invalid_token(
     make_registry: RegistryFactory, tmp_path: Path, trust: str, make_token: Any
 ) -> None:
-    key = SigningKey.generate()
-    trusted = tmp_path / "issuer.pem"
-    if trust == "rootcertbundle":
-        trusted.write_bytes(key.certificate())
-    else:
-        trusted.write_text(json.dumps(key.jwks()))
-    external = {
-        "realm": "https://auth.example/token",
-        "service": SERVICE,
-        "issuer": "auth.example",
-        trust: str(trusted),
-    }
-    registry = await make_registry({"external_token": external})
+    registry, key = await external_issuer_registry(make_registry, tmp_path, trust)
     token = make_token(key, "auth.example")
 
     response = await registry.client.post("/v2/team/app/blobs/uploads/", headers=bearer(token))
