@@ -23,11 +23,16 @@ from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
     LOGIN_FAILURE_PRUNE_BATCH,
     REFRESH_PRUNE_BATCH,
+    TAG_MOVED,
+    AuditEntry,
+    AuditQuery,
     BlobState,
     Conflict,
+    Journal,
     Manifest,
     MetadataStore,
     Missing,
+    Notice,
     Reference,
     ReferenceKind,
     RefreshToken,
@@ -104,11 +109,37 @@ async def complete(store: MetadataStore, id: str, repository: str, digest: str, 
 
 
 async def put(
-    store: MetadataStore, manifest: Manifest, references: Sequence[Reference], tag: str | None
+    store: MetadataStore,
+    manifest: Manifest,
+    references: Sequence[Reference],
+    tag: str | None,
+    journal: Journal | None = None,
 ) -> None:
     """A manifest pushed as the registry does it: its bytes reserved, then recorded."""
     token = await reserve(store, manifest.digest, manifest.size)
-    await store.put_manifest(manifest, references, tag, token)
+    if journal is None:
+        await store.put_manifest(manifest, references, tag, token)
+    else:
+        await store.put_manifest(manifest, references, tag, token, journal)
+
+
+def journal(action: str, endpoints: Sequence[str] = ("hook",), **audit: str) -> Journal:
+    """What the registry writes with a change: an event per endpoint and an audit entry, both
+    naming the action."""
+    payload = json.dumps({"action": action, "n": uuid.uuid4().hex})
+    entry = AuditEntry(at=datetime.now(UTC), action=action, actor="alice", **audit)
+    return Journal(tuple(Notice(e, payload) for e in endpoints), (entry,))
+
+
+async def actions(store: MetadataStore, endpoint: str = "hook") -> list[str]:
+    """The actions of the events waiting for endpoint, in order."""
+    return [json.loads(e.payload)["action"] for e in await store.pending_events(endpoint, 100)]
+
+
+async def audited(store: MetadataStore, **query: Any) -> list[tuple[str, str | None]]:
+    """(action, previous) of the audit entries that match, oldest first."""
+    found = await store.audit_entries(AuditQuery(**query))
+    return [(r.entry.action, r.entry.previous) for r in found]
 
 
 Call = Callable[[], Coroutine[Any, Any, T]]
@@ -853,6 +884,127 @@ class MetadataStoreContract:
         await put(store, image("team/app", "absent"), [], None)
         await store.put_manifest(manifest, references, "latest", token)  # the token still holds
         assert await store.get_manifest("team/app", "latest") == manifest
+
+    # the outbox and the audit log
+
+    async def test_changes_write_their_journal_in_their_transaction(
+        self, store: MetadataStore
+    ) -> None:
+        await store.link_blob(
+            "team/app",
+            digest("layer"),
+            10,
+            await reserve(store, digest("layer"), 10),
+            journal("push-blob"),
+        )
+        await store.create_upload("u" * 32, "team/app")
+        await store.complete_upload(
+            "u" * 32,
+            "team/app",
+            digest("config"),
+            5,
+            await reserve(store, digest("config"), 5),
+            journal("push-config"),
+        )
+        await store.mount_blob("team/copy", digest("layer"), "team/app", journal("mount"))
+        await put(store, image("team/app", "v1"), [blob("layer")], "latest", journal("push"))
+        await store.delete_tag("team/app", "latest", journal("delete-tag"))
+        await store.delete_manifest("team/app", digest("v1"), journal("delete"))
+        await store.unlink_blob("team/app", digest("layer"), journal("unlink"))
+
+        expected = ["push-blob", "push-config", "mount", "push", "delete-tag", "delete", "unlink"]
+        assert await actions(store) == expected
+        assert [a for a, _ in await audited(store)] == expected
+
+    async def test_what_changes_nothing_writes_no_journal(self, store: MetadataStore) -> None:
+        await link(store, "team/app", digest("layer"), 10)
+        mounted = await store.mount_blob("team/copy", digest("layer"), "team/absent", journal("m"))
+        assert mounted is None
+        assert not await store.delete_manifest("team/app", digest("absent"), journal("d"))
+        assert not await store.delete_tag("team/app", "absent", journal("t"))
+        assert not await store.unlink_blob("team/app", digest("absent"), journal("u"))
+        manifest = image("team/app", "m")
+        token = await reserve(store, manifest.digest, manifest.size)
+        with pytest.raises(Missing):
+            await store.put_manifest(manifest, [blob("absent")], "v1", token, journal("push"))
+
+        assert await actions(store) == []
+        assert await audited(store) == []
+
+    async def test_a_push_that_moves_a_tag_is_audited_as_a_tag_move(
+        self, store: MetadataStore
+    ) -> None:
+        await put(store, image("team/app", "v1"), [], "latest", journal("push"))
+        await put(store, image("team/app", "v1"), [], "latest", journal("push"))
+        await put(store, image("team/app", "v2"), [], "latest", journal("push"))
+
+        assert await audited(store) == [("push", None), ("push", None), (TAG_MOVED, digest("v1"))]
+        assert await actions(store) == ["push", "push", "push"]
+
+    async def test_events_wait_per_endpoint_in_order_until_delivered(
+        self, store: MetadataStore, other_store: MetadataStore
+    ) -> None:
+        await store.record(journal("pull", ("a", "b")))
+        await put(store, image("team/app", "v1"), [], None, journal("push", ("a",)))
+        await other_store.record(journal("pull-b", ("b",)))
+
+        assert await actions(store, "a") == ["pull", "push"]
+        assert await actions(store, "b") == ["pull", "pull-b"]
+        assert await store.pending_counts() == {"a": 2, "b": 2}
+        first = await store.pending_events("a", 1)
+        assert [json.loads(e.payload)["action"] for e in first] == ["pull"]
+        await other_store.delete_events([e.id for e in first])
+        await other_store.delete_events([e.id for e in first])  # delivered twice: no error
+        assert await actions(store, "a") == ["push"]
+        assert await actions(store, "b") == ["pull", "pull-b"]
+
+    async def test_audit_entries_are_filtered_and_pruned_oldest_first(
+        self, store: MetadataStore
+    ) -> None:
+        start = datetime.now(UTC) - timedelta(days=10)
+        entries = [
+            AuditEntry(start + timedelta(days=day), action, actor, "192.0.2.1", repository)
+            for day, action, actor, repository in [
+                (0, "push", "alice", "team/app"),
+                (1, "delete", "bob", "team/app"),
+                (2, "login-failed", None, None),
+                (3, "push", "alice", "team/web"),
+            ]
+        ]
+        await store.record(Journal(audit=tuple(entries)))
+
+        def days(found: list[Any]) -> list[int]:
+            return [(r.entry.at - start).days for r in found]
+
+        assert days(await store.audit_entries(AuditQuery())) == [0, 1, 2, 3]
+        assert days(await store.audit_entries(AuditQuery(actor="alice"))) == [0, 3]
+        assert days(await store.audit_entries(AuditQuery(repository="team/app"))) == [0, 1]
+        assert days(await store.audit_entries(AuditQuery(action="push"))) == [0, 3]
+        window = AuditQuery(since=start + timedelta(hours=12), until=start + timedelta(days=3))
+        assert days(await store.audit_entries(window)) == [1, 2]
+        assert days(await store.audit_entries(AuditQuery(limit=2))) == [2, 3]
+        found = (await store.audit_entries(AuditQuery(action="login-failed")))[0].entry
+        assert found == entries[2]
+
+        assert await store.prune_audit(start + timedelta(days=2, hours=1), 2) == 2
+        assert days(await store.audit_entries(AuditQuery())) == [2, 3]
+        assert await store.prune_audit(start + timedelta(days=2, hours=1), 2) == 1
+        assert days(await store.audit_entries(AuditQuery())) == [3]
+
+    async def test_collected_manifests_are_audited_with_their_collection(
+        self, store: MetadataStore
+    ) -> None:
+        for name in ("old", "older"):
+            await put(store, image("team/app", name), [], None)
+        template = AuditEntry(datetime.now(UTC), "gc-delete", "gc")
+
+        deleted = await store.delete_manifests(
+            "team/app", [digest("old"), digest("older")], future(), True, template
+        )
+
+        found = await store.audit_entries(AuditQuery(action="gc-delete"))
+        assert sorted(r.entry.digest for r in found if r.entry.digest) == deleted
+        assert {r.entry.repository for r in found} == {"team/app"}
 
     # garbage collection
 

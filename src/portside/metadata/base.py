@@ -185,25 +185,107 @@ class Snapshot:
     uploads: tuple[Upload, ...]
 
 
+# What a change leaves behind (journal.py writes it): notification events and audit entries.
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notification event for one endpoint, as the JSON text it is sent as: an outbox row."""
+
+    endpoint: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what, when and from where. actor None: anonymous (or unknown, for a failed
+    login whose username is in detail); detail is JSON text."""
+
+    at: datetime
+    action: str
+    actor: str | None = None
+    address: str | None = None
+    repository: str | None = None
+    digest: str | None = None
+    tag: str | None = None
+    previous: str | None = None  # the digest a moved tag pointed at before
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Written in the transaction of the change it describes, and only if the change happens."""
+
+    notices: tuple[Notice, ...] = ()
+    audit: tuple[AuditEntry, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.notices or self.audit)
+
+
+QUIET: Final = Journal()
+
+# The audit action put_manifest writes instead of its journal's when the push moved a tag.
+TAG_MOVED: Final = "tag"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    endpoint: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    entry: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit entries to list: each field that is set must match."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str | None = None
+    repository: str | None = None
+    action: str | None = None
+    limit: int = 1000
+
+
 class RequestStore(Protocol):
     """What the request path reads and writes: blobs and their links to repositories, upload
-    sessions, manifests and tags, and the listings discovery serves."""
+    sessions, manifests and tags, and the listings discovery serves.
+
+    A write that takes a journal writes it in its own transaction, last (after every lock it
+    takes, so that of two changes to the same rows the later one's journal rows get the higher
+    ids), and only when it did what was asked: a delete or a mount that found nothing writes
+    none."""
 
     # blobs
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         """The size of a blob readable in repository (pushed, mounted or a manifest there)."""
 
-    async def link_blob(self, repository: str, digest: str, size: int, reservation: str) -> None:
+    async def link_blob(
+        self, repository: str, digest: str, size: int, reservation: str, journal: Journal = QUIET
+    ) -> None:
         """Record the blob as stored, ending its reservation, and link it to repository,
         creating the repository. Conflict if the reservation has ended (expired)."""
 
     async def complete_upload(
-        self, id: str, repository: str, digest: str, size: int, reservation: str
+        self,
+        id: str,
+        repository: str,
+        digest: str,
+        size: int,
+        reservation: str,
+        journal: Journal = QUIET,
     ) -> None:
         """In one transaction: link_blob(repository, digest, size, reservation) and end the
         upload session (if it is still there)."""
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+    async def unlink_blob(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
         """Remove the link; False if there was none."""
 
     async def reserve_blob(self, digest: str, size: int, token: str) -> Reservation:
@@ -216,7 +298,9 @@ class RequestStore(Protocol):
     async def release_blob(self, token: str) -> None:
         """End a reservation without recording anything; no error if it has ended."""
 
-    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+    async def mount_blob(
+        self, repository: str, digest: str, source: str, journal: Journal = QUIET
+    ) -> int | None:
         """Link a stored blob that source can read into repository, creating the repository;
         its size, or None (and nothing linked) if source cannot read it."""
 
@@ -249,20 +333,23 @@ class RequestStore(Protocol):
         references: Sequence[Reference],
         tag: str | None,
         reservation: str,
+        journal: Journal = QUIET,
     ) -> None:
         """Store the manifest's record and references, record its bytes as a stored blob
         (ending reservation, as link_blob does) linked to the repository, point tag at it.
         Missing (and nothing stored) if the repository cannot read every reference, checked
         in the transaction that records them. Storing the same manifest again is fine; Conflict
-        if a concurrent write interfered or the reservation has ended."""
+        if a concurrent write interfered or the reservation has ended. Where the push moved
+        the tag from another manifest, the journal's audit entries are written with action
+        TAG_MOVED and that manifest's digest as `previous`."""
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """By digest when reference contains a colon, else by tag."""
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
         """Remove the manifest and every tag pointing at it; False if it was not there."""
 
-    async def delete_tag(self, repository: str, tag: str) -> bool: ...
+    async def delete_tag(self, repository: str, tag: str, journal: Journal = QUIET) -> bool: ...
 
     # listings
     async def repository_exists(self, repository: str) -> bool: ...
@@ -339,12 +426,18 @@ class CollectorStore(LeaseStore, Protocol):
         one transaction."""
 
     async def delete_manifests(
-        self, repository: str, digests: Collection[str], before: datetime, keep_referrers: bool
+        self,
+        repository: str,
+        digests: Collection[str],
+        before: datetime,
+        keep_referrers: bool,
+        audit: AuditEntry | None = None,
     ) -> list[str]:
         """Delete those of digests in repository that are still garbage, with their references
         and the links of their own digests; the digests deleted. Garbage: created before
         `before`, untagged, no child of a manifest that stays, and, with keep_referrers, no
-        referrer of a manifest that stays (referrers follow their subject)."""
+        referrer of a manifest that stays (referrers follow their subject). With audit, an
+        entry like it, with the repository and digest, for each deletion, in its transaction."""
 
     async def delete_dangling_tags(self, repository: str) -> list[str]:
         """Delete the tags in repository that point at no manifest; their names."""
@@ -382,9 +475,12 @@ class CollectorStore(LeaseStore, Protocol):
         """(repository, digest) of cached manifests last pulled before `before`, the longest
         unpulled first, at most limit of them."""
 
-    async def expire_cached_manifest(self, repository: str, digest: str, before: datetime) -> bool:
+    async def expire_cached_manifest(
+        self, repository: str, digest: str, before: datetime, audit: AuditEntry | None = None
+    ) -> bool:
         """Delete the cached manifest (as delete_manifest: its tags, references and link) if it
-        was still last pulled before `before`; whether it was."""
+        was still last pulled before `before`; whether it was. With audit, an entry like it,
+        with the repository and digest, in the same transaction."""
 
 
 class TokenStore(Protocol):
@@ -424,7 +520,30 @@ class ThrottleStore(Protocol):
         """Forget every failure of key."""
 
 
-class MetadataStore(CacheStore, CollectorStore, TokenStore, ThrottleStore, Protocol):
+class JournalStore(LeaseStore, Protocol):
+    """The outbox of notification events and the audit log, beside what the request path
+    writes in its own transactions."""
+
+    async def record(self, journal: Journal) -> None:
+        """Write a journal of no change (pulls, logins, refusals) on its own."""
+
+    async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
+        """At most limit of the endpoint's events, in the order they were recorded (id)."""
+
+    async def delete_events(self, ids: Collection[int]) -> None:
+        """Forget delivered events; ids already gone are no error."""
+
+    async def pending_counts(self) -> dict[str, int]:
+        """How many events wait, by endpoint."""
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditRecord]:
+        """The newest query.limit entries that match, oldest first."""
+
+    async def prune_audit(self, before: datetime, limit: int) -> int:
+        """Delete at most limit entries made before `before`, the oldest first; how many."""
+
+
+class MetadataStore(CacheStore, CollectorStore, TokenStore, ThrottleStore, JournalStore, Protocol):
     """The whole store, as a backend implements it and the server builds it once."""
 
     async def close(self) -> None: ...

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from portside.metadata.base import MARK_TTL, BlobState, Conflict, Reservation
+from portside.metadata.base import MARK_TTL, QUIET, BlobState, Conflict, Journal, Reservation
 from portside.metadata.engine import Database
+from portside.metadata.journal import write_journal
 from portside.metadata.statements import (
     ensure_repository,
     find_repository,
@@ -102,14 +103,19 @@ class SqlBlobs(Database):
             durable=False,
         )
 
-    async def link_blob(self, repository: str, digest: str, size: int, reservation: str) -> None:
+    async def link_blob(
+        self, repository: str, digest: str, size: int, reservation: str, journal: Journal = QUIET
+    ) -> None:
         def run(conn: Connection) -> None:
             record_blob(conn, digest, reservation)
             link(conn, ensure_repository(conn, repository), digest)
+            write_journal(conn, journal)
 
         await self._write(run)
 
-    async def mount_blob(self, repository: str, digest: str, source: str) -> int | None:
+    async def mount_blob(
+        self, repository: str, digest: str, source: str, journal: Journal = QUIET
+    ) -> int | None:
         def run(conn: Connection) -> int | None:
             source_id = find_repository(conn, source)
             if source_id is None:
@@ -127,11 +133,12 @@ class SqlBlobs(Database):
             )
             if size is not None:
                 link(conn, ensure_repository(conn, repository), digest)
+                write_journal(conn, journal)
             return size
 
         return await self._write(run)
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+    async def unlink_blob(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = find_repository(conn, repository)
             if repository_id is None:
@@ -142,6 +149,9 @@ class SqlBlobs(Database):
                     repository_blobs.c.digest == digest,
                 )
             )
-            return result.rowcount > 0
+            if result.rowcount == 0:
+                return False
+            write_journal(conn, journal)
+            return True
 
         return await self._write(run)

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from portside.metadata.base import Manifest, Reference
+from portside.metadata.base import AuditEntry, Manifest, Reference
 from portside.metadata.engine import Database
+from portside.metadata.journal import like, write_audit
 from portside.metadata.manifests import delete_manifest_rows, races_as_conflicts, store_manifest
 from portside.metadata.statements import ensure_repository, find_repository, upsert, utc
 from portside.metadata.tables import cached_manifests, cached_tags, repositories, tags
@@ -101,7 +102,9 @@ class SqlCache(Database):
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [(row[0], row[1]) for row in rows]
 
-    async def expire_cached_manifest(self, repository: str, digest: str, before: datetime) -> bool:
+    async def expire_cached_manifest(
+        self, repository: str, digest: str, before: datetime, audit: AuditEntry | None = None
+    ) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = find_repository(conn, repository)
             if repository_id is None:
@@ -129,6 +132,9 @@ class SqlCache(Database):
                         cached_tags.c.name.in_(tagged),
                     )
                 )
-            return delete_manifest_rows(conn, repository_id, digest)
+            deleted = delete_manifest_rows(conn, repository_id, digest)
+            if deleted:
+                write_audit(conn, like(audit, repository, [digest]))
+            return deleted
 
         return await self._collect(run)

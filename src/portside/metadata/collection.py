@@ -23,6 +23,7 @@ from sqlalchemy import (
 
 from portside.metadata.base import (
     MARK_TTL,
+    AuditEntry,
     BlobRecord,
     BlobState,
     LinkRecord,
@@ -34,6 +35,7 @@ from portside.metadata.base import (
     TagRecord,
 )
 from portside.metadata.engine import Database
+from portside.metadata.journal import like, write_audit
 from portside.metadata.statements import chunks, find_repository, insert_missing, now, utc
 from portside.metadata.tables import (
     blob_reservations,
@@ -173,7 +175,12 @@ class SqlCollection(Database):
         return await self._read(run)
 
     async def delete_manifests(
-        self, repository: str, digests: Collection[str], before: datetime, keep_referrers: bool
+        self,
+        repository: str,
+        digests: Collection[str],
+        before: datetime,
+        keep_referrers: bool,
+        audit: AuditEntry | None = None,
     ) -> list[str]:
         before = before.astimezone(UTC)
 
@@ -208,7 +215,9 @@ class SqlCollection(Database):
                         cached_manifests.c.digest.in_(chunk),
                     )
                 )
-            return sorted(candidates)
+            deleted = sorted(candidates)
+            write_audit(conn, like(audit, repository, deleted))
+            return deleted
 
         return await self._collect(run)
 

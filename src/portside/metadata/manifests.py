@@ -9,9 +9,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Table, and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from portside.metadata.base import Conflict, Manifest, Missing, Reference, ReferenceKind
+from portside.metadata.base import (
+    QUIET,
+    Conflict,
+    Journal,
+    Manifest,
+    Missing,
+    Reference,
+    ReferenceKind,
+)
 from portside.metadata.blobs import record_blob
 from portside.metadata.engine import Database, lost_race
+from portside.metadata.journal import moved, write_journal
 from portside.metadata.statements import (
     chunks,
     ensure_repository,
@@ -91,9 +100,11 @@ def store_manifest(
     references: Sequence[Reference],
     tag: str | None,
     reservation: str,
-) -> None:
+    track_tag: bool = False,
+) -> str | None:
     """Record the manifest's bytes as a stored blob (ending reservation), the manifest and its
-    references, link it to the repository and point tag at it."""
+    references, link it to the repository and point tag at it. With track_tag, the digest the
+    tag pointed at before, if the push moved it from another manifest."""
     record_blob(conn, manifest.digest, reservation)
     # Held, so that a collector deleting an untagged manifest cannot take the record or
     # the link away from under a tag or a push of the same manifest.
@@ -138,8 +149,17 @@ def store_manifest(
                 for r in {r.digest: r for r in references}.values()
             ],
         )
-    if tag is not None:
-        _set_tag(conn, repository_id, tag, manifest.digest)
+    if tag is None:
+        return None
+    previous = None
+    if track_tag:
+        previous = conn.scalar(
+            select(tags.c.digest)
+            .where(tags.c.repository_id == repository_id, tags.c.name == tag)
+            .with_for_update()
+        )
+    _set_tag(conn, repository_id, tag, manifest.digest)
+    return previous if previous != manifest.digest else None
 
 
 def _set_tag(conn: Connection, repository_id: int, tag: str, digest: str) -> None:
@@ -237,13 +257,17 @@ class SqlManifests(Database):
         references: Sequence[Reference],
         tag: str | None,
         reservation: str,
+        journal: Journal = QUIET,
     ) -> None:
         def run(conn: Connection) -> None:
             repository_id = ensure_repository(conn, manifest.repository)
             missing = _hold_references(conn, repository_id, references)
             if missing:
                 raise Missing(missing)
-            store_manifest(conn, repository_id, manifest, references, tag, reservation)
+            track = bool(journal.audit)
+            previous = store_manifest(
+                conn, repository_id, manifest, references, tag, reservation, track
+            )
             if tag is not None:
                 # Pushed here: no longer a cached tag, whatever its upstream holds under it.
                 conn.execute(
@@ -251,6 +275,7 @@ class SqlManifests(Database):
                         cached_tags.c.repository_id == repository_id, cached_tags.c.name == tag
                     )
                 )
+            write_journal(conn, journal if previous is None else moved(journal, previous))
 
         with races_as_conflicts(manifest.digest):
             await self._write(run)
@@ -279,16 +304,17 @@ class SqlManifests(Database):
         row = await self._read(lambda conn: conn.execute(query).first())
         return None if row is None else manifest_record(repository, row)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = find_repository(conn, repository)
-            if repository_id is None:
+            if repository_id is None or not delete_manifest_rows(conn, repository_id, digest):
                 return False
-            return delete_manifest_rows(conn, repository_id, digest)
+            write_journal(conn, journal)
+            return True
 
         return await self._write(run)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(self, repository: str, tag: str, journal: Journal = QUIET) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = find_repository(conn, repository)
             if repository_id is None:
@@ -301,6 +327,9 @@ class SqlManifests(Database):
                     cached_tags.c.repository_id == repository_id, cached_tags.c.name == tag
                 )
             )
-            return result.rowcount > 0
+            if result.rowcount == 0:
+                return False
+            write_journal(conn, journal)
+            return True
 
         return await self._write(run)

@@ -1,7 +1,8 @@
 """The metadata store on SQLAlchemy Core: SQLite (WAL) embedded, PostgreSQL for scale-out.
 
 One class of each part (blobs, uploads, manifests, listings, the cache, collection, leases,
-refresh tokens, failed logins) over the one engine and transactions of engine.Database.
+refresh tokens, failed logins, the outbox and the audit log) over the one engine and
+transactions of engine.Database.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from portside.metadata.blobs import SqlBlobs
 from portside.metadata.cache import SqlCache
 from portside.metadata.collection import SqlCollection
+from portside.metadata.journal import SqlJournal
 from portside.metadata.leases import SqlLeases
 from portside.metadata.listings import SqlListings
 from portside.metadata.manifests import SqlManifests
@@ -27,5 +29,6 @@ class SqlMetadataStore(
     SqlLeases,
     SqlRefreshTokens,
     SqlThrottle,
+    SqlJournal,
 ):
     """MetadataStore over one SQLAlchemy engine; every method is one transaction."""

@@ -20,6 +20,8 @@ from portside.metadata.base import ARTIFACT_TYPE_MAX
 metadata = MetaData()
 
 DIGEST = String(200)
+# A 64-bit autoincrement key; on SQLite an INTEGER, its rowid, which alone autoincrements there.
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
 
 repositories = Table(
     "repositories",
@@ -166,4 +168,37 @@ login_failures = Table(
     Column("failed_at", DateTime(timezone=True), nullable=False),
     Index("ix_login_failures_key", "key", "failed_at"),
     Index("ix_login_failures_failed", "failed_at"),
+)
+
+# Notification events waiting for their endpoint, one row per event and endpoint, deleted once
+# delivered: no "last delivered id" cursor, which a lower id committed late would slip past (0007)
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("endpoint", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+    Index("ix_outbox_endpoint", "endpoint", "id"),
+)
+
+# Who did what, when and from where; pruned after `audit.retention` (0007)
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", Text),
+    Column("address", String(255)),
+    Column("repository", String(255)),
+    Column("digest", DIGEST),
+    Column("tag", String(128)),
+    Column("previous", DIGEST),
+    Column("detail", Text),
+    Index("ix_audit_log_at", "at"),
 )

@@ -6,9 +6,10 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from portside.metadata.base import Conflict, Upload
+from portside.metadata.base import QUIET, Conflict, Journal, Upload
 from portside.metadata.blobs import link, record_blob
 from portside.metadata.engine import Database
+from portside.metadata.journal import write_journal
 from portside.metadata.statements import ensure_repository, now, utc
 from portside.metadata.tables import uploads
 
@@ -72,12 +73,19 @@ class SqlUploads(Database):
         return await self._write(run)
 
     async def complete_upload(
-        self, id: str, repository: str, digest: str, size: int, reservation: str
+        self,
+        id: str,
+        repository: str,
+        digest: str,
+        size: int,
+        reservation: str,
+        journal: Journal = QUIET,
     ) -> None:
         def run(conn: Connection) -> None:
             record_blob(conn, digest, reservation)
             link(conn, ensure_repository(conn, repository), digest)
             conn.execute(delete(uploads).where(uploads.c.id == id))
+            write_journal(conn, journal)
 
         await self._write(run)
 
