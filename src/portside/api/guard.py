@@ -51,6 +51,7 @@ class Admission:
 
 ADMITTED: Final = Admission()
 ADMISSION: Final = "portside.admission"  # the scope key Guarded.handle leaves it under
+ACTOR: Final = "portside.actor"  # the scope key a gate leaves the caller's name under
 
 
 class Gate(Protocol):
@@ -72,6 +73,12 @@ class Guarded(Route):
         if gate is not None and self.methods is not None and scope["method"] in self.methods:
             scope[ADMISSION] = await gate.admit(scope, self.access)
         await super().handle(scope, receive, send)
+
+
+def actor(scope: Scope) -> str | None:
+    """The name of the user (or token subject) the gate let in; None: anonymous."""
+    found: str | None = scope.get(ACTOR)
+    return found
 
 
 def admission(scope: Scope) -> Admission:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from portside.api import query, requests
 from portside.api.credentials import Basic, client_address, parse_authorization
+from portside.api.origins import note_login
 from portside.auth.authenticator import Authenticator, LoginFailed, LoginThrottled
 from portside.auth.base import Access, Identity, InvalidScope, parse_scopes
 from portside.auth.refresh import RefreshTokenInvalid, RefreshTokens
@@ -114,11 +115,20 @@ async def _answer(
 async def _login(ts: TokenService, request: Request, username: str, password: str) -> Identity:
     address = client_address(request.scope, ts.trust_forwarded_headers)
     try:
-        return await ts.authenticator.login(username, password, address)
+        identity = await ts.authenticator.login(username, password, address)
     except LoginThrottled as error:
+        _note_login(request, username, "login-throttled")
         raise TooManyRequests("too many failed logins", retry_after=error.retry_after) from None
     except LoginFailed:
+        _note_login(request, username, "login-failed")
         raise Unauthorized("wrong username or password", challenge=ts.challenge()) from None
+    _note_login(request, username, "login")
+    return identity
+
+
+def _note_login(request: Request, username: str, outcome: str) -> None:
+    events = requests.registry(request).events
+    note_login(events, request, request.app.state.public_address, username, outcome, "token")
 
 
 async def _redeem(ts: TokenService, token: str | None) -> Identity:

@@ -27,7 +27,7 @@ DEFAULT_FLAVOR = "dev"
 _PACKAGE = "portside.config"
 _BUILTIN_SOURCE = "(built-in default.yml)"
 _ENV_PREFIX = "_env:"
-_SECRET_WORDS = ("password", "secret", "key", "token")
+_SECRET_WORDS = ("password", "secret", "key", "token", "authorization")
 
 KeyPath = tuple[object, ...]
 

@@ -27,11 +27,13 @@ from pydantic import (
     model_validator,
 )
 
+from portside.config.audit import AuditSettings
 from portside.config.auth import AuthSettings
 from portside.config.cors import CorsSettings
 from portside.config.durations import Duration
 from portside.config.mail import EmailSettings
 from portside.config.mirroring import MirroringSettings
+from portside.config.notifications import NotificationsSettings
 from portside.config.urls import base_url
 
 MiB = 1024 * 1024
@@ -292,6 +294,16 @@ class Settings(BaseModel):
         default=None,
         description="Mail the operator about unhandled exceptions (requests answered 500), "
         "at most one mail a minute per process; on when `email_exceptions.smtp_host` is set.",
+    )
+    notifications: NotificationsSettings | None = Field(
+        default=None,
+        description="Webhooks: events (push, pull, mount, delete) POSTed to endpoints in "
+        "distribution's format, kept in the metadata database until delivered (see the README).",
+    )
+    audit: AuditSettings | None = Field(
+        default=None,
+        description="The audit log: who pushed, deleted, logged in or was refused what, when "
+        "and from where, kept in the metadata database (`portside audit` reads it); null: off.",
     )
     tls_certificate: Path | None = Field(
         default=None,

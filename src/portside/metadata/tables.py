@@ -184,7 +184,7 @@ outbox = Table(
     Index("ix_outbox_endpoint", "endpoint", "id"),
 )
 
-# Who did what, when and from where; pruned after `audit.retention` (0007)
+# Who did what, when and from where; pruned after `audit.retention` (0008)
 audit_log = Table(
     "audit_log",
     metadata,

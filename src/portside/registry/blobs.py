@@ -9,6 +9,7 @@ from pathlib import Path
 from portside.metadata.base import RequestStore
 from portside.registry import keys
 from portside.registry.errors import BlobUnknown
+from portside.registry.events import BLOB_MEDIA_TYPE, Action, Origin, Recorder, Target
 from portside.registry.names import Digest
 from portside.storage.base import BlobStore
 
@@ -25,13 +26,18 @@ class BlobContent:
 
 class Blobs:
     def __init__(
-        self, storage: BlobStore, metadata: RequestStore, redirect_seconds: int | None = None
+        self,
+        storage: BlobStore,
+        metadata: RequestStore,
+        redirect_seconds: int | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         """redirect_seconds: hand clients URLs of the storage backend valid this long, where the
         driver can make them (`storage_redirect`); None: always send the bytes."""
         self._storage = storage
         self._metadata = metadata
         self._redirect_seconds = redirect_seconds
+        self._recorder = recorder or Recorder()
 
     async def stat(self, name: str, digest: Digest) -> int:
         size = await self._metadata.linked_blob_size(name, str(digest))
@@ -54,8 +60,15 @@ class Blobs:
     def read(self, content: BlobContent, offset: int, length: int) -> AsyncIterator[bytes]:
         return self._storage.read(content.key, offset, length)
 
-    async def delete(self, name: str, digest: Digest) -> None:
+    def pulled(self, name: str, content: BlobContent, origin: Origin) -> None:
+        """Tell the endpoints that want pulls that the blob was sent (or redirected to)."""
+        target = Target(name, str(content.digest), BLOB_MEDIA_TYPE, content.size, blob=True)
+        self._recorder.pulled(target, origin)
+
+    async def delete(self, name: str, digest: Digest, origin: Origin | None = None) -> None:
         """Unlink the blob from the repository; its bytes go when garbage collection finds them
         unreferenced."""
-        if not await self._metadata.unlink_blob(name, str(digest)):
+        target = Target(name, str(digest), blob=True)
+        journal = self._recorder.journal(Action.DELETE, target, origin, {"target": "blob"})
+        if not await self._metadata.unlink_blob(name, str(digest), journal):
             raise BlobUnknown({"digest": str(digest)})

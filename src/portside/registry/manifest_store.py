@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from portside.metadata.base import Conflict, Manifest, Missing, Reference, RequestStore
+from portside.metadata.base import (
+    QUIET,
+    Conflict,
+    Journal,
+    Manifest,
+    Missing,
+    Reference,
+    RequestStore,
+)
 from portside.registry import keys
 from portside.registry.errors import (
     DigestInvalid,
@@ -19,6 +27,7 @@ from portside.registry.errors import (
     ManifestInvalid,
     ManifestUnknown,
 )
+from portside.registry.events import Action, Origin, Recorder, Target, references
 from portside.registry.ingest import store
 from portside.registry.manifests import config_description, parse
 from portside.registry.names import Digest, is_tag
@@ -59,9 +68,12 @@ class PushedManifest:
 
 
 class ManifestStore:
-    def __init__(self, storage: BlobStore, metadata: RequestStore) -> None:
+    def __init__(
+        self, storage: BlobStore, metadata: RequestStore, recorder: Recorder | None = None
+    ) -> None:
         self._storage = storage
         self._metadata = metadata
+        self._recorder = recorder or Recorder()
         self._cache = _ContentCache(CACHE_BYTES)
 
     async def stat(self, name: str, reference: str) -> Manifest:
@@ -90,8 +102,26 @@ class ManifestStore:
             self._cache.put(manifest.digest, content)
         return manifest, content
 
+    def pulled(self, manifest: Manifest, reference: str, content: bytes, origin: Origin) -> None:
+        """Tell the endpoints that want pulls that the manifest was sent (content: b"" for a
+        HEAD, which lists no references)."""
+        target = Target(
+            manifest.repository,
+            manifest.digest,
+            manifest.media_type,
+            manifest.size,
+            None if ":" in reference else reference,
+            references=references(content) if self._recorder.include_references else (),
+        )
+        self._recorder.pulled(target, origin)
+
     async def put(
-        self, name: str, reference: str, content_type: str | None, body: bytes
+        self,
+        name: str,
+        reference: str,
+        content_type: str | None,
+        body: bytes,
+        origin: Origin | None = None,
     ) -> PushedManifest:
         """Store a manifest under a tag or its digest. Every blob and child manifest it references
         must be readable in the repository; its subject need not exist (spec: referrers)."""
@@ -122,6 +152,17 @@ class ManifestStore:
             annotations=parsed.annotations,
             description=description,
         )
+        journal = QUIET
+        if self._recorder.active:
+            target = Target(
+                name,
+                manifest.digest,
+                manifest.media_type,
+                manifest.size,
+                tag,
+                references=references(body) if self._recorder.include_references else (),
+            )
+            journal = self._recorder.journal(Action.PUSH, target, origin)
         # The bytes are stored under a reservation, and the references checked again where
         # they are recorded, so that garbage collection takes neither away meanwhile.
         try:
@@ -130,20 +171,25 @@ class ManifestStore:
                 digest,
                 len(body),
                 lambda: self._storage.put(keys.blob(digest), body),
-                lambda token: self._record(manifest, parsed.references, tag, token),
+                lambda token: self._record(manifest, parsed.references, tag, token, journal),
             )
         except Missing as error:
             raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
         return PushedManifest(digest, parsed.subject)
 
     async def _record(
-        self, manifest: Manifest, references: Sequence[Reference], tag: str | None, token: str
+        self,
+        manifest: Manifest,
+        references: Sequence[Reference],
+        tag: str | None,
+        token: str,
+        journal: Journal,
     ) -> None:
         try:
-            await self._metadata.put_manifest(manifest, references, tag, token)
+            await self._metadata.put_manifest(manifest, references, tag, token, journal)
         except Conflict:
             # The same manifest was stored concurrently; the stored record is identical.
-            await self._metadata.put_manifest(manifest, references, tag, token)
+            await self._metadata.put_manifest(manifest, references, tag, token, journal)
 
     async def _config_description(self, digest: str, size: int) -> str | None:
         """The description label of an image's config blob, read up to CONFIG_READ_MAX bytes."""
@@ -159,11 +205,16 @@ class ManifestStore:
         content = b"".join(parts)
         return None if len(content) > CONFIG_READ_MAX else config_description(content)
 
-    async def delete(self, name: str, reference: str) -> None:
+    async def delete(self, name: str, reference: str, origin: Origin | None = None) -> None:
         """By digest: the manifest and every tag on it. By tag: that tag only (spec v1.1)."""
         if ":" in reference:
-            found = await self._metadata.delete_manifest(name, str(Digest.parse(reference)))
+            digest = str(Digest.parse(reference))
+            journal = self._recorder.journal(Action.DELETE, Target(name, digest), origin)
+            found = await self._metadata.delete_manifest(name, digest, journal)
+        elif is_tag(reference):
+            journal = self._recorder.journal(Action.DELETE, Target(name, tag=reference), origin)
+            found = await self._metadata.delete_tag(name, reference, journal)
         else:
-            found = is_tag(reference) and await self._metadata.delete_tag(name, reference)
+            found = False
         if not found:
             raise ManifestUnknown({"reference": reference[:200]})

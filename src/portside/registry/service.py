@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from portside.metadata.base import MetadataStore
 from portside.registry.blobs import Blobs
 from portside.registry.discovery import Discovery
+from portside.registry.events import Recorder
 from portside.registry.manifest_store import ManifestStore
 from portside.registry.mirror import Mirror, UpstreamRoute
 from portside.registry.uploads import Uploads
@@ -21,6 +22,7 @@ class Registry:
     manifests: ManifestStore
     discovery: Discovery
     metadata: MetadataStore
+    events: Recorder
     mirror: Mirror | None = None  # the pull-through cache, when `mirroring` is configured
 
     @classmethod
@@ -31,15 +33,19 @@ class Registry:
         max_blob_size: int | None = None,
         redirect_seconds: int | None = None,
         upstreams: Sequence[UpstreamRoute] = (),
+        events: Recorder | None = None,
     ) -> Registry:
-        """upstreams: those of a pull-through cache; none, no cache."""
-        manifests = ManifestStore(storage, metadata)
+        """upstreams: those of a pull-through cache; none, no cache. events: what tells the
+        notification endpoints and the audit log; None, nothing does."""
+        events = events or Recorder()
+        manifests = ManifestStore(storage, metadata, events)
         mirror = Mirror(storage, metadata, upstreams, manifests) if upstreams else None
         return cls(
-            blobs=Blobs(storage, metadata, redirect_seconds),
-            uploads=Uploads(storage, metadata, max_blob_size),
+            blobs=Blobs(storage, metadata, redirect_seconds, events),
+            uploads=Uploads(storage, metadata, max_blob_size, events),
             manifests=manifests,
             discovery=Discovery(metadata),
             metadata=metadata,
+            events=events,
             mirror=mirror,
         )

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from typing import Final, Protocol
 
-from portside.metadata.base import Conflict, LeaseStore, RequestStore, Upload
+from portside.metadata.base import QUIET, Conflict, Journal, LeaseStore, RequestStore, Upload
 from portside.registry import keys
 from portside.registry.errors import (
     BlobUploadInvalid,
@@ -28,6 +28,7 @@ from portside.registry.errors import (
     DigestInvalid,
     UploadOutOfOrder,
 )
+from portside.registry.events import BLOB_MEDIA_TYPE, Action, Origin, Recorder, Target
 from portside.registry.ingest import check_digest, ingest, read_digest, receive, store
 from portside.registry.names import Digest
 from portside.registry.reservations import reserved
@@ -72,11 +73,16 @@ async def _renewing(body: AsyncIterator[bytes], held: Held) -> AsyncIterator[byt
 
 class Uploads:
     def __init__(
-        self, storage: BlobStore, metadata: UploadStore, max_blob_size: int | None
+        self,
+        storage: BlobStore,
+        metadata: UploadStore,
+        max_blob_size: int | None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._storage = storage
         self._metadata = metadata
         self._max_blob_size = max_blob_size
+        self._recorder = recorder or Recorder()
         self._hashers = _Hashers()
         self._locks = UploadLocks(storage, metadata)
 
@@ -132,18 +138,21 @@ class Uploads:
         body: AsyncIterator[bytes],
         start: int | None = None,
         length: int | None = None,
+        origin: Origin | None = None,
     ) -> int:
         """Append a last chunk (possibly empty), check the digest and make the blob readable in
         the repository. Returns the blob's size."""
         try:
-            return await self._finish(name, upload_id, digest, body, start, length)
+            return await self._finish(name, upload_id, digest, body, start, length, origin)
         except BlobUploadUnknown:
-            size = await self._finished_before(name, upload_id, digest)
+            size = await self._finished_before(name, upload_id, digest, origin)
             if size is None:
                 raise
             return size
 
-    async def _finished_before(self, name: str, upload_id: str, digest: Digest) -> int | None:
+    async def _finished_before(
+        self, name: str, upload_id: str, digest: Digest, origin: Origin | None
+    ) -> int | None:
         """A closing request that stored the blob and died before recording it, or that a
         concurrent one beat to it, leaves the session without bytes but the blob in place: a
         retried PUT completes it, but only when the session's own record proves that its bytes
@@ -158,9 +167,10 @@ class Uploads:
             if not await self._is_stored(digest, upload.offset):
                 await self._metadata.release_blob(reservation.token)
                 return None
+            journal = self._pushed(name, digest, upload.offset, origin)
             await _recorded(
                 self._metadata.complete_upload(
-                    upload.id, name, str(digest), upload.offset, reservation.token
+                    upload.id, name, str(digest), upload.offset, reservation.token, journal
                 )
             )
         self._hashers.forget(upload.id)
@@ -184,14 +194,18 @@ class Uploads:
         body: AsyncIterator[bytes],
         start: int | None,
         length: int | None,
+        origin: Origin | None,
     ) -> int:
         upload = await self._at(name, upload_id, start)
         if upload.offset == 0:
             # The whole blob came with this request (POST then PUT): it is checked and stored
             # from an object of its own, with no lock on the session, which ends either way.
             def complete(size: int, token: str) -> Awaitable[None]:
+                journal = self._pushed(name, digest, size, origin)
                 return _recorded(
-                    self._metadata.complete_upload(upload.id, name, str(digest), size, token)
+                    self._metadata.complete_upload(
+                        upload.id, name, str(digest), size, token, journal
+                    )
                 )
 
             try:
@@ -228,7 +242,14 @@ class Uploads:
                 size,
                 lambda: self._storage.move(key, keys.blob(digest)),
                 lambda token: _recorded(
-                    self._metadata.complete_upload(upload.id, name, str(digest), size, token)
+                    self._metadata.complete_upload(
+                        upload.id,
+                        name,
+                        str(digest),
+                        size,
+                        token,
+                        self._pushed(name, digest, size, origin),
+                    )
                 ),
             )
             await self._storage.delete(key)  # already gone when it became the blob
@@ -236,13 +257,19 @@ class Uploads:
         return size
 
     async def upload(
-        self, name: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
+        self,
+        name: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        length: int | None,
+        origin: Origin | None = None,
     ) -> int:
         """A whole blob in one request (POST ?digest=), with no upload session at all: nothing
         is left behind when the blob is refused. Returns the blob's size."""
 
         def link(size: int, token: str) -> Awaitable[None]:
-            return _recorded(self._metadata.link_blob(name, str(digest), size, token))
+            journal = self._pushed(name, digest, size, origin)
+            return _recorded(self._metadata.link_blob(name, str(digest), size, token, journal))
 
         return await ingest(
             self._storage, self._metadata, digest, body, link, length, self._max_blob_size
@@ -319,9 +346,26 @@ class Uploads:
         await self._metadata.delete_upload(upload_id)
         self._hashers.forget(upload_id)
 
-    async def mount(self, name: str, digest: Digest, source: str) -> int | None:
+    async def mount(
+        self, name: str, digest: Digest, source: str, origin: Origin | None = None
+    ) -> int | None:
         """Link a blob readable in source into name; None when source cannot read it."""
-        return await self._metadata.mount_blob(name, str(digest), source)
+        journal = QUIET
+        if self._recorder.active:
+            # Its size, for the event, read first: the mount's transaction is the store's.
+            size = await self._metadata.linked_blob_size(source, str(digest))
+            if size is None:
+                return None
+            target = Target(
+                name, str(digest), BLOB_MEDIA_TYPE, size, from_repository=source, blob=True
+            )
+            journal = self._recorder.journal(Action.MOUNT, target, origin, {"from": source})
+        return await self._metadata.mount_blob(name, str(digest), source, journal)
+
+    def _pushed(self, name: str, digest: Digest, size: int, origin: Origin | None) -> Journal:
+        """The journal of a blob's push: events only, as the manifest's push is audited."""
+        target = Target(name, str(digest), BLOB_MEDIA_TYPE, size, blob=True)
+        return self._recorder.journal(Action.PUSH, target, origin, audited=False)
 
 
 async def _recorded(recording: Awaitable[None]) -> None:

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from portside.api.guard import Guarded
 from portside.api.routes import routes as route_table
+from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.errors import RegistryError
@@ -24,6 +25,7 @@ from portside.server.errors import http_error, incomplete_body, registry_error
 from portside.server.mail import ExceptionMail, ExceptionMailer
 from portside.server.middleware import RegistryMiddleware
 from portside.server.mirroring import NamespaceMiddleware, upstream_routes
+from portside.server.notifications import background_notifications, recorder
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
 
@@ -55,6 +57,7 @@ STORAGE_DRIVERS: dict[str, Callable[[Settings], BlobStore]] = {
 def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
+    events, buffer = recorder(settings, metadata)
     redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
     registry = Registry.build(
         storage,
@@ -62,12 +65,16 @@ def create_app(settings: Settings) -> Starlette:
         settings.max_blob_size,
         redirect_seconds,
         upstream_routes(settings.mirroring),
+        events,
     )
     mirror = registry.mirror
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with background_collection(settings, storage, metadata):
+        async with (
+            background_collection(settings, storage, metadata),
+            background_notifications(settings, metadata, buffer),
+        ):
             yield
         if mirror is not None:
             await mirror.close()
@@ -83,7 +90,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware.append(Middleware(Cors, settings=settings.cors))
     if settings.mirroring is not None and settings.mirroring.enabled:
         middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
-    access = auth.build(settings, metadata)
+    access = auth.build(settings, metadata, events)
     routes = route_table(access.token_path if access is not None else None)
     unguarded = [route for route in routes if not isinstance(route, Guarded)]
     if unguarded:  # fail closed: a route that does not say what it needs is never served
@@ -104,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
     for error in errors.STORAGE_ERRORS:  # a full disk: 507 in the spec's envelope
         app.add_exception_handler(error, errors.storage_error)
     app.state.registry = registry
+    app.state.public_address = PublicAddress(settings.public_url, settings.trust_forwarded_headers)
     app.state.issue = settings.issue
     app.state.search = settings.search_backend == "sqlalchemy"
     app.state.delete_enabled = settings.delete_enabled

@@ -23,6 +23,7 @@ from portside.config.auth import TokenSettings
 from portside.config.auth import token_path as token_path_of
 from portside.config.settings import Settings
 from portside.metadata.base import ThrottleStore, TokenStore
+from portside.registry.events import Recorder
 from portside.server.gate import Challenges, RouteGate
 from portside.server.refresh import MetadataRefreshTokenStore
 from portside.server.throttle import MetadataFailureLog
@@ -42,9 +43,12 @@ class AuthParts:
     token_service: token.TokenService | None
 
 
-def build(settings: Settings, metadata: AuthStore) -> AuthParts | None:
+def build(
+    settings: Settings, metadata: AuthStore, events: Recorder | None = None
+) -> AuthParts | None:
     """The auth parts for these settings; None for an open registry. Makes the token signing
-    key on first start; the token service keeps its refresh tokens in metadata."""
+    key on first start; the token service keeps its refresh tokens in metadata. events: where
+    the gate audits logins and refusals."""
     auth = settings.auth
     if auth is None:
         return None
@@ -96,6 +100,7 @@ def build(settings: Settings, metadata: AuthStore) -> AuthParts | None:
         challenges,
         search_requires_auth=auth.search_requires_auth,
         trust_forwarded_headers=settings.trust_forwarded_headers,
+        events=events,
     )
     return AuthParts(gate, token_path, token_service)
 

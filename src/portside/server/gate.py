@@ -24,7 +24,8 @@ from starlette.types import Scope
 
 from portside.api import query
 from portside.api.credentials import Basic, Bearer, client_address, parse_authorization
-from portside.api.guard import ADMITTED, Admission, Need
+from portside.api.guard import ACTOR, ADMITTED, Admission, Need
+from portside.api.origins import note_login, origin
 from portside.api.urls import PublicAddress
 from portside.auth.authenticator import Authenticator, LoginFailed, LoginThrottled
 from portside.auth.base import (
@@ -42,6 +43,7 @@ from portside.auth.base import repository as repository_access
 from portside.auth.policy import ANONYMOUS, Caller, Policy
 from portside.auth.tokens import bearer_challenge
 from portside.registry.errors import Denied, NameInvalid, TooManyRequests, Unauthorized
+from portside.registry.events import Recorder
 from portside.registry.names import parse_name
 
 CATALOG_ACCESS: Final = Access(REGISTRY, CATALOG, frozenset({ALL}))
@@ -84,17 +86,25 @@ class RouteGate:
         *,
         search_requires_auth: bool = False,
         trust_forwarded_headers: bool = False,
+        events: Recorder | None = None,
     ) -> None:
+        """events: where logins and refusals are audited; None, nowhere."""
         self.authenticator = authenticator
         self.policy = policy
         self.challenges = challenges
         self.search_requires_auth = search_requires_auth
         self.trust_forwarded_headers = trust_forwarded_headers
+        self.events = events or Recorder()
 
     async def admit(self, scope: Scope, need: Need) -> Admission:
         if need is Need.OPEN:
             return ADMITTED
         caller = await self.caller(scope)
+        name = _name(caller)
+        if name is not None:
+            scope[ACTOR] = name
+            if need is Need.LOGIN and caller.token is None:
+                self._note_login(scope, name, "login")
         actions = ACTIONS.get(need)
         if actions is not None:
             # Checked first: a name outside the grammar is NAME_INVALID to anyone, and never
@@ -148,10 +158,16 @@ class RouteGate:
                 credentials.username, credentials.password, address
             )
         except LoginThrottled as error:
+            self._note_login(scope, credentials.username, "login-throttled")
             raise TooManyRequests("too many failed logins", retry_after=error.retry_after) from None
         except LoginFailed:
+            self._note_login(scope, credentials.username, "login-failed")
             challenge = self.challenges.make(scope, [])
             raise Unauthorized("wrong username or password", challenge=challenge) from None
+
+    def _note_login(self, scope: Scope, username: str, outcome: str) -> None:
+        connection = HTTPConnection(scope)
+        note_login(self.events, connection, self.challenges.public, username, outcome, "basic")
 
     # What ---------------------------------------------------------------------------------------
 
@@ -162,6 +178,10 @@ class RouteGate:
             challenge = self.challenges.make(scope, [access], "insufficient_scope")
             raise Unauthorized(_detail(access), challenge=challenge)
         if caller.presented:
+            if self.events.notes:
+                caller_origin = origin(HTTPConnection(scope), self.challenges.public)
+                repository = access.name if access.type == "repository" else ""
+                self.events.note("denied", caller_origin, repository, {"scope": access.scope})
             raise Denied(_detail(access))
         raise Unauthorized(_detail(access), challenge=self.challenges.make(scope, [access]))
 
@@ -184,6 +204,15 @@ class RouteGate:
             challenge = self.challenges.make(scope, accesses, "insufficient_scope")
             raise Unauthorized(_detail(access), challenge=challenge)
         return True
+
+
+def _name(caller: Caller) -> str | None:
+    """Who the caller is, for events and the audit log: the user, or the token's subject."""
+    if caller.identity is not None:
+        return caller.identity.username
+    if caller.token is not None and caller.token.subject:
+        return caller.token.subject
+    return None
 
 
 def _detail(access: Access) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from portside.api import requests
+from portside.api.origins import change_origin, pull_origin
 from portside.registry.blobs import BlobContent
 from portside.registry.errors import BlobUnknown, DeleteDisabled
 from portside.registry.mirror import LiveBlob
@@ -143,6 +144,8 @@ async def get_blob(request: Request) -> Response:
     content = await _open(request, registry, name, digest)
     if isinstance(content, Response):
         return content
+    if request.method == "GET" and (origin := pull_origin(request)) is not None:
+        registry.blobs.pulled(name, content, origin)
     if request.method == "GET" and (location := registry.blobs.redirect_url(content)):
         # The object store serves the bytes, Range included; HEAD still answers here.
         return Response(
@@ -177,5 +180,5 @@ async def delete_blob(request: Request) -> Response:
     registry = requests.registry(request)
     name = requests.name(request)
     digest = Digest.parse(request.path_params["digest"])
-    await registry.blobs.delete(name, digest)
+    await registry.blobs.delete(name, digest, change_origin(request))
     return Response(status_code=202, headers={"Content-Length": "0"})

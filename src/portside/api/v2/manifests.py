@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portside.api import requests
+from portside.api.origins import change_origin, pull_origin
 from portside.registry.errors import DeleteDisabled, ManifestUnknown
 from portside.registry.manifests import OCI_INDEX, OCI_MANIFEST
 
@@ -48,6 +49,8 @@ async def get_manifest(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
+    if request.method == "GET" and (origin := pull_origin(request)) is not None:
+        registry.manifests.pulled(manifest, reference, content, origin)
     return Response(b"" if request.method == "HEAD" else content, status_code=200, headers=headers)
 
 
@@ -62,7 +65,11 @@ async def put_manifest(request: Request) -> Response:
     requests.refuse_cache_push(registry, name)
     body = await requests.small_body(request, request.app.state.max_manifest_size)
     pushed = await registry.manifests.put(
-        name, request.path_params["reference"], request.headers.get("content-type"), body
+        name,
+        request.path_params["reference"],
+        request.headers.get("content-type"),
+        body,
+        change_origin(request),
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{pushed.digest}",
@@ -79,5 +86,5 @@ async def delete_manifest(request: Request) -> Response:
         raise DeleteDisabled()
     registry = requests.registry(request)
     name = requests.name(request)
-    await registry.manifests.delete(name, request.path_params["reference"])
+    await registry.manifests.delete(name, request.path_params["reference"], change_origin(request))
     return Response(status_code=202, headers={"Content-Length": "0"})

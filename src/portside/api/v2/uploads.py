@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portside.api import guard, query, requests
+from portside.api.origins import change_origin
 from portside.metadata.base import Upload
 from portside.registry.errors import NameInvalid
 from portside.registry.names import Digest, parse_name
@@ -51,13 +52,15 @@ async def start_upload(request: Request) -> Response:
         if (
             source is not None
             and not guard.admission(request.scope).mount_refused
-            and await registry.uploads.mount(name, digest, source) is not None
+            and await registry.uploads.mount(name, digest, source, change_origin(request))
+            is not None
         ):
             return _created(name, digest)
     elif query.has(request.scope, "digest"):
         digest = requests.digest_param(request)
         length = requests.content_length(request)
-        await registry.uploads.upload(name, digest, requests.body(request), length)
+        body = requests.body(request)
+        await registry.uploads.upload(name, digest, body, length, change_origin(request))
         return _created(name, digest)
     upload = await registry.uploads.start(name)
     return Response(status_code=202, headers=_upload_headers(name, upload))
@@ -88,7 +91,9 @@ async def finish_upload(request: Request) -> Response:
     digest = requests.digest_param(request)
     span = requests.content_range(request)
     start, length = span if span is not None else (None, requests.content_length(request))
-    await registry.uploads.finish(name, upload_id, digest, requests.body(request), start, length)
+    body = requests.body(request)
+    origin = change_origin(request)
+    await registry.uploads.finish(name, upload_id, digest, body, start, length, origin)
     return _created(name, digest)
 
 

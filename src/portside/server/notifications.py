@@ -1,0 +1,254 @@
+"""Delivery of the outbox to the notification endpoints, and pruning of the audit log, by one
+process of the whole deployment at a time.
+
+Every worker process of every instance asks for the lease "journal" every RENEW_SECONDS; the one
+that holds it runs a Courier per endpoint, which POSTs the endpoint's events oldest first and
+deletes them once the endpoint took them (any 2xx or 3xx, as distribution counts it). So an event
+is sent at least once: twice only when a holder died (or stalled past the lease) between sending
+and deleting, with the same `id` both times. A holder that dies (even SIGKILL) leaves its lease
+to expire, LEASE_TTL later, and the events to whoever takes it next.
+
+Order per endpoint is the order of the outbox's ids, which the metadata store writes last in
+each change's transaction: of two changes to the same rows, the later one's events come later.
+A lower id committed after a higher one (two unrelated transactions on PostgreSQL) is not lost:
+events leave the outbox one by one, not behind a cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import httpx
+
+from portside.config.notifications import EndpointSettings
+from portside.config.settings import Settings
+from portside.metadata.base import JournalStore, OutboxEvent
+from portside.registry.event_buffer import Buffer
+from portside.registry.events import EVENTS_MEDIA_TYPE, EndpointRules, Recorder
+from portside.registry.gc import default_holder
+
+log = logging.getLogger(__name__)
+
+LEASE: Final = "journal"
+LEASE_TTL: Final = timedelta(seconds=10)
+RENEW_SECONDS: Final = 3.0
+# How often an idle courier looks for new events (another process may have written them).
+POLL_SECONDS: Final = 0.5
+READ_BATCH: Final = 100
+# The longest wait between tries of an endpoint that keeps failing.
+MAX_BACKOFF_SECONDS: Final = 300.0
+# The first quick retries start this short and double up to `backoff`.
+FIRST_RETRY_SECONDS: Final = 0.05
+PRUNE_SECONDS: Final = 3600.0
+PRUNE_BATCH: Final = 1000
+SIGNATURE_HEADER: Final = "X-Portside-Signature"
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+def retry_delay(failures: int, threshold: int, backoff: float) -> float:
+    """Seconds to wait after `failures` failed tries in a row: below `threshold`, from
+    FIRST_RETRY_SECONDS doubling up to `backoff`; from `threshold` on, `backoff` doubling up to
+    MAX_BACKOFF_SECONDS (or `backoff`, if longer)."""
+    if failures < threshold:
+        return min(backoff, FIRST_RETRY_SECONDS * 2.0 ** (failures - 1))
+    return min(max(backoff, MAX_BACKOFF_SECONDS), backoff * 2.0 ** (failures - threshold))
+
+
+def envelope(events: Sequence[OutboxEvent]) -> bytes:
+    """distribution's envelope, `{"events": [...]}`, of events stored as JSON text."""
+    return ('{"events":[' + ",".join(event.payload for event in events) + "]}").encode()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The X-Portside-Signature value: HMAC-SHA256 of the body under the endpoint's secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Courier:
+    """Sends one endpoint's events, oldest first, until cancelled."""
+
+    def __init__(
+        self, endpoint: EndpointSettings, store: JournalStore, client: httpx.AsyncClient
+    ) -> None:
+        self.endpoint = endpoint
+        self._store = store
+        self._client = client
+        self._headers = [
+            (name, value) for name, values in endpoint.headers.items() for value in values
+        ]
+        self._headers.append(("Content-Type", EVENTS_MEDIA_TYPE))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._deliver()
+            except Exception:  # the database, most likely: the events wait there meanwhile
+                log.exception(
+                    "notifications: %s: delivery stopped; again in 1s", self.endpoint.name
+                )
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self) -> None:
+        failures = 0
+        endpoint = self.endpoint
+        while True:
+            events = await self._store.pending_events(endpoint.name, READ_BATCH)
+            if not events:
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            for start in range(0, len(events), endpoint.batch):
+                batch = events[start : start + endpoint.batch]
+                try:
+                    await self.send(batch)
+                except DeliveryFailed as error:
+                    failures += 1
+                    delay = retry_delay(
+                        failures, endpoint.threshold, endpoint.backoff.total_seconds()
+                    )
+                    log.warning(
+                        "notifications: %s failed (%s), %d in a row; next try in %.1fs",
+                        endpoint.name,
+                        error,
+                        failures,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    break
+                failures = 0
+                await self._store.delete_events([event.id for event in batch])
+
+    async def send(self, events: Sequence[OutboxEvent]) -> None:
+        body = envelope(events)
+        headers = list(self._headers)
+        if self.endpoint.secret is not None:
+            headers.append((SIGNATURE_HEADER, signature(self.endpoint.secret, body)))
+        try:
+            response = await self._client.post(
+                self.endpoint.url,
+                content=body,
+                headers=headers,
+                timeout=self.endpoint.timeout.total_seconds(),
+            )
+        except httpx.HTTPError as error:
+            raise DeliveryFailed(f"{type(error).__name__}: {error}") from None
+        if not 200 <= response.status_code < 400:
+            raise DeliveryFailed(f"answered {response.status_code}")
+
+
+class Dispatcher:
+    """Holds the lease while it can; while it does, runs the couriers and prunes the audit log."""
+
+    def __init__(
+        self,
+        store: JournalStore,
+        endpoints: Sequence[EndpointSettings],
+        audit_retention: timedelta | None,
+        holder: str | None = None,
+    ) -> None:
+        self._store = store
+        self._endpoints = endpoints
+        self._retention = audit_retention
+        self.holder = holder or default_holder()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            couriers: list[asyncio.Task[None]] = []
+            try:
+                while True:
+                    held = await self._renew()
+                    if held and not couriers:
+                        log.info("notifications: %s delivers events", self.holder)
+                        couriers = [self._start(e, client) for e in self._endpoints]
+                        if self._retention is not None:
+                            couriers.append(asyncio.create_task(self._prune(self._retention)))
+                    elif not held and couriers:
+                        await _cancel(couriers)
+                        couriers = []
+                    await asyncio.sleep(RENEW_SECONDS)
+            finally:
+                await _cancel(couriers)
+                if couriers:
+                    with contextlib.suppress(Exception):
+                        await self._store.release_lease(LEASE, self.holder)
+
+    def _start(self, endpoint: EndpointSettings, client: httpx.AsyncClient) -> asyncio.Task[None]:
+        return asyncio.create_task(Courier(endpoint, self._store, client).run())
+
+    async def _renew(self) -> bool:
+        try:
+            lease = await self._store.acquire_lease(LEASE, self.holder, LEASE_TTL)
+        except Exception:
+            log.exception("notifications: could not renew the lease %r", LEASE)
+            return False
+        return lease.holder == self.holder
+
+    async def _prune(self, retention: timedelta) -> None:
+        while True:
+            before = datetime.now(UTC) - retention
+            while await self._store.prune_audit(before, PRUNE_BATCH) == PRUNE_BATCH:
+                pass
+            await asyncio.sleep(PRUNE_SECONDS)
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def recorder(settings: Settings, store: JournalStore) -> tuple[Recorder, Buffer | None]:
+    """What records events and audit entries for these settings, and the buffer of those that
+    change nothing (None when nothing is recorded)."""
+    notifications = settings.notifications
+    endpoints = notifications.enabled if notifications is not None else ()
+    audit = settings.audit is not None and settings.audit.enabled
+    if not endpoints and not audit:
+        return Recorder(), None
+    buffer = Buffer(store)
+    rules = [
+        EndpointRules(e.name, e.ignored_media_types, frozenset(e.ignore.actions)) for e in endpoints
+    ]
+    source = {"addr": f"{socket.gethostname()}:{settings.port}", "instanceID": str(uuid.uuid4())}
+    events = Recorder(
+        rules,
+        audit=audit,
+        include_references=notifications is not None and notifications.events.includereferences,
+        source=source,
+        sink=buffer,
+    )
+    return events, buffer
+
+
+@contextlib.asynccontextmanager
+async def background_notifications(
+    settings: Settings, store: JournalStore, buffer: Buffer | None
+) -> AsyncIterator[None]:
+    """While the block runs: write the buffer every second, and take part in delivery and
+    pruning (under the lease); at its end, write what the buffer holds."""
+    if buffer is None:
+        yield
+        return
+    notifications, audit = settings.notifications, settings.audit
+    endpoints = notifications.enabled if notifications is not None else ()
+    retention = audit.retention if audit is not None and audit.enabled else None
+    dispatcher = Dispatcher(store, endpoints, retention)
+    tasks = [asyncio.create_task(buffer.run()), asyncio.create_task(dispatcher.run())]
+    try:
+        yield
+    finally:
+        await _cancel(tasks)
+        await buffer.flush()

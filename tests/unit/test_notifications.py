@@ -1,0 +1,294 @@
+"""Notifications in process: the config section, the events' shape and ignore rules, the envelope,
+its signature, the retry delays, and a courier against a fake endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from portside.config.notifications import NotificationsSettings
+from portside.metadata.base import Journal, OutboxEvent
+from portside.registry.events import (
+    BLOB_MEDIA_TYPE,
+    EVENTS_MEDIA_TYPE,
+    Action,
+    EndpointRules,
+    Origin,
+    Recorder,
+    Target,
+)
+from portside.server import notifications
+from portside.server.notifications import Courier, envelope, retry_delay, signature
+
+IMAGE = "application/vnd.oci.image.manifest.v1+json"
+DIGEST = "sha256:" + "a" * 64
+ORIGIN = Origin(
+    actor="alice",
+    address="192.0.2.7",
+    host="registry.example.com",
+    method="PUT",
+    user_agent="skopeo/1.13",
+    base_url="https://registry.example.com",
+    request_id="req-1",
+)
+
+
+def endpoint(**extra: Any) -> dict[str, Any]:
+    return {"name": "ci", "url": "https://ci.example.com/hook", **extra}
+
+
+# The config section -----------------------------------------------------------------------------
+
+
+def test_a_distribution_endpoint_section_is_accepted_as_it_is() -> None:
+    settings = NotificationsSettings.model_validate(
+        {
+            "events": {"includereferences": True},
+            "endpoints": [
+                endpoint(
+                    headers={"Authorization": ["Bearer abc"], "X-One": "1"},
+                    timeout="500ms",
+                    threshold=5,
+                    backoff="1m30s",
+                    ignoredmediatypes=["application/octet-stream"],
+                    ignore={"mediatypes": ["text/plain"], "actions": ["pull"]},
+                    disabled=False,
+                )
+            ],
+        }
+    )
+    (ci,) = settings.enabled
+    assert ci.headers == {"Authorization": ("Bearer abc",), "X-One": ("1",)}
+    assert ci.timeout == timedelta(milliseconds=500)
+    assert ci.backoff == timedelta(seconds=90)
+    assert ci.ignored_media_types == {"application/octet-stream", "text/plain"}
+    assert settings.events.includereferences
+    assert json.loads(settings.model_dump_json())["endpoints"][0]["timeout"] == "500ms"
+
+
+@pytest.mark.parametrize(
+    ("given", "complaint"),
+    [
+        (endpoint(url="ftp://ci.example.com/"), "http or https URL"),
+        (endpoint(url="https://ci.example.com/\x00"), "control character"),
+        (endpoint(timeout="soon"), "500ms, 1s or 1m30s"),
+        (endpoint(timeout="0s"), "from 1ms to 1h"),
+        (endpoint(threshold=0), "greater than or equal to 1"),
+        (endpoint(ignore={"actions": ["pul"]}), "'push', 'pull', 'mount' or 'delete'"),
+        (endpoint(headers={"Bad Name": "x"}), "not an HTTP header name"),
+        (endpoint(headers={"X-A": "a\r\nX-B: b"}), "one line of text"),
+        (endpoint(secret="short"), "at least 16 characters"),
+        (endpoint(retries=3), "Extra inputs are not permitted"),
+        (endpoint(name=""), "at least 1 character"),
+    ],
+)
+def test_a_bad_endpoint_is_refused_with_the_reason(given: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        NotificationsSettings.model_validate({"endpoints": [given]})
+
+
+def test_endpoint_names_are_unique() -> None:
+    with pytest.raises(ValidationError, match="names must be unique: ci"):
+        NotificationsSettings.model_validate({"endpoints": [endpoint(), endpoint()]})
+
+
+def test_a_disabled_endpoint_gets_nothing() -> None:
+    settings = NotificationsSettings.model_validate({"endpoints": [endpoint(disabled=True)]})
+    assert settings.enabled == ()
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+class Gathered:
+    def __init__(self) -> None:
+        self.journals: list[Journal] = []
+
+    def add(self, journal: Journal) -> None:
+        self.journals.append(journal)
+
+
+def test_a_manifest_push_event_has_distributions_shape() -> None:
+    recorder = Recorder(
+        [EndpointRules("ci")],
+        include_references=True,
+        source={"addr": "node-1:5000", "instanceID": "i-1"},
+    )
+    layer = {
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "size": 3,
+        "digest": DIGEST,
+    }
+    target = Target("team/app", DIGEST, IMAGE, 120, "latest", references=(layer,))
+
+    (notice,) = recorder.journal(Action.PUSH, target, ORIGIN).notices
+    event = json.loads(notice.payload)
+
+    assert notice.endpoint == "ci"
+    assert set(event) == {"id", "timestamp", "action", "target", "request", "actor", "source"}
+    assert event["action"] == "push"
+    assert event["timestamp"].endswith("Z")
+    assert event["target"] == {
+        "mediaType": IMAGE,
+        "size": 120,
+        "digest": DIGEST,
+        "length": 120,
+        "repository": "team/app",
+        "url": f"https://registry.example.com/v2/team/app/manifests/{DIGEST}",
+        "tag": "latest",
+        "references": [layer],
+    }
+    assert event["request"] == {
+        "id": "req-1",
+        "addr": "192.0.2.7",
+        "host": "registry.example.com",
+        "method": "PUT",
+        "useragent": "skopeo/1.13",
+    }
+    assert event["actor"] == {"name": "alice"}
+    assert event["source"] == {"addr": "node-1:5000", "instanceID": "i-1"}
+
+
+def test_mount_and_delete_events_name_what_they_need() -> None:
+    recorder = Recorder([EndpointRules("ci")])
+    mounted = Target("team/copy", DIGEST, BLOB_MEDIA_TYPE, 3, from_repository="team/app", blob=True)
+    mount = json.loads(recorder.journal(Action.MOUNT, mounted, ORIGIN).notices[0].payload)
+    delete = recorder.journal(Action.DELETE, Target("team/app", tag="old"), ORIGIN)
+
+    assert mount["target"]["fromRepository"] == "team/app"
+    assert mount["target"]["url"].endswith(f"/v2/team/copy/blobs/{DIGEST}")
+    assert json.loads(delete.notices[0].payload)["target"] == {
+        "repository": "team/app",
+        "tag": "old",
+    }
+    assert not recorder.journal(Action.PUSH, mounted, ORIGIN).audit  # no audit log configured
+
+
+def test_ignore_rules_choose_the_endpoints_of_each_event() -> None:
+    recorder = Recorder(
+        [
+            EndpointRules("all"),
+            EndpointRules("no-blobs", ignored_media_types=frozenset({BLOB_MEDIA_TYPE})),
+            EndpointRules("no-deletes", ignored_actions=frozenset({"delete"})),
+        ]
+    )
+    blob = Target("team/app", DIGEST, BLOB_MEDIA_TYPE, 3, blob=True)
+    manifest_delete = Target("team/app", DIGEST)
+
+    def endpoints(action: Action, target: Target) -> list[str]:
+        return [n.endpoint for n in recorder.journal(action, target, ORIGIN).notices]
+
+    assert endpoints(Action.PUSH, blob) == ["all", "no-deletes"]
+    assert endpoints(Action.DELETE, manifest_delete) == ["all", "no-blobs"]
+
+
+def test_pulls_go_to_the_buffer_only_where_an_endpoint_wants_them() -> None:
+    gathered = Gathered()
+    blob = Target("team/app", DIGEST, BLOB_MEDIA_TYPE, 3, blob=True)
+    quiet = Recorder(
+        [EndpointRules("ci", ignored_actions=frozenset({"pull"}))], audit=True, sink=gathered
+    )
+    assert not quiet.pulls
+    quiet.pulled(blob, ORIGIN)
+    assert gathered.journals == []
+
+    loud = Recorder([EndpointRules("ci")], sink=gathered)
+    loud.pulled(blob, ORIGIN)
+    assert [n.endpoint for j in gathered.journals for n in j.notices] == ["ci"]
+
+
+def test_the_audit_log_keeps_a_push_with_its_user_and_address() -> None:
+    recorder = Recorder(audit=True)
+    journal = recorder.journal(Action.PUSH, Target("team/app", DIGEST, IMAGE, 1, "v1"), ORIGIN)
+
+    assert journal.notices == ()
+    (entry,) = journal.audit
+    assert (entry.action, entry.actor, entry.address) == ("push", "alice", "192.0.2.7")
+    assert (entry.repository, entry.digest, entry.tag) == ("team/app", DIGEST, "v1")
+
+
+# Delivery ---------------------------------------------------------------------------------------
+
+
+def test_the_envelope_holds_the_stored_events_as_they_are() -> None:
+    events = [OutboxEvent(1, "ci", '{"id":"a"}'), OutboxEvent(2, "ci", '{"id":"b"}')]
+    assert json.loads(envelope(events)) == {"events": [{"id": "a"}, {"id": "b"}]}
+
+
+def test_the_signature_is_an_hmac_of_the_body() -> None:
+    body = b'{"events":[]}'
+    expected = hmac.new(b"0123456789abcdef", body, hashlib.sha256).hexdigest()
+    assert signature("0123456789abcdef", body) == f"sha256={expected}"
+
+
+def test_retries_are_quick_up_to_the_threshold_then_back_off_doubling() -> None:
+    delays = [retry_delay(failures, threshold=3, backoff=2.0) for failures in range(1, 9)]
+    assert delays[:2] == [0.05, 0.1]
+    assert delays[2:] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    assert retry_delay(40, threshold=3, backoff=2.0) == 300.0
+    assert retry_delay(40, threshold=3, backoff=600.0) == 600.0
+
+
+class Outbox:
+    """A JournalStore's delivery half, in memory."""
+
+    def __init__(self, payloads: list[str]) -> None:
+        self.events = [OutboxEvent(i, "ci", p) for i, p in enumerate(payloads, start=1)]
+
+    async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
+        return [e for e in self.events if e.endpoint == endpoint][:limit]
+
+    async def delete_events(self, ids: Any) -> None:
+        self.events = [e for e in self.events if e.id not in set(ids)]
+
+
+async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    received: list[tuple[list[str], httpx.Headers]] = []
+    answers = iter([503, 200, 500, 500, 204])
+
+    def endpoint_app(request: httpx.Request) -> httpx.Response:
+        status = next(answers, 200)
+        if status < 300:
+            ids = [e["id"] for e in json.loads(request.content)["events"]]
+            received.append((ids, request.headers))
+        return httpx.Response(status)
+
+    settings = NotificationsSettings.model_validate(
+        {
+            "endpoints": [
+                endpoint(
+                    headers={"Authorization": "Bearer abc"},
+                    backoff="10ms",
+                    threshold=1,
+                    secret="0123456789abcdef",
+                )
+            ]
+        }
+    ).endpoints[0]
+    outbox = Outbox(['{"id":"1"}', '{"id":"2"}', '{"id":"3"}'])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            if not outbox.events:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+
+    assert [ids for ids, _ in received] == [["1"], ["2"], ["3"]]
+    headers = received[0][1]
+    assert headers["content-type"] == EVENTS_MEDIA_TYPE
+    assert headers["authorization"] == "Bearer abc"
+    assert headers["x-portside-signature"] == signature(
+        "0123456789abcdef", b'{"events":[{"id":"1"}]}'
+    )
