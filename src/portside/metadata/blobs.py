@@ -3,11 +3,12 @@ records, links, mounts."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from portside.metadata.base import MARK_TTL, QUIET, BlobState, Conflict, Journal, Reservation
 from portside.metadata.engine import Database
 from portside.metadata.journal import write_journal
+from portside.metadata.prepared import Prepared
 from portside.metadata.statements import (
     ensure_repository,
     find_repository,
@@ -16,6 +17,23 @@ from portside.metadata.statements import (
     utc,
 )
 from portside.metadata.tables import blob_reservations, blobs, repositories, repository_blobs
+
+# A blob's size once its bytes are stored: anywhere, and readable in one repository.
+_STORED_SIZE = Prepared(
+    select(blobs.c.size).where(
+        blobs.c.digest == bindparam("digest"), blobs.c.state == BlobState.STORED
+    )
+)
+_LINKED_SIZE = Prepared(
+    select(blobs.c.size)
+    .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+    .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+    .where(
+        repositories.c.name == bindparam("repository"),
+        blobs.c.digest == bindparam("digest"),
+        blobs.c.state == BlobState.STORED,
+    )
+)
 
 
 def record_blob(conn: Connection, digest: str, reservation: str) -> None:
@@ -38,23 +56,12 @@ def link(conn: Connection, repository_id: int, digest: str) -> None:
 
 class SqlBlobs(Database):
     async def blob_size(self, digest: str) -> int | None:
-        query = select(blobs.c.size).where(
-            blobs.c.digest == digest, blobs.c.state == BlobState.STORED
-        )
-        return await self._read(lambda conn: conn.scalar(query))
+        row = await self._first(_STORED_SIZE, digest=digest)
+        return None if row is None else int(row[0])
 
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
-        query = (
-            select(blobs.c.size)
-            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(
-                repositories.c.name == repository,
-                blobs.c.digest == digest,
-                blobs.c.state == BlobState.STORED,
-            )
-        )
-        return await self._read(lambda conn: conn.scalar(query))
+        row = await self._first(_LINKED_SIZE, repository=repository, digest=digest)
+        return None if row is None else int(row[0])
 
     async def reserve_blob(self, digest: str, size: int, token: str) -> Reservation:
         def run(conn: Connection) -> Reservation:

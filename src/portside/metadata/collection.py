@@ -48,7 +48,7 @@ from portside.metadata.tables import (
     tags,
     uploads,
 )
-from portside.metadata.uploads import upload_record
+from portside.metadata.uploads import UPLOAD_COLUMNS, upload_record
 
 
 def _matching(
@@ -169,7 +169,7 @@ class SqlCollection(Database):
                 reservations=tuple(
                     ReservationRecord(row[0], utc(row[1])) for row in rows(br.digest, br.created_at)
                 ),
-                uploads=tuple(upload_record(row) for row in conn.execute(select(uploads))),
+                uploads=tuple(upload_record(row) for row in conn.execute(select(*UPLOAD_COLUMNS))),
             )
 
         return await self._read(run)

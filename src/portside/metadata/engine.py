@@ -17,6 +17,8 @@ from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from portside.metadata.prepared import Prepared
+
 T = TypeVar("T")
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race.
@@ -129,6 +131,32 @@ class Database:
     def _read_sync(self, fn: Callable[[Connection], T]) -> T:
         with self.engine.connect() as conn:
             return fn(conn)
+
+    async def _first(self, query: Prepared, **values: object) -> tuple[Any, ...] | None:
+        """The first row of a prepared SELECT, None if there is none."""
+        if self._inline:
+            return self._first_sync(query, values)
+        return await to_thread.run_sync(self._first_sync, query, values)
+
+    def _first_sync(self, query: Prepared, values: dict[str, object]) -> tuple[Any, ...] | None:
+        dialect = self.engine.dialect
+        compiled = query.compiled(dialect)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(compiled.sql, compiled.parameters(values))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            # Wrapped as SQLAlchemy wraps it, so callers see one kind of database error.
+            raise DBAPIError.instance(
+                compiled.sql, values, error, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from error
+        finally:
+            connection.close()
+        return None if row is None else compiled.row(row)
 
     async def _write(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """fn in a write transaction; one that need not be durable (reservations: a crash ends

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, delete, insert, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from portside.metadata.base import (
@@ -21,6 +21,7 @@ from portside.metadata.base import (
 from portside.metadata.blobs import record_blob
 from portside.metadata.engine import Database, lost_race
 from portside.metadata.journal import moved, write_journal
+from portside.metadata.prepared import Prepared
 from portside.metadata.statements import (
     chunks,
     ensure_repository,
@@ -47,6 +48,30 @@ MANIFEST_COLUMNS = (
     manifests.c.subject,
     manifests.c.annotations,
     manifests.c.description,
+)
+
+
+# The manifest a GET or HEAD names, by digest or by tag: the hottest read of all.
+_MANIFEST_BY_DIGEST = Prepared(
+    select(*MANIFEST_COLUMNS)
+    .join(repositories, repositories.c.id == manifests.c.repository_id)
+    .where(
+        repositories.c.name == bindparam("repository"),
+        manifests.c.digest == bindparam("reference"),
+    )
+)
+_MANIFEST_BY_TAG = Prepared(
+    select(*MANIFEST_COLUMNS)
+    .select_from(tags)
+    .join(repositories, repositories.c.id == tags.c.repository_id)
+    .join(
+        manifests,
+        and_(
+            manifests.c.repository_id == tags.c.repository_id,
+            manifests.c.digest == tags.c.digest,
+        ),
+    )
+    .where(repositories.c.name == bindparam("repository"), tags.c.name == bindparam("reference"))
 )
 
 
@@ -281,27 +306,8 @@ class SqlManifests(Database):
             await self._write(run)
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
-        if ":" in reference:
-            condition = manifests.c.digest == reference
-            query = select(*MANIFEST_COLUMNS).join(
-                repositories, repositories.c.id == manifests.c.repository_id
-            )
-        else:
-            condition = tags.c.name == reference
-            query = (
-                select(*MANIFEST_COLUMNS)
-                .select_from(tags)
-                .join(repositories, repositories.c.id == tags.c.repository_id)
-                .join(
-                    manifests,
-                    and_(
-                        manifests.c.repository_id == tags.c.repository_id,
-                        manifests.c.digest == tags.c.digest,
-                    ),
-                )
-            )
-        query = query.where(repositories.c.name == repository, condition)
-        row = await self._read(lambda conn: conn.execute(query).first())
+        query = _MANIFEST_BY_DIGEST if ":" in reference else _MANIFEST_BY_TAG
+        row = await self._first(query, repository=repository, reference=reference)
         return None if row is None else manifest_record(repository, row)
 
     async def delete_manifest(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from portside.metadata.base import QUIET, Conflict, Journal, Upload
 from portside.metadata.blobs import link, record_blob
 from portside.metadata.engine import Database
 from portside.metadata.journal import write_journal
+from portside.metadata.prepared import Prepared
 from portside.metadata.statements import ensure_repository, now, utc
 from portside.metadata.tables import uploads
 
+UPLOAD_COLUMNS = (
+    uploads.c.id,
+    uploads.c.repository,
+    uploads.c.offset,
+    uploads.c.hashed_offset,
+    uploads.c.hashed_digest,
+    uploads.c.created_at,
+    uploads.c.updated_at,
+)
+# Every request of an upload after the first looks its session up.
+_UPLOAD = Prepared(
+    select(*UPLOAD_COLUMNS).where(
+        uploads.c.id == bindparam("id"), uploads.c.repository == bindparam("repository")
+    )
+)
 
-def upload_record(row: Any) -> Upload:
+
+def upload_record(row: Sequence[Any]) -> Upload:
+    """The Upload of a row of UPLOAD_COLUMNS."""
+    id, repository, offset, hashed_offset, hashed_digest, created_at, updated_at = row
     return Upload(
-        id=row.id,
-        repository=row.repository,
-        offset=row.offset,
-        hashed_offset=row.hashed_offset,
-        hashed_digest=row.hashed_digest,
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
+        id, repository, offset, hashed_offset, hashed_digest, utc(created_at), utc(updated_at)
     )
 
 
@@ -44,8 +58,7 @@ class SqlUploads(Database):
     async def get_upload(self, repository: str, id: str) -> Upload | None:
         if "\x00" in id or "\x00" in repository:  # in no row; and PostgreSQL refuses it as text
             return None
-        query = select(uploads).where(uploads.c.id == id, uploads.c.repository == repository)
-        row = await self._read(lambda conn: conn.execute(query).first())
+        row = await self._first(_UPLOAD, id=id, repository=repository)
         return None if row is None else upload_record(row)
 
     async def advance_upload(
@@ -68,7 +81,9 @@ class SqlUploads(Database):
             )
             if result.rowcount != 1:
                 raise Conflict(id)
-            return upload_record(conn.execute(select(uploads).where(uploads.c.id == id)).one())
+            return upload_record(
+                conn.execute(select(*UPLOAD_COLUMNS).where(uploads.c.id == id)).one()
+            )
 
         return await self._write(run)
 
