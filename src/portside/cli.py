@@ -445,6 +445,7 @@ def user_add(
     except (htpasswd.InvalidUser, htpasswd.UserExists, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{'updated' if existed else 'added'} user {username} in {path}")
+    _audit_user(config_file, flavor, "user-passwd" if existed else "user-add", username)
 
 
 @_user_command("passwd", "Change a user's password.")
@@ -469,6 +470,7 @@ def user_passwd(
     except (htpasswd.InvalidUser, htpasswd.UserNotFound, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"changed the password of {username} in {path}")
+    _audit_user(config_file, flavor, "user-passwd", username)
 
 
 @_user_command("remove", "Remove a user.")
@@ -484,6 +486,85 @@ def user_remove(
     except htpasswd.UserNotFound:
         raise click.ClickException(f"no user {username!r} in {path}") from None
     click.echo(f"removed user {username} from {path}")
+    _audit_user(config_file, flavor, "user-remove", username)
+
+
+def _audit_user(config_file: str | None, flavor: str | None, action: str, username: str) -> None:
+    """Audit a change of the htpasswd file where a config names the registry (and its log)."""
+    if not (config_file or os.environ.get("DOCKER_REGISTRY_CONFIG")):
+        return
+    from portside.server.audit_log import record_user_change
+
+    warning = asyncio.run(record_user_change(_load(config_file, flavor), action, username))
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
+
+
+# The audit log ----------------------------------------------------------------------------------
+
+
+def _moment(_context: click.Context, _parameter: click.Parameter, value: str | None) -> Any:
+    from portside.server.audit_log import parse_when
+
+    try:
+        return None if value is None else parse_when(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.option(
+    "--since", callback=_moment, help="From this time on: 2024-05-01, 2024-05-01T12:00 or 7d (ago)."
+)
+@click.option("--until", callback=_moment, help="Before this time, in the same forms.")
+@click.option("--user", help="Only what this user did (or, for failed logins, tried).")
+@click.option("--repository", help="Only what concerned this repository.")
+@click.option(
+    "--action",
+    help="Only this action: push, tag (a push that moved a tag), delete, mount, login, "
+    "login-failed, login-throttled, denied, gc-delete, user-add, user-passwd, user-remove.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="The newest this many entries that match.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+def audit(
+    config_file: str | None,
+    flavor: str | None,
+    since: Any,
+    until: Any,
+    user: str | None,
+    repository: str | None,
+    action: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the audit log, oldest first: who did what, when and from where."""
+    import json
+
+    from portside.metadata.base import AuditQuery
+    from portside.metadata.engine import DatabaseError
+    from portside.server import audit_log
+
+    settings = _load(config_file, flavor)
+    if settings.audit is None or not settings.audit.enabled:
+        click.echo("warning: the config has no audit section: nothing new is recorded", err=True)
+    database = ownership.sqlite_file(settings.metadata_url)
+    if database is not None and not database.exists():
+        raise click.ClickException(f"no metadata database at {database}")
+    query = AuditQuery(since, until, user, repository, action, limit)
+    try:
+        records = asyncio.run(audit_log.read_entries(settings, query))
+    except DatabaseError as error:  # down, or not migrated yet: `portside serve` migrates
+        raise click.ClickException(f"cannot read the audit log: {error.orig}") from None
+    for record in records:
+        click.echo(json.dumps(audit_log.as_json(record)) if as_json else audit_log.as_line(record))
 
 
 @_user_command("list", "List the users, one a line.")

@@ -114,7 +114,7 @@ class Recorder:
         self._audit = audit
         self.include_references = include_references and bool(self._endpoints)
         self._source = source or {}
-        self._sink = sink
+        self.sink = sink
         self.active = audit or bool(self._endpoints)
         # Whether any endpoint gets pulls: if none does, a pull costs nothing at all.
         self.pulls = sink is not None and any(
@@ -143,14 +143,14 @@ class Recorder:
 
     def pulled(self, target: Target, origin: Origin) -> None:
         """A pull: buffered, since it changes nothing (lost only if the process dies first)."""
-        if self.pulls and self._sink is not None:
-            self._sink.add(Journal(self._notices(Action.PULL, target, origin)))
+        if self.pulls and self.sink is not None:
+            self.sink.add(Journal(self._notices(Action.PULL, target, origin)))
 
     def note(self, action: str, origin: Origin, repository: str = "", detail: Any = None) -> None:
         """An audit entry of no change (a login, a refusal): buffered as pulls are."""
-        if self.notes and self._sink is not None:
+        if self.notes and self.sink is not None:
             entry = self._entry(action, Target(repository), origin, detail)
-            self._sink.add(Journal(audit=(entry,)))
+            self.sink.add(Journal(audit=(entry,)))
 
     def _notices(self, action: Action, target: Target, origin: Origin) -> tuple[Notice, ...]:
         wanting = [e.name for e in self._endpoints if e.wants(action, target.media_type)]

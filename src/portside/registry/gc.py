@@ -69,6 +69,7 @@ phase does: fine up to some millions of links and references.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -83,6 +84,7 @@ from typing import Final, Literal, Protocol
 
 from portside.metadata.base import (
     MARK_TTL,
+    AuditEntry,
     BlobState,
     CollectorStore,
     Lease,
@@ -114,6 +116,8 @@ class Policy:
     # Cached manifests (a pull-through cache's) not pulled for this long go, with their tags;
     # None keeps them.
     cache_keep: timedelta | None = None
+    # Keep an audit entry of each manifest collected, in the transaction that deletes it.
+    audited: bool = False
 
 
 class Progress(Protocol):
@@ -360,6 +364,13 @@ class Collector:
         self._policy = policy
         self._checkpoint = checkpoint
 
+    def _audit_entry(self, now: datetime, lease: _Lease, reason: str) -> AuditEntry | None:
+        """The audit entry of a manifest this run collects, but for its repository and digest."""
+        if not self._policy.audited:
+            return None
+        detail = json.dumps({"reason": reason, "collector": lease.holder})
+        return AuditEntry(now, "gc-delete", actor="gc", detail=detail)
+
     async def plan(self, now: datetime, progress: Progress) -> Plan:
         progress.start("reading metadata", None)
         snapshot = await self._metadata.gc_snapshot()
@@ -415,7 +426,7 @@ class Collector:
         while found := await self._unpulled(now):
             for repository, digest in found:
                 removed += await self._metadata.expire_cached_manifest(
-                    repository, digest, now - keep
+                    repository, digest, now - keep, self._audit_entry(now, lease, "unpulled")
                 )
             await lease.keep()
             if len(found) < CACHE_SCAN_MAX:
@@ -432,7 +443,8 @@ class Collector:
         for repository in repositories:
             if repository in planned.manifests:
                 digests = planned.manifests[repository]
-                deleted = await metadata.delete_manifests(repository, digests, cutoff, True)
+                audit = self._audit_entry(now, lease, "unreferenced")
+                deleted = await metadata.delete_manifests(repository, digests, cutoff, True, audit)
                 done.manifests += len(deleted)
             if repository in planned.dangling_tags:
                 done.tags += len(await metadata.delete_dangling_tags(repository))

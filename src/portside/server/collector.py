@@ -24,6 +24,7 @@ def gc_policy(settings: Settings) -> Policy:
         untagged=settings.gc_untagged,
         upload_expiry=settings.upload_expiry,
         cache_keep=mirroring.keep_unpulled if mirroring is not None else None,
+        audited=settings.audit is not None and settings.audit.enabled,
     )
 
 
