@@ -108,26 +108,34 @@ class Courier:
             if not events:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
-            for start in range(0, len(events), endpoint.batch):
-                batch = events[start : start + endpoint.batch]
-                try:
-                    await self.send(batch)
-                except DeliveryFailed as error:
-                    failures += 1
-                    delay = retry_delay(
-                        failures, endpoint.threshold, endpoint.backoff.total_seconds()
-                    )
-                    log.warning(
-                        "notifications: %s failed (%s), %d in a row; next try in %.1fs",
-                        endpoint.name,
-                        error,
-                        failures,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    break
-                failures = 0
-                await self._store.delete_events([event.id for event in batch])
+            # What was sent is forgotten in one write per read, not one per request: only a
+            # process that dies meanwhile sends it again.
+            delivered: list[int] = []
+            delay = 0.0
+            try:
+                for start in range(0, len(events), endpoint.batch):
+                    batch = events[start : start + endpoint.batch]
+                    try:
+                        await self.send(batch)
+                    except DeliveryFailed as error:
+                        failures += 1
+                        delay = retry_delay(
+                            failures, endpoint.threshold, endpoint.backoff.total_seconds()
+                        )
+                        log.warning(
+                            "notifications: %s failed (%s), %d in a row; next try in %.1fs",
+                            endpoint.name,
+                            error,
+                            failures,
+                            delay,
+                        )
+                        break
+                    failures = 0
+                    delivered.extend(event.id for event in batch)
+            finally:
+                if delivered:
+                    await asyncio.shield(self._store.delete_events(delivered))
+            await asyncio.sleep(delay)
 
     async def send(self, events: Sequence[OutboxEvent]) -> None:
         body = envelope(events)
