@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -81,7 +81,7 @@ def serve(
     settings = _load(config_file, flavor, warnings, listen=listen, workers=workers)
     journald = "JOURNAL_STREAM" in os.environ
     level = "debug" if settings.debug else settings.loglevel
-    logs.configure(level, journald)
+    logs.configure(level, journald, settings.log_format)
     for warning in warnings:
         log.warning("config: %s", warning)
     preflight.check_or_exit(settings)
@@ -111,8 +111,39 @@ def serve(
         settings.storage,
         storage_path,
     )
-    with _listen_address(settings.host, settings.port):
+    with _listen_address(settings.host, settings.port), _worker_metrics(settings):
         _granian(settings, level).serve()
+
+
+@contextlib.contextmanager
+def _worker_metrics(settings: Settings) -> Iterator[None]:
+    """With metrics, a folder for the workers' values, and the listener of metrics.listen."""
+    from portside.server.metrics_folder import worker_metrics_folder
+    from portside.server.metrics_listener import MetricsListener
+
+    metrics = settings.metrics
+    if not metrics.enabled:
+        yield
+        return
+    with worker_metrics_folder() as folder:
+        listener = None
+        if metrics.listen is not None:
+            try:
+                listener = MetricsListener(metrics.listen_host, metrics.listen_port, folder)
+            except OSError as error:
+                reason = (error.strerror or str(error)).lower()
+                click.echo(
+                    f"portside: cannot listen on metrics.listen {metrics.listen}: {reason}",
+                    err=True,
+                )
+                sys.exit(1)
+            listener.start()
+            log.info("serving metrics on http://%s/metrics", metrics.listen)
+        try:
+            yield
+        finally:
+            if listener is not None:
+                listener.stop()
 
 
 def _is_temporary(path: Path) -> bool:

@@ -32,7 +32,7 @@ from helpers import (
     to_json,
 )
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from portside.api import guard
 from portside.registry import discovery
@@ -346,15 +346,22 @@ async def test_deleting_the_newest_manifest_brings_back_the_previous_description
 async def seen_by(
     app: Starlette, visible: Callable[[str], bool]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose requests carry visible as the gate of a registry with auth leaves it."""
+    """A client of app behind a gate that, as the gate of a registry with auth would, lets
+    listings show what visible admits."""
 
-    async def authorized(scope: Scope, receive: Receive, send: Send) -> None:
-        scope[guard.ADMISSION] = guard.Admission(visible=visible)
-        await app(scope, receive, send)
+    class Gate:
+        async def admit(self, scope: Scope, need: guard.Need) -> guard.Admission:
+            return guard.Admission(visible=visible)
 
-    transport = httpx.ASGITransport(app=authorized)
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
-        yield client
+    previous, app.state.gate = app.state.gate, Gate()
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://registry.test"
+        ) as client:
+            yield client
+    finally:
+        app.state.gate = previous
 
 
 def public_only(name: str) -> bool:

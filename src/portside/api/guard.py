@@ -12,10 +12,15 @@ leaves in `app.state.gate` (None: an open registry) before the endpoint runs, as
     PULL_PUSH  repository:NAME:pull,push
     MOUNT      PULL_PUSH, and pull on a mount's `from`, else the mount becomes a plain upload
     DELETE     repository:NAME:delete
+    METRICS    an address of metrics.allow, or a login of metrics.users or .groups
 
 A path no route matches gets its 404, and a method the path has no route for its 405, before
 anything is checked. Every route is a Guarded one with its access (server/app.py refuses any
 other), so an endpoint cannot be added without saying what it needs.
+
+Each route has a name too, distribution's route names (registry/api/v2/routes.go) and Portside's
+own: the `handler` label of the HTTP metrics. Once matched, a route tells its name to the
+RouteObserver the server's middleware leaves in the scope.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Need(Enum):
     PULL_PUSH = "pull,push"
     MOUNT = "pull,push+mount"
     DELETE = "delete"
+    METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Admission:
 
 ADMITTED: Final = Admission()
 ADMISSION: Final = "portside.admission"  # the scope key Guarded.handle leaves it under
+ROUTE_OBSERVER: Final = "portside.route_observer"  # the scope key of a RouteObserver
 ACTOR: Final = "portside.actor"  # the scope key a gate leaves the caller's name under
 
 
@@ -59,16 +66,25 @@ class Gate(Protocol):
         """Let the request in, or raise the RegistryError to answer it with."""
 
 
+class RouteObserver(Protocol):
+    def matched(self, name: str) -> None:
+        """The router chose the route of this name for the request."""
+
+
 class Guarded(Route):
-    """A route with the access it needs, checked by the app's gate once the route matched."""
+    """A route with its name and the access it needs, checked by the app's gate once the route
+    matched."""
 
     def __init__(
-        self, path: str, endpoint: Callable[..., Any], methods: list[str], access: Need
+        self, path: str, endpoint: Callable[..., Any], methods: list[str], access: Need, name: str
     ) -> None:
-        super().__init__(path, endpoint, methods=methods)
+        super().__init__(path, endpoint, methods=methods, name=name)
         self.access = access
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        observer: RouteObserver | None = scope.get(ROUTE_OBSERVER)
+        if observer is not None:
+            observer.matched(self.name)
         gate: Gate | None = scope["app"].state.gate
         if gate is not None and self.methods is not None and scope["method"] in self.methods:
             scope[ADMISSION] = await gate.admit(scope, self.access)

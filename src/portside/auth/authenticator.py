@@ -23,6 +23,7 @@ from portside.auth.htpasswd import FileVersion, HtpasswdFile
 from portside.auth.permissions import Authorizer
 from portside.auth.ratelimit import LoginLimiter
 from portside.auth.tokens import TokenVerifier, VerifiedToken
+from portside.metrics import logins as metrics
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Authenticator:
         before any hash is spent) or LoginFailed."""
         htpasswd = self.htpasswd
         if htpasswd is None:
+            metrics.failures.inc()
             raise LoginFailed("no htpasswd file")
         key = self._login_key(username, password)
         known = self._remembered(htpasswd, key)
@@ -121,12 +123,14 @@ class Authenticator:
             if standing.retry_after > 0:
                 wait = standing.retry_after
                 log.warning("login refused for %ss: too many failed logins from %s", wait, address)
+                metrics.throttled.inc()
                 raise LoginThrottled(wait)
         version = htpasswd.version()
         if not await self._verify(htpasswd, key, username, password):
             if self.limiter is not None:
                 await self.limiter.failure(address, username)
             log.info("failed login from %s", address)
+            metrics.failures.inc()
             raise LoginFailed("wrong username or password")
         if self.limiter is not None and standing is not None and standing.username_failed:
             await self.limiter.success(username)

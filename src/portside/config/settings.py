@@ -11,10 +11,8 @@ are errors (`extra="forbid"`).
 from __future__ import annotations
 
 import os
-import re
 import ssl
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -31,40 +29,15 @@ from portside.config.audit import AuditSettings
 from portside.config.auth import AuthSettings
 from portside.config.cors import CorsSettings
 from portside.config.durations import Duration
+from portside.config.health import HealthSettings
 from portside.config.mail import EmailSettings
+from portside.config.metrics import MetricsSettings
 from portside.config.mirroring import MirroringSettings
 from portside.config.notifications import NotificationsSettings
-from portside.config.urls import base_url
+from portside.config.sizes import parse_size
+from portside.config.urls import base_url, listen_address
 
 MiB = 1024 * 1024
-
-# Decimal (kB) and binary (KiB, or Kubernetes' Ki) units; a bare `K`, `M` or `G` is refused
-# because tools disagree on whether it means 1000 or 1024.
-_SIZE_UNITS = {"": 1, "b": 1} | {
-    unit: base**power
-    for power, prefix in enumerate("kmgt", start=1)
-    for unit, base in ((f"{prefix}b", 1000), (f"{prefix}ib", 1024), (f"{prefix}i", 1024))
-}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
-
-
-def _parse_size(value: object) -> object:
-    """Turn `4MiB`, `1.5GB` or `"4194304"` into a number of bytes; other values pass through."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a size such as 4194304, 4MiB or 10GiB, got {value!r}")
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.fullmatch(value)
-    factor = _SIZE_UNITS.get(match.group(2).lower()) if match else None
-    if match is None or factor is None:
-        raise ValueError(
-            f"expected a size such as 4194304, 4MiB or 10GiB (units B, kB, MB, GB, TB, "
-            f"KiB, MiB, GiB, TiB), got {value!r}"
-        )
-    size = Decimal(match.group(1)) * factor
-    if size != size.to_integral_value():
-        raise ValueError(f"{value!r} is not a whole number of bytes")
-    return int(size)
 
 
 class _EncryptedKey(Exception):
@@ -118,6 +91,12 @@ class Settings(BaseModel):
         default="info", description="Log level of the server's log lines on stdout."
     )
     debug: bool = Field(default=False, description="Log at debug level and include tracebacks.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: a line per event; `json`: a JSON object per line, with "
+        "distribution's field names for requests (http.request.method, http.response.status, "
+        "...), for log pipelines.",
+    )
     storage: Literal["local", "s3"] = Field(
         default="local",
         description="Blob storage driver: `local` keeps blobs under `storage_path`; `s3` keeps "
@@ -333,6 +312,16 @@ class Settings(BaseModel):
         "Forwarded headers of a reverse proxy. Only behind a proxy that sets or clears them "
         "all: a client could forge them.",
     )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings,
+        description="Prometheus metrics at GET /metrics, for loopback callers unless "
+        "`metrics.allow` or `metrics.users` say more (see the README's metrics section).",
+    )
+    health: HealthSettings = Field(
+        default_factory=HealthSettings,
+        description="What /debug/health and /readyz check, and the drain file that takes an "
+        "instance out of a load balancer (see the README's metrics and health section).",
+    )
 
     @field_validator("loglevel", mode="before")
     @classmethod
@@ -354,7 +343,7 @@ class Settings(BaseModel):
     @field_validator("max_manifest_size", "max_blob_size", "s3_part_size", mode="before")
     @classmethod
     def _size_with_unit(cls, value: object) -> object:
-        return _parse_size(value)
+        return parse_size(value)
 
     @field_validator("http_header_timeout", "http_idle_timeout")
     @classmethod
@@ -375,10 +364,7 @@ class Settings(BaseModel):
     @field_validator("listen")
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected HOST:PORT, got {value!r}")
-        return value
+        return listen_address(value)
 
     @field_validator("tls_certificate", "tls_key", "tls_client_ca")
     @classmethod
@@ -419,6 +405,18 @@ class Settings(BaseModel):
             raise ValueError("give s3_endpoint_url or boto_host, not both")
         if self.boto_port is not None and self.boto_host is None:
             raise ValueError("boto_port needs boto_host")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_readers_can_log_in(self) -> Settings:
+        metrics = self.metrics
+        if (metrics.users or metrics.groups) and self.auth is None:
+            raise ValueError("metrics.users and metrics.groups need an auth section")
+        if metrics.listen is not None and (metrics.listen_host, metrics.listen_port) == (
+            self.host,
+            self.port,
+        ):
+            raise ValueError("metrics.listen must differ from listen (/metrics is served there)")
         return self
 
     @model_validator(mode="after")

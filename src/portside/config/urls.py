@@ -1,5 +1,5 @@
-"""Base URLs in config: a scheme, a host and a port, nothing more (the registry API and its
-upstreams' live at the root of their hosts)."""
+"""Addresses in config: listen addresses (HOST:PORT), and base URLs: a scheme, a host and a
+port, nothing more (the registry API and its upstreams' live at the root of their hosts)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def base_url(value: str, example: str = "https://registry.example.com") -> str:
     except ValueError as exc:
         raise ValueError(f"bad port in {value!r}: {exc}") from None
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def listen_address(value: str) -> str:
+    """`value` if it is HOST:PORT with a port from 1 to 65535 (an IPv6 host in brackets);
+    ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value

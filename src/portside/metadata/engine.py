@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portside.metadata.prepared import Prepared
+from portside.metrics import database as metrics
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race.
 LOST_RACE: Final = frozenset({"40P01", "40001"})
@@ -101,6 +105,24 @@ class _WriterLock:
         os.close(self._fd)
 
 
+def _timed(kind: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Time each call into portside_metadata_query_seconds{kind}, in the thread it runs in."""
+    timer = metrics.query_seconds.labels(kind)
+
+    def decorate(function: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(function)
+        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timer.observe(time.perf_counter() - started)
+
+        return timed
+
+    return decorate
+
+
 class Database:
     """One engine, and the transactions the parts of the store run on it: each method of the
     store is one call of _read, _write or _collect."""
@@ -124,10 +146,10 @@ class Database:
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
-            with self.engine.connect() as conn:
-                return fn(conn)
+            return self._read_sync(fn)
         return await to_thread.run_sync(self._read_sync, fn)
 
+    @_timed("read")
     def _read_sync(self, fn: Callable[[Connection], T]) -> T:
         with self.engine.connect() as conn:
             return fn(conn)
@@ -138,6 +160,7 @@ class Database:
             return self._first_sync(query, values)
         return await to_thread.run_sync(self._first_sync, query, values)
 
+    @_timed("read")
     def _first_sync(self, query: Prepared, values: dict[str, object]) -> tuple[Any, ...] | None:
         dialect = self.engine.dialect
         compiled = query.compiled(dialect)
@@ -165,6 +188,7 @@ class Database:
             return self._write_sync(fn, durable)
         return await to_thread.run_sync(self._write_sync, fn, durable)
 
+    @_timed("write")
     def _write_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         engine = self._writer if durable else self._light_writer
         with contextlib.ExitStack() as stack:

@@ -92,6 +92,7 @@ from portside.metadata.base import (
     ReferenceKind,
     Snapshot,
 )
+from portside.metrics import gc as metrics
 from portside.registry import keys
 from portside.registry.names import Digest
 from portside.storage.base import BlobStore, ObjectInfo
@@ -399,6 +400,7 @@ class Collector:
             return summary
         lease = _Lease(self._metadata, holder or default_holder())
         await lease.take()
+        started = time.monotonic()
         try:
             # First, so that what only expired cached manifests referenced goes in this run.
             cached = await self._expire_cached(now, lease)
@@ -406,9 +408,15 @@ class Collector:
             await self._checkpoint("planned")
             summary = await self._execute(planned, now, lease, progress)
             summary.cached = cached
-            return summary
+        except Exception:
+            metrics.runs.labels("failure").inc()
+            raise
         finally:
+            metrics.duration.observe(time.monotonic() - started)
             await lease.release()
+        metrics.runs.labels("success").inc()
+        metrics.freed_bytes.inc(summary.bytes_freed)
+        return summary
 
     async def _unpulled(self, now: datetime) -> list[tuple[str, str]]:
         keep = self._policy.cache_keep

@@ -5,6 +5,8 @@
     uploads/<upload id>.<nonce>                           a whole blob being received (POST
                                                           ?digest=, PUT with the body, a cache
                                                           fill) until it is checked
+    health/<probe id>                                     a health check's probe object, deleted
+                                                          once read back
 
 Blobs are content-addressed and stored once, whatever repositories link them; the links live in
 metadata. The two-character fan-out keeps folders small on filesystems.
@@ -20,6 +22,7 @@ from portside.registry.names import Digest
 
 BLOBS: Final = "blobs"
 UPLOADS: Final = "uploads"
+HEALTH: Final = "health"
 UPLOAD_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
 
 
@@ -37,6 +40,12 @@ def upload_part(upload_id: str, nonce: str) -> str:
     if not UPLOAD_ID_PATTERN.fullmatch(nonce):
         raise ValueError(f"not a nonce: {nonce!r}")
     return f"{upload(upload_id)}.{nonce}"
+
+
+def health_probe(probe_id: str) -> str:
+    if not UPLOAD_ID_PATTERN.fullmatch(probe_id):
+        raise ValueError(f"not a probe id: {probe_id!r}")
+    return f"{HEALTH}/{probe_id}"
 
 
 def blob_digest(key: str) -> Digest | None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from portside.metadata.base import CacheStore, Manifest
+from portside.metrics import proxy as proxy_metrics
 from portside.registry import keys
 from portside.registry.errors import (
     BlobUnknown,
@@ -297,6 +298,7 @@ class Mirror:
             ),
         )
         log.info("cached %s@%s from %s", name, digest, route.upstream.url)
+        proxy_metrics.pulled_bytes.labels("manifest").inc(len(fetched.content))
         return Fetched(manifest, fetched.content, outcome="miss")
 
     async def _touch(self, name: str, digest: str) -> None:
@@ -454,6 +456,7 @@ class Mirror:
             log.warning("%s sent %s for %s: not kept", route.upstream.url, error.detail, digest)
             raise _unavailable(route, UpstreamInvalid(f"sent other bytes for {digest}")) from None
         log.info("cached %s@%s (%d bytes) from %s", name, digest, size, route.upstream.url)
+        proxy_metrics.pulled_bytes.labels("blob").inc(size)
         return size
 
     async def _stream(self, route: Route, fill: _Fill, lease: str) -> AsyncGenerator[bytes, None]:

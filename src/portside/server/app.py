@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,17 +18,23 @@ from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.errors import RegistryError
+from portside.registry.health import Health, HealthPolicy
+from portside.registry.mirror import Mirror
 from portside.registry.service import Registry
 from portside.server import auth, errors
 from portside.server.collector import background_collection
 from portside.server.cors import Cors
 from portside.server.errors import http_error, incomplete_body, registry_error
+from portside.server.gate import OpenGate
 from portside.server.mail import ExceptionMail, ExceptionMailer
+from portside.server.metrics import flushing
+from portside.server.metrics_access import MetricsReaders
 from portside.server.middleware import RegistryMiddleware
 from portside.server.mirroring import NamespaceMiddleware, upstream_routes
 from portside.server.notifications import background_notifications, recorder
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
+from portside.storage.timed import TimedBlobStore
 
 
 def _s3_store(settings: Settings) -> BlobStore:
@@ -54,8 +61,26 @@ STORAGE_DRIVERS: dict[str, Callable[[Settings], BlobStore]] = {
 }
 
 
+def _health(
+    settings: Settings, storage: BlobStore, metadata: SqlMetadataStore, mirror: Mirror | None
+) -> Health:
+    local = settings.storage == "local"
+    policy = HealthPolicy(
+        free_space_path=Path(settings.storage_path) if local else None,
+        min_free_space=settings.health.min_free_space,
+        drain_file=settings.health.drain_file,
+        cache_seconds=settings.health.cache_seconds,
+        timeout_seconds=settings.health.timeout_seconds,
+    )
+    upstreams = {} if mirror is None else {str(u.url): u for u in mirror.upstreams.values()}
+    return Health(storage, metadata, policy, upstreams)
+
+
 def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
+    metrics = settings.metrics.enabled
+    if metrics:
+        storage = TimedBlobStore(storage, settings.storage)
     metadata = SqlMetadataStore(settings.metadata_url)
     events, buffer = recorder(settings, metadata)
     redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
@@ -74,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
         async with (
             background_collection(settings, storage, metadata),
             background_notifications(settings, metadata, buffer),
+            flushing() if metrics else contextlib.nullcontext(),
         ):
             yield
         if mirror is not None:
@@ -84,14 +110,15 @@ def create_app(settings: Settings) -> Starlette:
     if settings.email_exceptions is not None and settings.email_exceptions.enabled:
         mailer = ExceptionMailer(settings.email_exceptions)
         middleware.append(Middleware(ExceptionMail, mailer=mailer))
-    middleware.append(Middleware(RegistryMiddleware))
+    middleware.append(Middleware(RegistryMiddleware, metrics=metrics))
     if settings.cors is not None and settings.cors.enabled:
         # Before auth: preflights carry no credentials.
         middleware.append(Middleware(Cors, settings=settings.cors))
     if settings.mirroring is not None and settings.mirroring.enabled:
         middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
-    access = auth.build(settings, metadata, events)
-    routes = route_table(access.token_path if access is not None else None)
+    readers = MetricsReaders(settings.metrics, settings.trust_forwarded_headers)
+    access = auth.build(settings, metadata, events, readers)
+    routes = route_table(access.token_path if access is not None else None, metrics)
     unguarded = [route for route in routes if not isinstance(route, Guarded)]
     if unguarded:  # fail closed: a route that does not say what it needs is never served
         raise TypeError(f"routes without a declared access: {unguarded}")
@@ -116,7 +143,9 @@ def create_app(settings: Settings) -> Starlette:
     app.state.search = settings.search_backend == "sqlalchemy"
     app.state.delete_enabled = settings.delete_enabled
     app.state.max_manifest_size = settings.max_manifest_size
-    # Each route asks the gate before its endpoint runs (api/guard.py); None: an open registry.
-    app.state.gate = access.gate if access is not None else None
+    # Each route asks the gate before its endpoint runs (api/guard.py); None: an open registry
+    # (whose gate, with metrics, only keeps /metrics to the addresses of metrics.allow).
+    app.state.gate = access.gate if access is not None else OpenGate(readers) if metrics else None
+    app.state.health = _health(settings, storage, metadata, mirror)
     app.state.token_service = access.token_service if access is not None else None
     return app

@@ -25,6 +25,7 @@ from portside.config.settings import Settings
 from portside.metadata.base import ThrottleStore, TokenStore
 from portside.registry.events import Recorder
 from portside.server.gate import Challenges, RouteGate
+from portside.server.metrics_access import MetricsReaders
 from portside.server.refresh import MetadataRefreshTokenStore
 from portside.server.throttle import MetadataFailureLog
 
@@ -44,11 +45,14 @@ class AuthParts:
 
 
 def build(
-    settings: Settings, metadata: AuthStore, events: Recorder | None = None
+    settings: Settings,
+    metadata: AuthStore,
+    events: Recorder | None = None,
+    metrics_readers: MetricsReaders | None = None,
 ) -> AuthParts | None:
     """The auth parts for these settings; None for an open registry. Makes the token signing
     key on first start; the token service keeps its refresh tokens in metadata. events: where
-    the gate audits logins and refusals."""
+    the gate audits logins and refusals; metrics_readers: who may read /metrics."""
     auth = settings.auth
     if auth is None:
         return None
@@ -101,6 +105,7 @@ def build(
         search_requires_auth=auth.search_requires_auth,
         trust_forwarded_headers=settings.trust_forwarded_headers,
         events=events,
+        metrics_readers=metrics_readers,
     )
     return AuthParts(gate, token_path, token_service)
 

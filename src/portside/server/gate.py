@@ -8,6 +8,7 @@ client how to log in.
     bad credentials or token       401 UNAUTHORIZED   the same (Bearer: error="invalid_token")
     token without the scope        401 UNAUTHORIZED   Bearer ...,error="insufficient_scope"
     a login without permission     403 DENIED
+    /metrics from elsewhere        403 DENIED, or 401 with `auth` (server/metrics_access.py)
     too many failed logins         429 TOOMANYREQUESTS  Retry-After
 
 Query parameters and the Authorization header are read through api/query.py, as the handlers
@@ -45,6 +46,7 @@ from portside.auth.tokens import bearer_challenge
 from portside.registry.errors import Denied, NameInvalid, TooManyRequests, Unauthorized
 from portside.registry.events import Recorder
 from portside.registry.names import parse_name
+from portside.server.metrics_access import MetricsReaders
 
 CATALOG_ACCESS: Final = Access(REGISTRY, CATALOG, frozenset({ALL}))
 # The actions on the repository in the path that each need asks for.
@@ -87,6 +89,7 @@ class RouteGate:
         search_requires_auth: bool = False,
         trust_forwarded_headers: bool = False,
         events: Recorder | None = None,
+        metrics_readers: MetricsReaders | None = None,
     ) -> None:
         """events: where logins and refusals are audited; None, nowhere."""
         self.authenticator = authenticator
@@ -95,10 +98,13 @@ class RouteGate:
         self.search_requires_auth = search_requires_auth
         self.trust_forwarded_headers = trust_forwarded_headers
         self.events = events or Recorder()
+        self.metrics_readers = metrics_readers
 
     async def admit(self, scope: Scope, need: Need) -> Admission:
         if need is Need.OPEN:
             return ADMITTED
+        if need is Need.METRICS:
+            return await self._admit_metrics_reader(scope)
         caller = await self.caller(scope)
         name = _name(caller)
         if name is not None:
@@ -171,6 +177,20 @@ class RouteGate:
 
     # What ---------------------------------------------------------------------------------------
 
+    async def _admit_metrics_reader(self, scope: Scope) -> Admission:
+        readers = self.metrics_readers
+        if readers is not None and readers.by_address(scope):
+            return ADMITTED
+        caller = await self.caller(scope)
+        if not caller.presented:
+            raise Unauthorized("metrics need a login", challenge=self.challenges.make(scope, []))
+        identity = caller.identity
+        if identity is None and caller.subject is not None:
+            identity = self.policy.authorizer.identity(caller.subject)
+        if readers is not None and identity is not None and readers.by_identity(identity):
+            return ADMITTED
+        raise Denied("not a reader of metrics (metrics.users, metrics.groups)")
+
     def _require(self, scope: Scope, caller: Caller, access: Access) -> None:
         if self.policy.allows(caller, access):
             return
@@ -225,3 +245,16 @@ def _detail(access: Access) -> list[dict[str, str]]:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class OpenGate:
+    """api.guard.Gate of a registry without `auth`: everyone may do everything, but read the
+    metrics from an address `metrics.allow` does not name."""
+
+    def __init__(self, metrics_readers: MetricsReaders) -> None:
+        self.metrics_readers = metrics_readers
+
+    async def admit(self, scope: Scope, need: Need) -> Admission:
+        if need is Need.METRICS and not self.metrics_readers.by_address(scope):
+            raise Denied("metrics are readable from the networks of metrics.allow only")
+        return ADMITTED

@@ -24,6 +24,7 @@ def app() -> ASGIApp:
     logs.configure(
         "debug" if settings.debug else settings.loglevel,
         journald=os.environ.get(JOURNALD_VARIABLE) == "1",
+        log_format=settings.log_format,
     )
     connections.raise_open_file_limit()
     # granian closes no idle connection by itself: this worker's watchdog does (a daemon

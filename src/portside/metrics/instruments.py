@@ -1,0 +1,189 @@
+"""Counters, histograms and gauges that tally in this process's memory, cheaply enough for the
+request path: a labelled child is a dict lookup away, and recording costs a lock, an addition and
+for a histogram a bisect. `portside.metrics.export` adds the tallies to prometheus_client's
+metrics, and so to its multiprocess files, in batches (once a second, and before each scrape),
+which costs one file write per labelled child and batch, not per observation.
+
+Recording is safe from any thread: metadata calls time themselves in worker threads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
+
+# The metric and label name grammar of the Prometheus text format.
+NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+# How prometheus_client adds up a gauge's values across worker processes; `live` ones forget a
+# process once it has exited.
+GaugeMode = Literal["livesum", "liveall", "livemax", "livemin", "sum", "all", "max", "min"]
+
+C = TypeVar("C")
+
+# Every instrument made in this process, in the order made: what export binds.
+INSTRUMENTS: Final[list[Instrument[Any]]] = []
+
+
+class Instrument(Generic[C]):
+    """One metric family: its name, help text and label names, and a child per label values."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        if not NAME.fullmatch(name):
+            raise ValueError(f"invalid metric name {name!r}")
+        if bad := [label for label in labelnames if not LABEL.fullmatch(label)]:
+            raise ValueError(f"invalid label names {bad} of {name}")
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], C] = {}
+        self._lock = threading.Lock()
+        INSTRUMENTS.append(self)
+
+    def labels(self, *values: str) -> C:
+        """The child for these label values, in the order of labelnames."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+            with self._lock:
+                child = self._children.setdefault(values, self._new_child())
+        return child
+
+    def children(self) -> list[tuple[tuple[str, ...], C]]:
+        with self._lock:
+            return list(self._children.items())
+
+    def _new_child(self) -> C:
+        raise NotImplementedError
+
+
+class CounterChild:
+    __slots__ = ("_lock", "_pending")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self._pending += amount
+
+    def take(self) -> float:
+        """What was counted since the last take."""
+        with self._lock:
+            pending, self._pending = self._pending, 0.0
+        return pending
+
+
+class Counter(Instrument[CounterChild]):
+    """A total that only goes up. Its name ends in `_total`, as the text format asks."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"a counter's name ends in _total: {name}")
+        super().__init__(name, documentation, labelnames)
+
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
+
+    def inc(self, amount: float = 1.0) -> None:
+        """For a counter without labels."""
+        self.labels().inc(amount)
+
+
+class HistogramChild:
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: the first bound >= value, as a Prometheus bucket's `le` counts it.
+        index = bisect_left(self._bounds, value)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+
+    def take(self) -> tuple[list[int], float]:
+        """Observations per bucket (not cumulative) and their sum since the last take."""
+        with self._lock:
+            counts, total = self._counts, self._sum
+            self._counts, self._sum = [0] * len(counts), 0.0
+        return counts, total
+
+
+class Histogram(Instrument[HistogramChild]):
+    """Observations counted into buckets by upper bound (`le`), and their sum."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+    ) -> None:
+        if not buckets or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"the buckets of {name} must be increasing: {buckets}")
+        self.buckets = tuple(float(bound) for bound in buckets)
+        super().__init__(name, documentation, labelnames)
+
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self.buckets)
+
+    def observe(self, value: float) -> None:
+        """For a histogram without labels."""
+        self.labels().observe(value)
+
+
+class GaugeChild:
+    __slots__ = ("_lock", "value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class Gauge(Instrument[GaugeChild]):
+    """A value that goes up and down; `mode` says how the values of worker processes add up."""
+
+    kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        mode: GaugeMode,
+    ) -> None:
+        self.mode = mode
+        super().__init__(name, documentation, labelnames)
+
+    def _new_child(self) -> GaugeChild:
+        return GaugeChild()
