@@ -79,7 +79,29 @@ def test_each_dialect_gets_its_own_sql() -> None:
     assert "%(name)s" in named.sql
 
 
-def test_a_parameter_the_driver_cannot_take_as_it_is_is_refused() -> None:
-    by_time = Prepared(select(things.c.name).where(things.c.at > bindparam("at", type_=DateTime)))
-    with pytest.raises(TypeError, match="parameter at"):
-        by_time.compiled(sqlite.dialect())
+async def test_statements_run_in_a_transaction_convert_what_they_are_given(
+    database: Database,
+) -> None:
+    add = Prepared(
+        things.insert().values(
+            name=bindparam("name"), state=bindparam("state"), size=7, at=bindparam("at")
+        )
+    )
+    later = Prepared(select(things.c.name).where(things.c.at > bindparam("at", type_=DateTime)))
+    at = datetime(2027, 1, 1, tzinfo=UTC)
+    with database.engine.begin() as conn:
+        # SQLite keeps times as text: the DateTime's own conversion writes and compares it.
+        assert add.run(conn, name="c", state="ready", at=at).rowcount == 1
+        assert later.run(conn, at=datetime(2026, 12, 31, tzinfo=UTC)).rows == [("c",)]
+    assert await database._first(BY_NAME, name="c") == (7, at.replace(tzinfo=None))
+
+
+async def test_a_statement_run_in_a_transaction_is_rolled_back_with_it(
+    database: Database,
+) -> None:
+    remove = Prepared(things.delete().where(things.c.name == bindparam("name")))
+    with database.engine.connect() as conn:
+        transaction = conn.begin()
+        assert remove.run(conn, name="a").rowcount == 1
+        transaction.rollback()
+    assert await database._first(BY_NAME, name="a") is not None

@@ -35,17 +35,36 @@ _LINKED_SIZE = Prepared(
     )
 )
 
+# A push's reservation of a blob: taken, ended by the record of the blob, or released.
+_BLOB_STATE = Prepared(
+    select(blobs.c.state, blobs.c.marked_at)
+    .where(blobs.c.digest == bindparam("digest"))
+    .with_for_update()
+)
+_RESERVE = Prepared(
+    insert(blob_reservations).values(
+        token=bindparam("token"), digest=bindparam("digest"), created_at=bindparam("created_at")
+    )
+)
+_END_RESERVATION = Prepared(
+    delete(blob_reservations).where(
+        blob_reservations.c.token == bindparam("token"),
+        blob_reservations.c.digest == bindparam("digest"),
+    )
+)
+_RELEASE = Prepared(
+    delete(blob_reservations).where(blob_reservations.c.token == bindparam("token"))
+)
+_STORED = Prepared(
+    update(blobs).where(blobs.c.digest == bindparam("digest")).values(state=BlobState.STORED)
+)
+
 
 def record_blob(conn: Connection, digest: str, reservation: str) -> None:
     """Record the blob as stored and end its reservation; Conflict if it has ended."""
-    ended = conn.execute(
-        delete(blob_reservations).where(
-            blob_reservations.c.token == reservation, blob_reservations.c.digest == digest
-        )
-    )
-    if ended.rowcount != 1:
+    if _END_RESERVATION.run(conn, token=reservation, digest=digest).rowcount != 1:
         raise Conflict(f"the reservation of {digest} has ended")
-    conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=BlobState.STORED))
+    _STORED.run(conn, digest=digest)
 
 
 def link(conn: Connection, repository_id: int, digest: str) -> None:
@@ -70,18 +89,14 @@ class SqlBlobs(Database):
                 insert_missing(
                     conn, blobs, digest=digest, size=size, created_at=stamp, state=BlobState.PENDING
                 )
-                row = conn.execute(
-                    select(blobs.c.state, blobs.c.marked_at)
-                    .where(blobs.c.digest == digest)
-                    .with_for_update()
-                ).first()
+                row = _BLOB_STATE.run(conn, digest=digest).first()
                 if row is not None:  # else forgotten by a collector in between: again
                     break
             else:
                 raise Conflict(digest)
-            state = BlobState(row.state)
+            state, marked_at = BlobState(row[0]), row[1]
             if state is BlobState.DELETING:
-                if row.marked_at is not None and utc(row.marked_at) > stamp - MARK_TTL:
+                if marked_at is not None and utc(marked_at) > stamp - MARK_TTL:
                     return Reservation.BUSY
                 # Its collector died before it was done: the blob is this writer's to store.
                 conn.execute(
@@ -95,20 +110,13 @@ class SqlBlobs(Database):
                         marked_by=None,
                     )
                 )
-            conn.execute(
-                insert(blob_reservations).values(token=token, digest=digest, created_at=stamp)
-            )
+            _RESERVE.run(conn, token=token, digest=digest, created_at=stamp)
             return Reservation.STORED if state is BlobState.STORED else Reservation.ABSENT
 
         return await self._write(run, durable=False)
 
     async def release_blob(self, token: str) -> None:
-        await self._write(
-            lambda conn: conn.execute(
-                delete(blob_reservations).where(blob_reservations.c.token == token)
-            ),
-            durable=False,
-        )
+        await self._write(lambda conn: _RELEASE.run(conn, token=token), durable=False)
 
     async def link_blob(
         self, repository: str, digest: str, size: int, reservation: str, journal: Journal = QUIET

@@ -18,7 +18,7 @@ from portside.metadata.tables import cached_manifests, cached_tags, repositories
 
 def _check_tag(conn: Connection, repository_id: int, tag: str, at: datetime) -> None:
     conn.execute(
-        upsert(conn, cached_tags)
+        upsert(conn.dialect, cached_tags)
         .values(repository_id=repository_id, name=tag, checked_at=at)
         .on_conflict_do_update(
             index_elements=[cached_tags.c.repository_id, cached_tags.c.name],
@@ -40,7 +40,7 @@ class SqlCache(Database):
             repository_id = ensure_repository(conn, manifest.repository)
             store_manifest(conn, repository_id, manifest, references, tag, reservation)
             conn.execute(
-                upsert(conn, cached_manifests)
+                upsert(conn.dialect, cached_manifests)
                 .values(repository_id=repository_id, digest=manifest.digest, pulled_at=at)
                 .on_conflict_do_update(
                     index_elements=[cached_manifests.c.repository_id, cached_manifests.c.digest],

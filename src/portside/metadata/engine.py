@@ -163,23 +163,11 @@ class Database:
     @_timed("read")
     def _first_sync(self, query: Prepared, values: dict[str, object]) -> tuple[Any, ...] | None:
         dialect = self.engine.dialect
-        compiled = query.compiled(dialect)
         connection = self.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(compiled.sql, compiled.parameters(values))
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        except dialect.loaded_dbapi.Error as error:
-            # Wrapped as SQLAlchemy wraps it, so callers see one kind of database error.
-            raise DBAPIError.instance(
-                compiled.sql, values, error, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from error
+            return query.compiled(dialect).execute(connection, dialect, values).first()
         finally:
             connection.close()
-        return None if row is None else compiled.row(row)
 
     async def _write(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """fn in a write transaction; one that need not be durable (reservations: a crash ends

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, delete, insert, select
+from sqlalchemy import Connection, Dialect, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.base import Executable
 
 from portside.metadata.base import (
     QUIET,
@@ -23,7 +24,6 @@ from portside.metadata.engine import Database, lost_race
 from portside.metadata.journal import moved, write_journal
 from portside.metadata.prepared import Prepared
 from portside.metadata.statements import (
-    chunks,
     ensure_repository,
     find_repository,
     insert_missing,
@@ -80,16 +80,61 @@ def manifest_record(repository: str, row: Any) -> Manifest:
     return Manifest(repository, *row)
 
 
-def _hold(conn: Connection, table: Table, where: ColumnElement[bool], **values: Any) -> bool:
+_HELD: dict[tuple[str, tuple[str, ...]], Prepared] = {}
+
+
+def _hold(conn: Connection, table: Table, key: tuple[str, ...], **values: Any) -> bool:
     """Insert a row unless it is there, then hold it (FOR SHARE) until the transaction ends, so
     that no concurrent transaction deletes it meanwhile; whether this transaction inserted it.
-    A row a concurrent transaction deleted between the two steps is inserted again."""
+    A row a concurrent transaction deleted between the two steps is inserted again. key names
+    the columns that find the row."""
+    held = _HELD.get((table.name, key))
+    if held is None:
+        held = _HELD[(table.name, key)] = Prepared(
+            select(*table.primary_key)
+            .where(*(table.c[column] == bindparam(column) for column in key))
+            .with_for_update(read=True)
+        )
     for _ in range(10):
         inserted = insert_missing(conn, table, **values)
-        held = select(*table.primary_key).where(where).with_for_update(read=True)
-        if conn.execute(held).first() is not None:
+        if held.run(conn, **{column: values[column] for column in key}).first() is not None:
             return inserted
     raise Conflict(f"{table.name}: deleted and inserted again ten times")
+
+
+def _references_query(table: Table, owner: str, digest: str, hold: bool) -> Prepared:
+    query = select(table.c[digest]).where(
+        table.c[owner] == bindparam("repository_id"), table.c[digest] == bindparam("digest")
+    )
+    return Prepared(query.with_for_update(read=True) if hold else query)
+
+
+# Per kind of reference, the row that makes it readable in the repository: looked up, or held.
+_REFERENCED = {
+    ReferenceKind.BLOB: (repository_blobs, "repository_id", "digest"),
+    ReferenceKind.MANIFEST: (manifests, "repository_id", "digest"),
+}
+_FIND_REFERENCE = {
+    kind: _references_query(*where, hold=False) for kind, where in _REFERENCED.items()
+}
+_HOLD_REFERENCE = {
+    kind: _references_query(*where, hold=True) for kind, where in _REFERENCED.items()
+}
+
+
+def _absent(
+    conn: Connection,
+    repository_id: int,
+    references: Sequence[Reference],
+    queries: Mapping[ReferenceKind, Prepared],
+) -> list[str]:
+    """The digests of references that are not readable in the repository, each looked up in
+    the order of digests (so that rows are locked in one order)."""
+    missing = set()
+    for kind, digest in sorted({(r.kind, r.digest) for r in references}, key=lambda r: r[1]):
+        if queries[kind].run(conn, repository_id=repository_id, digest=digest).first() is None:
+            missing.add(digest)
+    return sorted(missing)
 
 
 def _hold_references(
@@ -97,25 +142,28 @@ def _hold_references(
 ) -> list[str]:
     """Hold (FOR SHARE) the links of the blobs and the child manifests that references name, so
     that no collector removes them before the transaction ends; the digests not found."""
-    wanted = {kind: {r.digest for r in references if r.kind is kind} for kind in ReferenceKind}
-    tables = {
-        ReferenceKind.BLOB: (repository_blobs.c.repository_id, repository_blobs.c.digest),
-        ReferenceKind.MANIFEST: (manifests.c.repository_id, manifests.c.digest),
-    }
-    missing: set[str] = set()
-    for kind, (owner, digest) in tables.items():
-        found: set[str] = set()
-        for chunk in chunks(wanted[kind]):
-            found.update(
-                conn.scalars(
-                    select(digest)
-                    .where(owner == repository_id, digest.in_(chunk))
-                    .order_by(digest)
-                    .with_for_update(read=True)
-                )
-            )
-        missing |= wanted[kind] - found
-    return sorted(missing)
+    return _absent(conn, repository_id, references, _HOLD_REFERENCE)
+
+
+_ADD_REFERENCE = Prepared(
+    insert(manifest_references).values(
+        repository_id=bindparam("repository_id"),
+        manifest_digest=bindparam("manifest_digest"),
+        digest=bindparam("digest"),
+        kind=bindparam("kind"),
+    )
+)
+_UNCACHE_TAG = Prepared(
+    delete(cached_tags).where(
+        cached_tags.c.repository_id == bindparam("repository_id"),
+        cached_tags.c.name == bindparam("name"),
+    )
+)
+_TAGGED = Prepared(
+    select(tags.c.digest)
+    .where(tags.c.repository_id == bindparam("repository_id"), tags.c.name == bindparam("name"))
+    .with_for_update()
+)
 
 
 def store_manifest(
@@ -136,10 +184,7 @@ def store_manifest(
     inserted = _hold(
         conn,
         manifests,
-        and_(
-            manifests.c.repository_id == repository_id,
-            manifests.c.digest == manifest.digest,
-        ),
+        ("repository_id", "digest"),
         repository_id=repository_id,
         digest=manifest.digest,
         media_type=manifest.media_type,
@@ -153,50 +198,50 @@ def store_manifest(
     _hold(
         conn,
         repository_blobs,
-        and_(
-            repository_blobs.c.repository_id == repository_id,
-            repository_blobs.c.digest == manifest.digest,
-        ),
+        ("repository_id", "digest"),
         repository_id=repository_id,
         digest=manifest.digest,
         created_at=now(),
     )
-    if inserted and references:
-        conn.execute(
-            insert(manifest_references),
-            [
-                {
-                    "repository_id": repository_id,
-                    "manifest_digest": manifest.digest,
-                    "digest": r.digest,
-                    "kind": r.kind.value,
-                }
-                for r in {r.digest: r for r in references}.values()
-            ],
-        )
+    if inserted:
+        for r in {r.digest: r for r in references}.values():
+            _ADD_REFERENCE.run(
+                conn,
+                repository_id=repository_id,
+                manifest_digest=manifest.digest,
+                digest=r.digest,
+                kind=r.kind.value,
+            )
     if tag is None:
         return None
     previous = None
     if track_tag:
-        previous = conn.scalar(
-            select(tags.c.digest)
-            .where(tags.c.repository_id == repository_id, tags.c.name == tag)
-            .with_for_update()
-        )
+        previous = _TAGGED.run(conn, repository_id=repository_id, name=tag).scalar()
     _set_tag(conn, repository_id, tag, manifest.digest)
     return previous if previous != manifest.digest else None
 
 
-def _set_tag(conn: Connection, repository_id: int, tag: str, digest: str) -> None:
-    stamp = now()
-    conn.execute(
-        upsert(conn, tags)
-        .values(repository_id=repository_id, name=tag, digest=digest, updated_at=stamp)
+def _set_tag_statement(dialect: Dialect) -> Executable:
+    return (
+        upsert(dialect, tags)
+        .values(
+            repository_id=bindparam("repository_id"),
+            name=bindparam("name"),
+            digest=bindparam("digest"),
+            updated_at=bindparam("updated_at"),
+        )
         .on_conflict_do_update(
             index_elements=[tags.c.repository_id, tags.c.name],
-            set_={"digest": digest, "updated_at": stamp},
+            set_={"digest": bindparam("digest"), "updated_at": bindparam("updated_at")},
         )
     )
+
+
+_SET_TAG = Prepared(_set_tag_statement)
+
+
+def _set_tag(conn: Connection, repository_id: int, tag: str, digest: str) -> None:
+    _SET_TAG.run(conn, repository_id=repository_id, name=tag, digest=digest, updated_at=now())
 
 
 @contextlib.contextmanager
@@ -250,29 +295,12 @@ class SqlManifests(Database):
     ) -> list[str]:
         if not references:
             return []
-        blob_digests = {r.digest for r in references if r.kind is ReferenceKind.BLOB}
-        manifest_digests = {r.digest for r in references if r.kind is ReferenceKind.MANIFEST}
 
         def run(conn: Connection) -> list[str]:
             repository_id = find_repository(conn, repository)
             if repository_id is None:
-                return sorted(blob_digests | manifest_digests)
-            found = set(
-                conn.scalars(
-                    select(repository_blobs.c.digest).where(
-                        repository_blobs.c.repository_id == repository_id,
-                        repository_blobs.c.digest.in_(blob_digests),
-                    )
-                )
-            ) | set(
-                conn.scalars(
-                    select(manifests.c.digest).where(
-                        manifests.c.repository_id == repository_id,
-                        manifests.c.digest.in_(manifest_digests),
-                    )
-                )
-            )
-            return sorted((blob_digests | manifest_digests) - found)
+                return sorted({r.digest for r in references})
+            return _absent(conn, repository_id, references, _FIND_REFERENCE)
 
         return await self._read(run)
 
@@ -295,11 +323,7 @@ class SqlManifests(Database):
             )
             if tag is not None:
                 # Pushed here: no longer a cached tag, whatever its upstream holds under it.
-                conn.execute(
-                    delete(cached_tags).where(
-                        cached_tags.c.repository_id == repository_id, cached_tags.c.name == tag
-                    )
-                )
+                _UNCACHE_TAG.run(conn, repository_id=repository_id, name=tag)
             write_journal(conn, journal if previous is None else moved(journal, previous))
 
         with races_as_conflicts(manifest.digest):

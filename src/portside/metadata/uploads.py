@@ -31,6 +31,13 @@ _UPLOAD = Prepared(
     )
 )
 
+_CREATE = Prepared(
+    insert(uploads).values(
+        {column: bindparam(column) for column in (c.name for c in UPLOAD_COLUMNS)}
+    )
+)
+_DELETE = Prepared(delete(uploads).where(uploads.c.id == bindparam("id")))
+
 
 def upload_record(row: Sequence[Any]) -> Upload:
     """The Upload of a row of UPLOAD_COLUMNS."""
@@ -52,7 +59,7 @@ class SqlUploads(Database):
             "created_at": stamp,
             "updated_at": stamp,
         }
-        await self._write(lambda conn: conn.execute(insert(uploads).values(**values)))
+        await self._write(lambda conn: _CREATE.run(conn, **values))
         return Upload(id, repository, 0, 0, None, stamp, stamp)
 
     async def get_upload(self, repository: str, id: str) -> Upload | None:
@@ -99,7 +106,7 @@ class SqlUploads(Database):
         def run(conn: Connection) -> None:
             record_blob(conn, digest, reservation)
             link(conn, ensure_repository(conn, repository), digest)
-            conn.execute(delete(uploads).where(uploads.c.id == id))
+            _DELETE.run(conn, id=id)
             write_journal(conn, journal)
 
         await self._write(run)
