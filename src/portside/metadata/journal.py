@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select
 
 from portside.metadata.base import (
     TAG_MOVED,
@@ -20,6 +20,7 @@ from portside.metadata.base import (
     OutboxEvent,
 )
 from portside.metadata.engine import Database
+from portside.metadata.prepared import Prepared
 from portside.metadata.statements import now, utc
 from portside.metadata.tables import audit_log, outbox
 
@@ -36,23 +37,28 @@ AUDIT_COLUMNS = (
 )
 
 
+_ADD_EVENT = Prepared(
+    insert(outbox).values(
+        endpoint=bindparam("endpoint"),
+        created_at=bindparam("created_at"),
+        payload=bindparam("payload"),
+    )
+)
+_ADD_ENTRY = Prepared(
+    insert(audit_log).values({column: bindparam(column) for column in AUDIT_COLUMNS})
+)
+
+
 def write_journal(conn: Connection, journal: Journal) -> None:
-    if journal.notices:
-        stamp = now()
-        conn.execute(
-            insert(outbox),
-            [
-                {"endpoint": n.endpoint, "created_at": stamp, "payload": n.payload}
-                for n in journal.notices
-            ],
-        )
+    stamp = now()
+    for notice in journal.notices:
+        _ADD_EVENT.run(conn, endpoint=notice.endpoint, created_at=stamp, payload=notice.payload)
     write_audit(conn, journal.audit)
 
 
 def write_audit(conn: Connection, entries: Iterable[AuditEntry]) -> None:
-    rows = [{column: getattr(entry, column) for column in AUDIT_COLUMNS} for entry in entries]
-    if rows:
-        conn.execute(insert(audit_log), rows)
+    for entry in entries:
+        _ADD_ENTRY.run(conn, **{column: getattr(entry, column) for column in AUDIT_COLUMNS})
 
 
 def moved(journal: Journal, previous: str) -> Journal:

@@ -71,7 +71,10 @@ class Compiled:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(self.sql, self.parameters(values))
-            rows = [self.row(raw) for raw in cursor.fetchall()] if cursor.description else []
+            # An INSERT on PostgreSQL returns its new key unasked (SQLAlchemy's implicit
+            # RETURNING): rows only of statements that say what they return.
+            returns = cursor.description is not None and bool(self.converters)
+            rows = [self.row(raw) for raw in cursor.fetchall()] if returns else []
             return Rows(rows, cursor.rowcount)
         except dialect.loaded_dbapi.Error as error:
             # Wrapped as SQLAlchemy wraps it (IntegrityError, OperationalError...), so callers
