@@ -357,6 +357,11 @@ class MetadataStoreContract:
 
     # upload sessions
 
+    async def test_closing_twice_is_harmless(self, store: MetadataStore) -> None:
+        # An app's lifespan closes the store, and so may the code that built it.
+        await store.close()
+        await store.close()
+
     async def test_create_then_get_upload(self, store: MetadataStore) -> None:
         created = await store.create_upload("a" * 32, "team/app")
         assert (created.id, created.repository, created.offset) == ("a" * 32, "team/app", 0)

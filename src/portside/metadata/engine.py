@@ -140,9 +140,11 @@ class Database:
         )
 
     async def close(self) -> None:
+        """Idempotent: an app's lifespan and the code that built the store may both close it."""
         self.engine.dispose()
         if self._writer_lock is not None:
             self._writer_lock.close()
+            self._writer_lock = None
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
