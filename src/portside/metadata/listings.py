@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Connection, Select, exists, func, or_, sel
 from portside.metadata.base import ARTIFACT_TYPE_MAX, Manifest, RepositorySummary
 from portside.metadata.engine import Database
 from portside.metadata.manifests import MANIFEST_COLUMNS, manifest_record
-from portside.metadata.statements import find_repository
+from portside.metadata.statements import find_repository, utc
 from portside.metadata.tables import manifests, repositories, tags
 
 
@@ -106,12 +106,14 @@ class SqlListings(Database):
         ):
             return []  # no manifest has one (registry/manifests.py refuses it), nor could keep it
         query = (
-            select(*MANIFEST_COLUMNS)
+            select(*MANIFEST_COLUMNS, manifests.c.created_at)
             .join(repositories, repositories.c.id == manifests.c.repository_id)
             .where(repositories.c.name == repository, manifests.c.subject == subject)
-            .order_by(manifests.c.created_at, manifests.c.digest)
         )
         if artifact_type is not None:
             query = query.where(manifests.c.artifact_type == artifact_type)
         rows = await self._read(lambda conn: conn.execute(query).all())
-        return [manifest_record(repository, row) for row in rows]
+        # Sorted here, not by ORDER BY created_at: SQLite would then walk ix_manifests_created,
+        # every manifest of the repository, rather than ix_manifests_subject's few referrers.
+        ordered = sorted(rows, key=lambda row: (utc(row.created_at), row.digest))
+        return [manifest_record(repository, row[:-1]) for row in ordered]

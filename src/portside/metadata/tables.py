@@ -89,6 +89,16 @@ manifests = Table(
     Index("ix_manifests_created", "repository_id", "created_at"),
 )
 
+# Search shows a repository's newest description: its newest manifest that has one (0009).
+Index(
+    "ix_manifests_described",
+    manifests.c.repository_id,
+    manifests.c.created_at,
+    manifests.c.digest,
+    sqlite_where=manifests.c.description.is_not(None),
+    postgresql_where=manifests.c.description.is_not(None),
+)
+
 manifest_references = Table(
     "manifest_references",
     metadata,
@@ -108,6 +118,12 @@ tags = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_tags_digest", "repository_id", "digest"),
 )
+
+# Catalog and tag pages sort and compare names in code-point order (COLLATE "C"), which
+# PostgreSQL's unique indexes, in the database's collation, cannot serve; SQLite compares bytes
+# already (0009).
+Index("ix_repositories_name_c", repositories.c.name.collate("C")).ddl_if(dialect="postgresql")
+Index("ix_tags_name_c", tags.c.repository_id, tags.c.name.collate("C")).ddl_if(dialect="postgresql")
 
 uploads = Table(
     "uploads",
