@@ -84,7 +84,8 @@ def multiprocess_exposition(path: Path) -> bytes:
 class Exporter:
     """This process's prometheus_client metrics, one per instrument, and the tallies' flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, instruments: list[Instrument[Any]] = INSTRUMENTS) -> None:
+        self.instruments = instruments
         self.multiprocess = multiprocess_dir()
         if self.multiprocess is not None and not getattr(values.ValueClass, "_multiprocess", False):
             # prometheus_client picks where values live when first imported, and `portside
@@ -105,7 +106,7 @@ class Exporter:
             self._flush()
 
     def _flush(self) -> None:
-        for instrument in INSTRUMENTS[len(self._metrics) :]:
+        for instrument in self.instruments[len(self._metrics) :]:
             self._metrics.append((instrument, self._bind(instrument)))
         for index, (instrument, metric) in enumerate(self._metrics):
             for labels, child in instrument.children():

@@ -34,7 +34,14 @@ class Instrument(Generic[C]):
 
     kind: ClassVar[str]
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        catalog: list[Instrument[Any]] = INSTRUMENTS,
+    ) -> None:
+        """catalog: where export finds it (tests keep theirs apart)."""
         if not NAME.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}")
         if bad := [label for label in labelnames if not LABEL.fullmatch(label)]:
@@ -44,7 +51,7 @@ class Instrument(Generic[C]):
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], C] = {}
         self._lock = threading.Lock()
-        INSTRUMENTS.append(self)
+        catalog.append(self)
 
     def labels(self, *values: str) -> C:
         """The child for these label values, in the order of labelnames."""
@@ -87,10 +94,16 @@ class Counter(Instrument[CounterChild]):
 
     kind = "counter"
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        catalog: list[Instrument[Any]] = INSTRUMENTS,
+    ) -> None:
         if not name.endswith("_total"):
             raise ValueError(f"a counter's name ends in _total: {name}")
-        super().__init__(name, documentation, labelnames)
+        super().__init__(name, documentation, labelnames, catalog)
 
     def _new_child(self) -> CounterChild:
         return CounterChild()
@@ -136,11 +149,12 @@ class Histogram(Instrument[HistogramChild]):
         labelnames: Sequence[str] = (),
         *,
         buckets: Sequence[float],
+        catalog: list[Instrument[Any]] = INSTRUMENTS,
     ) -> None:
         if not buckets or list(buckets) != sorted(set(buckets)):
             raise ValueError(f"the buckets of {name} must be increasing: {buckets}")
         self.buckets = tuple(float(bound) for bound in buckets)
-        super().__init__(name, documentation, labelnames)
+        super().__init__(name, documentation, labelnames, catalog)
 
     def _new_child(self) -> HistogramChild:
         return HistogramChild(self.buckets)
@@ -181,9 +195,10 @@ class Gauge(Instrument[GaugeChild]):
         labelnames: Sequence[str] = (),
         *,
         mode: GaugeMode,
+        catalog: list[Instrument[Any]] = INSTRUMENTS,
     ) -> None:
         self.mode = mode
-        super().__init__(name, documentation, labelnames)
+        super().__init__(name, documentation, labelnames, catalog)
 
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
