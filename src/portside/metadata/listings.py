@@ -29,17 +29,25 @@ class SqlListings(Database):
         return await self._read(lambda conn: find_repository(conn, repository) is not None)
 
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
-        query = (
-            select(tags.c.name)
-            .join(repositories, repositories.c.id == tags.c.repository_id)
-            .where(repositories.c.name == repository)
-            .order_by(self._lexical(tags.c.name))
-        )
-        if last is not None:
-            query = query.where(self._lexical(tags.c.name) > _before_nul(last))
-        if n is not None:
-            query = query.limit(n)
-        return await self._read(lambda conn: list(conn.scalars(query)))
+        def run(conn: Connection) -> list[str]:
+            # The repository's id first, as a constant: joined by name, PostgreSQL guesses the
+            # repository has an average share of the tags and sorts them all, rather than
+            # walk ix_tags_name_c from `last`.
+            repository_id = find_repository(conn, repository)
+            if repository_id is None:
+                return []
+            query = (
+                select(tags.c.name)
+                .where(tags.c.repository_id == repository_id)
+                .order_by(self._lexical(tags.c.name))
+            )
+            if last is not None:
+                query = query.where(self._lexical(tags.c.name) > _before_nul(last))
+            if n is not None:
+                query = query.limit(n)
+            return list(conn.scalars(query))
+
+        return await self._read(run)
 
     async def list_repositories(self, n: int | None, last: str | None) -> list[str]:
         has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
