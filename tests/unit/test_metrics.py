@@ -89,8 +89,8 @@ def test_gauge_exports_its_current_value(catalog: list[Instrument[Any]]) -> None
 
 
 def test_counts_from_many_threads_are_all_kept(catalog: list[Instrument[Any]]) -> None:
-    counter = Counter("t_total", "t", catalog=catalog)
-    histogram = Histogram("t_seconds", "t", buckets=(1.0,), catalog=catalog)
+    counter = Counter("t_total", "t", catalog=catalog, threads=True)
+    histogram = Histogram("t_seconds", "t", buckets=(1.0,), catalog=catalog, threads=True)
     exporter = Exporter(catalog)
 
     def work() -> None:

@@ -10,4 +10,5 @@ query_seconds = Histogram(
     "pooled connection to its commit, by kind: read or write.",
     ("kind",),
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    threads=True,  # PostgreSQL's queries run in worker threads
 )

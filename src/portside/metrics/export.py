@@ -97,11 +97,14 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: list[tuple[Instrument[Any], Any]] = []
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # What each child's totals were at the last flush.
+        self._counted: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[int, tuple[str, ...]], tuple[list[int], float]] = {}
         self._gauges: dict[tuple[int, tuple[str, ...]], float] = {}
         self._flushing = threading.Lock()  # the periodic flush, and a scrape's in a thread
 
     def flush(self) -> None:
-        """Add what every instrument tallied since the last flush."""
+        """Add what every instrument's totals grew by since the last flush."""
         with self._flushing:
             self._flush()
 
@@ -154,23 +157,28 @@ class Exporter:
     def _flush_counter(
         self, index: int, metric: Any, labels: tuple[str, ...], child: CounterChild
     ) -> None:
-        amount = child.take()
-        if amount:
-            self._child(index, metric, labels).inc(amount)
+        key, total = (index, labels), child.total
+        grown = total - self._counted.get(key, 0.0)
+        if grown:
+            self._counted[key] = total
+            self._child(index, metric, labels).inc(grown)
 
     def _flush_histogram(
         self, index: int, metric: Any, labels: tuple[str, ...], child: HistogramChild
     ) -> None:
-        counts, total = child.take()
-        if not any(counts):
+        key = (index, labels)
+        counts, total = child.snapshot()
+        before, before_total = self._observed.get(key, ([0] * len(counts), 0.0))
+        if counts == before:
             return
+        self._observed[key] = (counts, total)
         target = self._child(index, metric, labels)
         # prometheus_client has no call to add many observations at once: its histogram keeps
         # a sum and a (non-cumulative) count per bucket, which observe() adds to one at a time.
-        target._sum.inc(total)
-        for bucket, count in zip(target._buckets, counts, strict=True):
-            if count:
-                bucket.inc(count)
+        target._sum.inc(total - before_total)
+        for bucket, count, counted in zip(target._buckets, counts, before, strict=True):
+            if count != counted:
+                bucket.inc(count - counted)
 
     def _flush_gauge(
         self, index: int, metric: Any, labels: tuple[str, ...], child: GaugeChild

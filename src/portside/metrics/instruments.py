@@ -1,10 +1,13 @@
 """Counters, histograms and gauges that tally in this process's memory, cheaply enough for the
-request path: a labelled child is a dict lookup away, and recording costs a lock, an addition and
-for a histogram a bisect. `portside.metrics.export` adds the tallies to prometheus_client's
-metrics, and so to its multiprocess files, in batches (once a second, and before each scrape),
-which costs one file write per labelled child and batch, not per observation.
+request path: a labelled child is a dict lookup away (callers on the hot path keep it), and
+recording is an addition, for a histogram after a bisect. Totals only grow: the exporter
+(`portside.metrics.export`) reads them, and adds what grew since its last look to
+prometheus_client's metrics, and so to its multiprocess files, in batches (once a second, and
+before each scrape): one file write per labelled child and batch, not per observation.
 
-Recording is safe from any thread: metadata calls time themselves in worker threads.
+A child is recorded to from one thread (the event loop's), unlike reads, which may come from
+any: an instrument recorded to from several threads at once (metadata calls that run in worker
+threads) is declared with `threads=True`, and each recording then takes a lock.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ class Instrument(Generic[C]):
         documentation: str,
         labelnames: Sequence[str] = (),
         catalog: list[Instrument[Any]] = INSTRUMENTS,
+        threads: bool = False,
     ) -> None:
-        """catalog: where export finds it (tests keep theirs apart)."""
+        """catalog: where export finds it (tests keep theirs apart); threads: recorded to from
+        several threads at once."""
         if not NAME.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}")
         if bad := [label for label in labelnames if not LABEL.fullmatch(label)]:
@@ -49,6 +54,7 @@ class Instrument(Generic[C]):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self.threads = threads
         self._children: dict[tuple[str, ...], C] = {}
         self._lock = threading.Lock()
         catalog.append(self)
@@ -72,21 +78,25 @@ class Instrument(Generic[C]):
 
 
 class CounterChild:
-    __slots__ = ("_lock", "_pending")
+    __slots__ = ("total",)
 
     def __init__(self) -> None:
+        self.total = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.total += amount
+
+
+class LockedCounterChild(CounterChild):
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
-        self._pending = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
         with self._lock:
-            self._pending += amount
-
-    def take(self) -> float:
-        """What was counted since the last take."""
-        with self._lock:
-            pending, self._pending = self._pending, 0.0
-        return pending
+            self.total += amount
 
 
 class Counter(Instrument[CounterChild]):
@@ -100,13 +110,14 @@ class Counter(Instrument[CounterChild]):
         documentation: str,
         labelnames: Sequence[str] = (),
         catalog: list[Instrument[Any]] = INSTRUMENTS,
+        threads: bool = False,
     ) -> None:
         if not name.endswith("_total"):
             raise ValueError(f"a counter's name ends in _total: {name}")
-        super().__init__(name, documentation, labelnames, catalog)
+        super().__init__(name, documentation, labelnames, catalog, threads)
 
     def _new_child(self) -> CounterChild:
-        return CounterChild()
+        return LockedCounterChild() if self.threads else CounterChild()
 
     def inc(self, amount: float = 1.0) -> None:
         """For a counter without labels."""
@@ -114,27 +125,40 @@ class Counter(Instrument[CounterChild]):
 
 
 class HistogramChild:
-    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        self._lock = threading.Lock()
-        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
-        self._sum = 0.0
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last: +Inf
+        self.sum = 0.0
 
     def observe(self, value: float) -> None:
         # bisect_left: the first bound >= value, as a Prometheus bucket's `le` counts it.
-        index = bisect_left(self._bounds, value)
-        with self._lock:
-            self._counts[index] += 1
-            self._sum += value
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
-    def take(self) -> tuple[list[int], float]:
-        """Observations per bucket (not cumulative) and their sum since the last take."""
+    def snapshot(self) -> tuple[list[int], float]:
+        """The counts per bucket and the sum so far (read while a recording goes on in
+        another thread, the sum may be one observation ahead or behind: the next read agrees)."""
+        return list(self.counts), self.sum
+
+
+class LockedHistogramChild(HistogramChild):
+    __slots__ = ("_lock",)
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        super().__init__(bounds)
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        index = bisect_left(self.bounds, value)
         with self._lock:
-            counts, total = self._counts, self._sum
-            self._counts, self._sum = [0] * len(counts), 0.0
-        return counts, total
+            self.counts[index] += 1
+            self.sum += value
+
+    def snapshot(self) -> tuple[list[int], float]:
+        with self._lock:
+            return list(self.counts), self.sum
 
 
 class Histogram(Instrument[HistogramChild]):
@@ -150,13 +174,16 @@ class Histogram(Instrument[HistogramChild]):
         *,
         buckets: Sequence[float],
         catalog: list[Instrument[Any]] = INSTRUMENTS,
+        threads: bool = False,
     ) -> None:
         if not buckets or list(buckets) != sorted(set(buckets)):
             raise ValueError(f"the buckets of {name} must be increasing: {buckets}")
         self.buckets = tuple(float(bound) for bound in buckets)
-        super().__init__(name, documentation, labelnames, catalog)
+        super().__init__(name, documentation, labelnames, catalog, threads)
 
     def _new_child(self) -> HistogramChild:
+        if self.threads:
+            return LockedHistogramChild(self.buckets)
         return HistogramChild(self.buckets)
 
     def observe(self, value: float) -> None:
@@ -165,26 +192,24 @@ class Histogram(Instrument[HistogramChild]):
 
 
 class GaugeChild:
-    __slots__ = ("_lock", "value")
+    __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.value = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value += amount
+        self.value += amount
 
     def dec(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value -= amount
+        self.value -= amount
 
     def set(self, value: float) -> None:
         self.value = value
 
 
 class Gauge(Instrument[GaugeChild]):
-    """A value that goes up and down; `mode` says how the values of worker processes add up."""
+    """A value that goes up and down, recorded to from one thread; `mode` says how the values
+    of worker processes add up."""
 
     kind = "gauge"
 
