@@ -1,7 +1,9 @@
 """The SQLAlchemy engine the metadata store runs on, and the transactions it runs there.
 
-SQLite calls run inline in the event loop: a local query costs less than a hop to a thread, and WAL
-readers never wait on writers. Other databases run each call in a worker thread.
+SQLite reads run inline in the event loop: a local query costs less than a hop to a thread, and WAL
+readers never wait on writers. SQLite writes go to the process's writer thread, which commits
+those that wait together (group_commit.py), so that no worker's loop waits for the lock or the
+disk. Other databases run each call in a worker thread.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from portside.metadata.group_commit import GroupCommitter
 from portside.metadata.prepared import Prepared
 from portside.metrics import database as metrics
 
@@ -138,9 +141,17 @@ class Database:
         self._writer_lock = (
             _WriterLock(database) if self._inline and database and database != ":memory:" else None
         )
+        # A database in a file: its writes go through the process's writer thread. (One in
+        # memory exists in one thread only, and its writes are a test's.)
+        self._committer = (
+            GroupCommitter(self._begin_write) if self._writer_lock is not None else None
+        )
+        self._write_seconds = metrics.query_seconds.labels("write")
 
     async def close(self) -> None:
         """Idempotent: an app's lifespan and the code that built the store may both close it."""
+        if self._committer is not None:
+            self._committer.close()
         self.engine.dispose()
         if self._writer_lock is not None:
             self._writer_lock.close()
@@ -174,9 +185,23 @@ class Database:
     async def _write(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """fn in a write transaction; one that need not be durable (reservations: a crash ends
         the writer they protect) commits without waiting for the disk."""
+        if self._committer is not None:
+            started = time.perf_counter()
+            try:
+                return await self._committer.run(fn, durable)
+            finally:
+                self._write_seconds.observe(time.perf_counter() - started)
         if self._inline:
             return self._write_sync(fn, durable)
         return await to_thread.run_sync(self._write_sync, fn, durable)
+
+    @contextlib.contextmanager
+    def _begin_write(self, durable: bool) -> Iterator[Connection]:
+        """A SQLite write transaction, for the writer thread."""
+        assert self._writer_lock is not None
+        engine = self._writer if durable else self._light_writer
+        with self._writer_lock.held(), engine.begin() as conn:
+            yield conn
 
     @_timed("write")
     def _write_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
