@@ -150,7 +150,10 @@ class FilesystemBlobStore:
             raise NotFound(key) from None
 
     async def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+        # In a thread: its fsyncs would hold the event loop still until the disk answers.
+        await to_thread.run_sync(self._put, self._path(key), data)
+
+    def _put(self, path: Path, data: bytes) -> None:
         temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             with self._in_folder(temp, lambda: temp.open("wb")) as file:
