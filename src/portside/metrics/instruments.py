@@ -16,7 +16,7 @@ import re
 import threading
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 # The metric and label name grammar of the Prometheus text format.
 NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -24,7 +24,10 @@ LABEL: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # How prometheus_client adds up a gauge's values across worker processes; `live` ones forget a
 # process once it has exited.
-GaugeMode = Literal["livesum", "liveall", "livemax", "livemin", "sum", "all", "max", "min"]
+GaugeMode = Literal[
+    "livesum", "liveall", "livemax", "livemin", "livemostrecent",
+    "sum", "all", "max", "min", "mostrecent",
+]  # fmt: skip
 
 C = TypeVar("C")
 
@@ -34,8 +37,6 @@ INSTRUMENTS: Final[list[Instrument[Any]]] = []
 
 class Instrument(Generic[C]):
     """One metric family: its name, help text and label names, and a child per label values."""
-
-    kind: ClassVar[str]
 
     def __init__(
         self,
@@ -102,8 +103,6 @@ class LockedCounterChild(CounterChild):
 class Counter(Instrument[CounterChild]):
     """A total that only goes up. Its name ends in `_total`, as the text format asks."""
 
-    kind = "counter"
-
     def __init__(
         self,
         name: str,
@@ -164,8 +163,6 @@ class LockedHistogramChild(HistogramChild):
 class Histogram(Instrument[HistogramChild]):
     """Observations counted into buckets by upper bound (`le`), and their sum."""
 
-    kind = "histogram"
-
     def __init__(
         self,
         name: str,
@@ -210,8 +207,6 @@ class GaugeChild:
 class Gauge(Instrument[GaugeChild]):
     """A value that goes up and down, recorded to from one thread; `mode` says how the values
     of worker processes add up."""
-
-    kind = "gauge"
 
     def __init__(
         self,
