@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from portside.config.notifications import NotificationsSettings
 from portside.metadata.base import Journal, OutboxEvent
+from portside.metrics import notifications as notification_metrics
 from portside.registry.events import (
     BLOB_MEDIA_TYPE,
     EVENTS_MEDIA_TYPE,
@@ -277,6 +278,10 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
         }
     ).endpoints[0]
     outbox = Outbox(['{"id":"1"}', '{"id":"2"}', '{"id":"3"}'])
+    kinds = ("Events", "Successes", "Failures", "Errors")
+    before = {kind: notification_metrics.events.labels(kind, "ci").total for kind in kinds}
+    codes = ("200", "204", "500", "503")
+    before_codes = {code: notification_metrics.status.labels(code, "ci").total for code in codes}
     async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
         courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
         for _ in range(200):
@@ -286,6 +291,14 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
         courier.cancel()
 
     assert [ids for ids, _ in received] == [["1"], ["2"], ["3"]]
+    counted = {k: notification_metrics.events.labels(k, "ci").total - before[k] for k in kinds}
+    assert counted == {"Events": 6, "Successes": 3, "Failures": 3, "Errors": 0}
+    statuses = {
+        code: notification_metrics.status.labels(code, "ci").total - before_codes[code]
+        for code in codes
+    }
+    assert statuses == {"200": 2, "204": 1, "500": 2, "503": 1}
+    assert notification_metrics.pending.labels("ci").value == 0
     headers = received[0][1]
     assert headers["content-type"] == EVENTS_MEDIA_TYPE
     assert headers["authorization"] == "Bearer abc"

@@ -29,7 +29,15 @@ from prometheus_client import Gauge as PromGauge
 from prometheus_client import Histogram as PromHistogram
 
 # Every family is declared before the first scrape, so that a scrape lists all of them.
-from portside.metrics import database, gc, http, logins, proxy, storage  # noqa: F401
+from portside.metrics import (  # noqa: F401
+    database,
+    gc,
+    http,
+    logins,
+    notifications,
+    proxy,
+    storage,
+)
 from portside.metrics.instruments import (
     INSTRUMENTS,
     Counter,

@@ -32,6 +32,7 @@ import httpx
 from portside.config.notifications import EndpointSettings
 from portside.config.settings import Settings
 from portside.metadata.base import JournalStore, OutboxEvent
+from portside.metrics import notifications as metrics
 from portside.registry.event_buffer import Buffer
 from portside.registry.events import EVENTS_MEDIA_TYPE, EndpointRules, Recorder
 from portside.registry.gc import default_holder
@@ -89,6 +90,7 @@ class Courier:
             (name, value) for name, values in endpoint.headers.items() for value in values
         ]
         self._headers.append(("Content-Type", EVENTS_MEDIA_TYPE))
+        self._pending = metrics.pending.labels(endpoint.name)
 
     async def run(self) -> None:
         while True:
@@ -105,6 +107,7 @@ class Courier:
         endpoint = self.endpoint
         while True:
             events = await self._store.pending_events(endpoint.name, READ_BATCH)
+            self._pending.set(len(events))
             if not events:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
@@ -132,6 +135,7 @@ class Courier:
                         break
                     failures = 0
                     delivered.extend(event.id for event in batch)
+                    self._pending.dec(len(batch))
             finally:
                 if delivered:
                     await asyncio.shield(self._store.delete_events(delivered))
@@ -142,6 +146,8 @@ class Courier:
         headers = list(self._headers)
         if self.endpoint.secret is not None:
             headers.append((SIGNATURE_HEADER, signature(self.endpoint.secret, body)))
+        to = self.endpoint.name
+        metrics.events.labels("Events", to).inc(len(events))
         try:
             response = await self._client.post(
                 self.endpoint.url,
@@ -150,9 +156,13 @@ class Courier:
                 timeout=self.endpoint.timeout.total_seconds(),
             )
         except httpx.HTTPError as error:
+            metrics.events.labels("Errors", to).inc(len(events))
             raise DeliveryFailed(f"{type(error).__name__}: {error}") from None
+        metrics.status.labels(str(response.status_code), to).inc()
         if not 200 <= response.status_code < 400:
+            metrics.events.labels("Failures", to).inc(len(events))
             raise DeliveryFailed(f"answered {response.status_code}")
+        metrics.events.labels("Successes", to).inc(len(events))
 
 
 class Dispatcher:
