@@ -30,6 +30,8 @@ from services import Services
 PORTSIDE = "portside"
 DISTRIBUTION = "distribution"
 PORTSIDE_REDIRECT = "portside-redirect"
+# With --metrics-ab: Portside with `metrics: {enabled: false}`, beside the default (metrics on).
+PORTSIDE_NO_METRICS = "portside-no-metrics"
 DISTRIBUTION_REDIRECT = "distribution-redirect"
 # With --cache: the registry both caches pull from, a plain distribution with its access log on.
 UPSTREAM = "upstream"
@@ -39,6 +41,7 @@ CACHE_PREFIX = "up"
 REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION)
 # With --backend s3: each registry with redirects off, then on.
 S3_REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION, PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT)
+METRICS_REGISTRY_NAMES = (PORTSIDE, PORTSIDE_NO_METRICS, DISTRIBUTION)
 
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password"
@@ -179,6 +182,8 @@ def portside_command(
         if cache_of is not None:
             # The upstream mounted at up/: up/bench/x is the upstream's bench/x, a cache only.
             settings["mirroring"] = {"upstreams": {CACHE_PREFIX: {"url": cache_of}}}
+        if name == PORTSIDE_NO_METRICS:
+            settings["metrics"] = {"enabled": False}
         if htpasswd is not None:
             settings["auth"] = {
                 "htpasswd": {"path": str(htpasswd)},

@@ -32,6 +32,9 @@ from cache import (
     upstream_table,
 )
 from registries import (
+    METRICS_REGISTRY_NAMES,
+    PORTSIDE,
+    PORTSIDE_NO_METRICS,
     REGISTRY_NAMES,
     S3_REGISTRY_NAMES,
     UPSTREAM,
@@ -119,6 +122,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "whose access log counts their fetches",
     )
     parser.add_argument(
+        "--metrics-ab",
+        action="store_true",
+        help="what metrics cost: Portside as configured by default (metrics on) and with "
+        "`metrics: {enabled: false}`, side by side in the same rounds, with their ratio "
+        "(distribution too if --registries names it)",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
@@ -137,6 +147,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--auth htpasswd runs on the filesystem backend")
         args.only = args.only or ["manifest-head", "manifest-get"]
     args.columns = S3_REGISTRY_NAMES if args.backend == "s3" else REGISTRY_NAMES
+    if args.metrics_ab:
+        if args.backend != "filesystem" or args.cache:
+            parser.error("--metrics-ab runs on the filesystem backend, without --cache")
+        args.columns = METRICS_REGISTRY_NAMES
+        args.registries = args.registries or [PORTSIDE, PORTSIDE_NO_METRICS]
     if args.registries is None:
         args.registries = list(args.columns)
     if not args.registries or not set(args.registries) <= set(args.columns):
@@ -237,7 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     RESULTS_DIR.mkdir(exist_ok=True)
     # Files of their own, so that an S3 run keeps a filesystem run's results, and back.
-    results_prefix = "s3-" if args.backend == "s3" else "cache-" if args.cache else ""
+    results_prefix = (
+        "s3-"
+        if args.backend == "s3"
+        else "cache-"
+        if args.cache
+        else "metrics-"
+        if args.metrics_ab
+        else ""
+    )
     started = time.monotonic()
     interrupted = False
     registries: dict[str, Registry] = {}
