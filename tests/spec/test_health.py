@@ -1,5 +1,5 @@
 """GET /debug/health, /livez and /readyz of an in-process registry: no credentials, 200 with `{}`
-when all is well, 503 with the failing checks, and the drain file. tests/unit/test_health.py
+when all is well, 503 with the failing checks, and the drain file. tests/unit/test_health_checks.py
 breaks the storage and the database; tests/e2e/test_e2e_health.py drains a running server."""
 
 from __future__ import annotations
