@@ -19,9 +19,10 @@ exporter adds the tallies to prometheus_client in batches.
     gc           portside_gc_runs_total, _freed_bytes_total, ...     registry/gc.py
     notifications  registry_notifications_* (distribution's)         server/notifications.py
 
-To add metrics: declare them in a new module here, with distribution's names where it has them, a `_total` suffix on
-counters and a multiprocess `mode` on gauges (`livesum` for what a process holds now, `max` or
-`mostrecent` for a value that any process may report); import the module in export.py, so that
-every scrape lists it; record where the event happens; add it to this table and the README.
+To add metrics: declare them in a new module here, with distribution's names where it has
+them, a `_total` suffix on counters and a multiprocess `mode` on gauges (`livesum` for what a
+process holds now, `max` or `mostrecent` for a value that any process may report); import the
+module in export.py, so that every scrape lists it; record where the event happens; add it to
+this table and the README.
 Labels take values from a small, fixed set only (never a repository name or a user).
 """
