@@ -30,8 +30,9 @@ from services import Services
 PORTSIDE = "portside"
 DISTRIBUTION = "distribution"
 PORTSIDE_REDIRECT = "portside-redirect"
-# With --metrics-ab: Portside with `metrics: {enabled: false}`, beside the default (metrics on).
-PORTSIDE_NO_METRICS = "portside-no-metrics"
+# With --observability-ab: Portside with metrics, audit and notifications off, beside Portside
+# with all three on (metrics by default; audit on; every event sent to a receiver).
+PORTSIDE_PLAIN = "portside-plain"
 DISTRIBUTION_REDIRECT = "distribution-redirect"
 # With --cache: the registry both caches pull from, a plain distribution with its access log on.
 UPSTREAM = "upstream"
@@ -41,7 +42,7 @@ CACHE_PREFIX = "up"
 REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION)
 # With --backend s3: each registry with redirects off, then on.
 S3_REGISTRY_NAMES = (PORTSIDE, DISTRIBUTION, PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT)
-METRICS_REGISTRY_NAMES = (PORTSIDE, PORTSIDE_NO_METRICS, DISTRIBUTION)
+OBSERVABILITY_REGISTRY_NAMES = (PORTSIDE, PORTSIDE_PLAIN, DISTRIBUTION)
 
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password"
@@ -121,6 +122,7 @@ def distribution_command(
     name: str = DISTRIBUTION,
     htpasswd: Path | None = None,
     cache_of: str | None = None,
+    events_to: str | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
@@ -172,6 +174,7 @@ def portside_command(
     name: str = PORTSIDE,
     htpasswd: Path | None = None,
     cache_of: str | None = None,
+    events_to: str | None = None,
 ) -> list[str]:
     config = workdir / "config.yml"
     if services is None:
@@ -182,8 +185,11 @@ def portside_command(
         if cache_of is not None:
             # The upstream mounted at up/: up/bench/x is the upstream's bench/x, a cache only.
             settings["mirroring"] = {"upstreams": {CACHE_PREFIX: {"url": cache_of}}}
-        if name == PORTSIDE_NO_METRICS:
+        if name == PORTSIDE_PLAIN:
             settings["metrics"] = {"enabled": False}
+        if events_to is not None:
+            settings["audit"] = {"enabled": True}
+            settings["notifications"] = {"endpoints": [{"name": "bench", "url": events_to}]}
         if htpasswd is not None:
             settings["auth"] = {
                 "htpasswd": {"path": str(htpasswd)},
@@ -280,10 +286,12 @@ def running(
     htpasswd: Path | None = None,
     authorization: str | None = None,
     cache_of: str | None = None,
+    events_to: str | None = None,
 ) -> Iterator[Registry]:
     """Run registry `name` with its storage under `workdir`, or in the S3 bucket and PostgreSQL
     database of services, until the block exits; with htpasswd, behind Basic auth; with
-    cache_of, as a pull-through cache of the registry at that URL."""
+    cache_of, as a pull-through cache of the registry at that URL; with events_to, Portside
+    with its audit log on, sending every notification event to that URL."""
     workdir.mkdir(parents=True)
     (workdir / "storage").mkdir()
     port = free_port()
@@ -293,7 +301,7 @@ def running(
             command = distribution_command(workdir, port, services, name, htpasswd, cache_of)
             version = version_of(["docker-registry", "--version"])
         else:
-            command = portside_command(workdir, port, services, name, htpasswd, cache_of)
+            command = portside_command(workdir, port, services, name, htpasswd, cache_of, events_to)
             version = version_of([command[0], "--version"])
             cache_prefix = f"{CACHE_PREFIX}/" if cache_of else ""
     except RegistryStartError:

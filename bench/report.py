@@ -11,7 +11,7 @@ from registries import (
     DISTRIBUTION,
     DISTRIBUTION_REDIRECT,
     PORTSIDE,
-    PORTSIDE_NO_METRICS,
+    PORTSIDE_PLAIN,
     PORTSIDE_REDIRECT,
     REGISTRY_NAMES,
 )
@@ -21,14 +21,14 @@ COLUMN_TITLES = {
     DISTRIBUTION: "distribution",
     PORTSIDE_REDIRECT: "Portside redirect",
     DISTRIBUTION_REDIRECT: "distribution redirect",
-    PORTSIDE_NO_METRICS: "Portside, metrics off",
+    PORTSIDE_PLAIN: "Portside, all off",
 }
 # Each ratio compares the two registries on the same storage setup; its column follows theirs.
 RATIOS = (
     (PORTSIDE, DISTRIBUTION, "ratio"),
     (PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT, "ratio redirect"),
     # --metrics-ab: what metrics cost, Portside with them over Portside without.
-    (PORTSIDE, PORTSIDE_NO_METRICS, "metrics on/off"),
+    (PORTSIDE, PORTSIDE_PLAIN, "on/off"),
 )
 
 

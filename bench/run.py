@@ -31,10 +31,11 @@ from cache import (
     upstream_json,
     upstream_table,
 )
+from receiver import receiving
 from registries import (
-    METRICS_REGISTRY_NAMES,
+    OBSERVABILITY_REGISTRY_NAMES,
     PORTSIDE,
-    PORTSIDE_NO_METRICS,
+    PORTSIDE_PLAIN,
     REGISTRY_NAMES,
     S3_REGISTRY_NAMES,
     UPSTREAM,
@@ -122,11 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "whose access log counts their fetches",
     )
     parser.add_argument(
-        "--metrics-ab",
+        "--observability-ab",
         action="store_true",
-        help="what metrics cost: Portside as configured by default (metrics on) and with "
-        "`metrics: {enabled: false}`, side by side in the same rounds, with their ratio "
-        "(distribution too if --registries names it)",
+        help="what metrics, the audit log and notifications cost: Portside with all three on "
+        "(metrics as by default, audit on, every event sent to an nginx answering 204) and "
+        "with all three off, side by side in the same rounds, with their ratio (distribution "
+        "too if --registries names it)",
     )
     parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
@@ -147,11 +149,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--auth htpasswd runs on the filesystem backend")
         args.only = args.only or ["manifest-head", "manifest-get"]
     args.columns = S3_REGISTRY_NAMES if args.backend == "s3" else REGISTRY_NAMES
-    if args.metrics_ab:
+    if args.observability_ab:
         if args.backend != "filesystem" or args.cache:
-            parser.error("--metrics-ab runs on the filesystem backend, without --cache")
-        args.columns = METRICS_REGISTRY_NAMES
-        args.registries = args.registries or [PORTSIDE, PORTSIDE_NO_METRICS]
+            parser.error("--observability-ab runs on the filesystem backend, without --cache")
+        args.columns = OBSERVABILITY_REGISTRY_NAMES
+        args.registries = args.registries or [PORTSIDE, PORTSIDE_PLAIN]
     if args.registries is None:
         args.registries = list(args.columns)
     if not args.registries or not set(args.registries) <= set(args.columns):
@@ -257,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "s3"
         else "cache-"
         if args.cache
-        else "metrics-"
-        if args.metrics_ab
+        else "observability-"
+        if args.observability_ab
         else ""
     )
     started = time.monotonic()
@@ -288,10 +290,21 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 log(f"upstream: {upstream.registry.version} at {upstream.registry.url}")
             cache_of = upstream.registry.url if upstream.registry else None
+            events_to = None
+            if args.observability_ab:
+                events_to = stack.enter_context(receiving(workdir / "receiver"))
             for name in args.registries:
                 try:
                     registries[name] = stack.enter_context(
-                        running(name, workdir / name, services, htpasswd, authorization, cache_of)
+                        running(
+                            name,
+                            workdir / name,
+                            services,
+                            htpasswd,
+                            authorization,
+                            cache_of,
+                            events_to if name == PORTSIDE else None,
+                        )
                     )
                 except RegistryStartError as error:
                     log(f"{name} did not start, its column will read 'error':\n{error}")

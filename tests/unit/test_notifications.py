@@ -273,6 +273,7 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
                     backoff="10ms",
                     threshold=1,
                     secret="0123456789abcdef",
+                    batch=1,
                 )
             ]
         }
@@ -305,3 +306,27 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
     assert headers["x-portside-signature"] == signature(
         "0123456789abcdef", b'{"events":[{"id":"1"}]}'
     )
+
+
+async def test_by_default_the_events_waiting_go_in_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    envelopes: list[list[str]] = []
+
+    def endpoint_app(request: httpx.Request) -> httpx.Response:
+        envelopes.append([e["id"] for e in json.loads(request.content)["events"]])
+        return httpx.Response(204)
+
+    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
+    outbox = Outbox([f'{{"id":"{i}"}}' for i in range(1, 151)])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            if not outbox.events:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+
+    # Read 100 at a time: one request for each read, in order.
+    assert envelopes == [[str(i) for i in range(1, 101)], [str(i) for i in range(101, 151)]]

@@ -133,11 +133,12 @@ class EndpointSettings(BaseModel):
         "queued wait until it is enabled again.",
     )
     batch: int = Field(
-        default=1,
+        default=100,
         ge=1,
         le=100,
-        description="Events per request at most (Portside's own): 1, as distribution sends "
-        "them; more for a receiver that reads every event of an envelope, when many wait.",
+        description="Events per request at most (Portside's own): what waits is sent "
+        "together, up to this many, so that a busy registry does not make a request per "
+        "pull; 1 for a receiver that reads only the first event of an envelope.",
     )
     secret: str | None = Field(
         default=None,
