@@ -28,8 +28,10 @@ from portside.metadata.base import (
     AuditQuery,
     BlobState,
     Conflict,
+    Holders,
     Journal,
     Manifest,
+    ManifestCandidate,
     MetadataStore,
     Missing,
     Notice,
@@ -1043,6 +1045,119 @@ class MetadataStoreContract:
         assert [u.id for u in snapshot.uploads] == ["a" * 32]
         assert all(m.created_at.tzinfo is not None for m in snapshot.manifests)
         await store.release_blob(pending)
+
+    # what the collector reads, a page at a time
+
+    async def test_repository_names_pages_every_repository(self, store: MetadataStore) -> None:
+        for name in ("b", "a/x", "c"):
+            await link(store, name, digest(name), 1)  # no manifest: listed all the same
+        assert await store.repository_names(None, 2) == ["a/x", "b"]
+        assert await store.repository_names("b", 2) == ["c"]
+        assert await store.repository_names("c", 2) == []
+
+    async def test_manifest_candidates_are_untagged_old_and_not_needed_directly(
+        self, store: MetadataStore
+    ) -> None:
+        await link(store, "team/app", digest("layer"), 10)
+        for name in ("tagged", "child", "loose", "old index child"):
+            await put(store, image("team/app", name), [], None)
+        await put(store, image("team/app", "tagged"), [], "latest")
+        await put(store, image("team/app", "index", media_type=INDEX), [child("child")], "1.0")
+        await put(store, image("team/app", "referrer", subject=digest("tagged")), [], None)
+        await put(store, image("team/app", "loose referrer", subject=digest("loose")), [], None)
+        await put(store, image("team/app", "lost referrer", subject=digest("absent")), [], None)
+        old_index = image("team/app", "old index", media_type=INDEX)
+        await put(store, old_index, [child("old index child"), blob("layer")], None)
+        await put(store, image("team/other", "elsewhere"), [], None)
+
+        assert await store.manifest_candidates(["team/app"], past()) == []
+        found = await store.manifest_candidates(["team/app", "team/other", "absent"], future())
+        assert found == sorted(
+            [
+                ManifestCandidate("team/app", digest("loose"), None, (), ()),
+                ManifestCandidate("team/app", digest("loose referrer"), digest("loose"), (), ()),
+                ManifestCandidate("team/app", digest("lost referrer"), None, (), ()),
+                ManifestCandidate(
+                    "team/app",
+                    digest("old index"),
+                    None,
+                    (),
+                    tuple(sorted([digest("old index child"), digest("layer")])),
+                ),
+                ManifestCandidate(
+                    "team/app", digest("old index child"), None, (digest("old index"),), ()
+                ),
+                ManifestCandidate("team/other", digest("elsewhere"), None, (), ()),
+            ],
+            key=lambda c: (c.repository, c.digest),
+        )
+
+    async def test_dangling_tags_are_none_where_every_tag_has_its_manifest(
+        self, store: MetadataStore
+    ) -> None:
+        await put(store, image("team/app", "m"), [], "latest")
+        assert await store.dangling_tags(["team/app", "absent"]) == {}
+
+    async def test_unreferenced_links_are_old_unreferenced_and_no_manifest(
+        self, store: MetadataStore
+    ) -> None:
+        for name in ("config", "loose", "other loose"):
+            await link(store, "team/app", digest(name), 10)
+        await link(store, "team/other", digest("loose"), 10)
+        await put(store, image("team/app", "m"), [blob("config")], None)
+        assert await store.unreferenced_links(["team/app", "team/other"], past()) == {}
+        assert await store.unreferenced_links(["team/app", "team/other"], future()) == {
+            "team/app": sorted([digest("loose"), digest("other loose")]),
+            "team/other": [digest("loose")],
+        }
+        assert await store.links_made_before("team/app", [digest("config")], future()) == [
+            digest("config")
+        ]
+        assert await store.links_made_before("team/app", [digest("m")], future()) == []
+        assert await store.links_made_before("team/app", [digest("config")], past()) == []
+        assert await store.manifests_referencing("team/app", digest("config"), 5) == [digest("m")]
+        assert await store.manifests_referencing("team/other", digest("config"), 5) == []
+
+    async def test_garbage_blobs_are_what_nothing_links_references_or_reserves(
+        self, store: MetadataStore
+    ) -> None:
+        for name in ("linked", "referenced", "reserved", "garbage", "more garbage"):
+            await link(store, "team/app", digest(name), len(name))
+        await put(store, image("team/app", "m"), [blob("referenced")], None)
+        for name in ("referenced", "reserved", "garbage", "more garbage"):
+            await store.unlink_blob("team/app", digest(name))
+        holding = await reserve(store, digest("reserved"), 8)
+        garbage = {digest("garbage"): 7, digest("more garbage"): 12}
+        assert await store.garbage_blobs(past(), past(), None, 10) == {}
+        assert await store.garbage_blobs(future(), past(), None, 10) == garbage
+        first, second = sorted(garbage)
+        assert await store.garbage_blobs(future(), past(), None, 1) == {first: garbage[first]}
+        assert await store.garbage_blobs(future(), past(), first, 10) == {second: garbage[second]}
+        # A reservation made before reserved_since no longer holds its blob.
+        assert digest("reserved") in await store.garbage_blobs(future(), future(), None, 10)
+        assert await store.expired_reservations(future()) == 1
+        assert await store.expired_reservations(past()) == 0
+        wanted = [digest(name) for name in ("linked", "referenced", "reserved", "garbage")]
+        assert await store.releasable_blobs(wanted, future(), past()) == {
+            digest("linked"): 6,
+            digest("referenced"): 10,
+            digest("garbage"): 7,
+        }
+        holders = await store.blob_holders(digest("referenced"), 5)
+        assert holders == Holders((), (("team/app", digest("m")),))
+        assert (await store.blob_holders(digest("linked"), 5)).links == ("team/app",)
+        assert await store.recorded_blobs([*wanted, digest("absent")]) == set(wanted)
+        await store.release_blob(holding)
+
+    async def test_upload_sessions_and_expired_uploads(self, store: MetadataStore) -> None:
+        for upload_id in ("a" * 32, "b" * 32):
+            await store.create_upload(upload_id, "team/app")
+        found = await store.upload_sessions(["a" * 32, "c" * 32])
+        assert list(found) == ["a" * 32]
+        assert past() < found["a" * 32] < future()
+        assert await store.expired_uploads(past(), None, 10) == []
+        assert await store.expired_uploads(future(), None, 1) == ["a" * 32]
+        assert await store.expired_uploads(future(), "a" * 32, 10) == ["b" * 32]
 
     async def test_delete_manifests_deletes_only_what_nothing_needs(
         self, store: MetadataStore

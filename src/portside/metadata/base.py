@@ -126,7 +126,8 @@ class RefreshToken:
     last_used_at: datetime | None = None
 
 
-# What a collector reads: the whole reference graph at one moment (gc_snapshot).
+# The whole reference graph at one moment (gc_snapshot): what tests compare states by. The
+# collector reads in pages instead (ManifestCandidate, Holders), whatever the registry's size.
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,29 @@ class BlobRecord:
 class ReservationRecord:
     digest: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestCandidate:
+    """An untagged manifest created before a cutoff that no tagged or young manifest needs
+    directly (as its child, or as its subject): garbage unless a chain of such candidates leads
+    to one that stays. With the manifests that list it as a child, its subject if that is a
+    manifest of the repository, and the digests it references."""
+
+    repository: str
+    digest: str
+    subject: str | None
+    parents: tuple[str, ...]
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """Some of what holds a digest: repositories linking it, and (repository, manifest) pairs
+    referencing it."""
+
+    links: tuple[str, ...]
+    references: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,13 +441,71 @@ class CacheStore(RequestStore, LeaseStore, Protocol):
 
 
 class CollectorStore(LeaseStore, Protocol):
-    """What garbage collection reads and deletes, under its lease. Each deletion re-checks, in
-    its transaction, that what it removes is still garbage, skipping rows a concurrent writer
-    holds (registry/gc.py has the argument)."""
+    """What garbage collection reads and deletes, under its lease. It reads in pages (each read
+    returns candidates, at most some hundreds of repositories' or a limit's worth), so that its
+    memory does not grow with the registry. Each deletion re-checks, in its transaction, that
+    what it removes is still garbage, skipping rows a concurrent writer holds (registry/gc.py
+    has the argument)."""
 
-    async def gc_snapshot(self) -> Snapshot:
-        """Every manifest, tag, reference, link, blob, reservation and upload session, read in
-        one transaction."""
+    async def repository_names(self, after: str | None, limit: int) -> list[str]:
+        """Names of repositories, with manifests or not, in code-point order after `after`, at
+        most limit of them."""
+
+    async def manifest_candidates(
+        self, repositories: Collection[str], before: datetime
+    ) -> list[ManifestCandidate]:
+        """The manifests of these repositories that are created before `before`, untagged, and
+        neither a child nor a referrer of a manifest that is tagged or created since `before`,
+        in (repository, digest) order."""
+
+    async def dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
+        """The tags of these repositories that point at no manifest, by repository (only those
+        with some)."""
+
+    async def unreferenced_links(
+        self, repositories: Collection[str], before: datetime
+    ) -> dict[str, list[str]]:
+        """The links of these repositories made before `before`, to digests that are no
+        manifest there and that no manifest there references, by repository (only those with
+        some), in digest order."""
+
+    async def garbage_blobs(
+        self, before: datetime, reserved_since: datetime, after: str | None, limit: int
+    ) -> dict[str, int]:
+        """Blob records that are garbage now (mark_blobs' definition, a reservation counting
+        only if made since reserved_since), digest to size, in digest order after `after`, at
+        most limit of them."""
+
+    async def recorded_blobs(self, digests: Collection[str]) -> set[str]:
+        """Those of digests that have a blob record."""
+
+    async def upload_sessions(self, ids: Collection[str]) -> dict[str, datetime]:
+        """Those of the upload sessions that exist, to when each was last updated."""
+
+    async def expired_uploads(self, before: datetime, after: str | None, limit: int) -> list[str]:
+        """Ids of upload sessions not updated since `before`, in order after `after`, at most
+        limit of them."""
+
+    # what only a dry run reads: the holders of what a run would remove, to count what that frees
+    async def manifests_referencing(self, repository: str, digest: str, limit: int) -> list[str]:
+        """Manifests of repository that reference digest, at most limit of them."""
+
+    async def links_made_before(
+        self, repository: str, digests: Collection[str], before: datetime
+    ) -> list[str]:
+        """Those of digests linked in repository before `before` that are no manifest there."""
+
+    async def blob_holders(self, digest: str, limit: int) -> Holders:
+        """At most limit links of digest, and at most limit references to it."""
+
+    async def releasable_blobs(
+        self, digests: Collection[str], before: datetime, reserved_since: datetime
+    ) -> dict[str, int]:
+        """Those of digests that would be garbage but for their links and references (by age,
+        state and reservations made since reserved_since, as garbage_blobs), to their sizes."""
+
+    async def expired_reservations(self, before: datetime) -> int:
+        """How many reservations were made before `before`."""
 
     async def delete_manifests(
         self,
@@ -545,5 +627,9 @@ class JournalStore(LeaseStore, Protocol):
 
 class MetadataStore(CacheStore, CollectorStore, TokenStore, ThrottleStore, JournalStore, Protocol):
     """The whole store, as a backend implements it and the server builds it once."""
+
+    async def gc_snapshot(self) -> Snapshot:
+        """Every manifest, tag, reference, link, blob, reservation and upload session, read in
+        one transaction: the whole state, for tests to compare (the collector reads in pages)."""
 
     async def close(self) -> None: ...

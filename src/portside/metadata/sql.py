@@ -1,8 +1,8 @@
 """The metadata store on SQLAlchemy Core: SQLite (WAL) embedded, PostgreSQL for scale-out.
 
-One class of each part (blobs, uploads, manifests, listings, the cache, collection, leases,
-refresh tokens, failed logins, the outbox and the audit log) over the one engine and
-transactions of engine.Database.
+One class of each part (blobs, uploads, manifests, listings, the cache, collection and what it
+reads, leases, refresh tokens, failed logins, the outbox and the audit log) over the one engine
+and transactions of engine.Database.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from portside.metadata.blobs import SqlBlobs
 from portside.metadata.cache import SqlCache
 from portside.metadata.collection import SqlCollection
+from portside.metadata.garbage import SqlGarbage
 from portside.metadata.journal import SqlJournal
 from portside.metadata.leases import SqlLeases
 from portside.metadata.listings import SqlListings
@@ -26,6 +27,7 @@ class SqlMetadataStore(
     SqlListings,
     SqlCache,
     SqlCollection,
+    SqlGarbage,
     SqlLeases,
     SqlRefreshTokens,
     SqlThrottle,

@@ -36,7 +36,8 @@ Why a push never loses a blob it references, whatever the interleaving:
   record and link of its own digest; mount_blob holds the source's link and the `stored` record.
   What it does not find there, it refuses: MANIFEST_BLOB_UNKNOWN, or a mount falls back to an
   upload; the client pushes again.
-- The collector. It decides from a snapshot, but every deletion is a transaction that locks its
+- The collector. It decides from candidates it reads a page at a time, but every deletion is a
+  transaction that locks its
   candidates (FOR UPDATE SKIP LOCKED: a row a writer holds is no candidate this time) and
   re-checks them, in later statements that see what any writer holding them committed, against
   the definition above. It deletes bytes only of records it marked `deleting` (under its own
@@ -62,8 +63,16 @@ Collectors may run at once (each marks under its own token, and a fresh mark is 
 but the lease "gc" keeps them to one at a time, and a background collector (collect_periodically)
 runs in one process of all those sharing the metadata, through the lease "gc-schedule".
 
-The collector holds the whole reference graph in memory while it plans, as distribution's mark
-phase does: fine up to some millions of links and references.
+The collector streams, so that its memory does not grow with the registry: it plans and cleans
+REPOSITORY_PAGE repositories at a time (names read in pages; their candidate manifests, dangling
+tags and unreferenced links read by queries that return only candidates), then finds garbage
+blobs BATCH at a time with a query for records nothing links, references or reserves (in digest
+order), and checks what storage holds against the records SCAN_BATCH objects at a time. What it
+holds at once is a page's garbage: manifests that a chain of untagged candidates could keep are
+decided together per repository, so the largest repository's garbage manifests are held whole.
+A dry run deletes nothing, so it also holds what it would remove (the links and references that
+go), to count the blobs those removals free. The deletions of a page's repositories run
+CONCURRENT at a time: on SQLite the writer thread commits them together, with one fsync.
 """
 
 from __future__ import annotations
@@ -77,20 +86,18 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, TypeVar
 
 from portside.metadata.base import (
     MARK_TTL,
     AuditEntry,
-    BlobState,
     CollectorStore,
     Lease,
     LeaseStore,
-    ReferenceKind,
-    Snapshot,
+    ManifestCandidate,
 )
 from portside.metrics import gc as metrics
 from portside.registry import keys
@@ -103,8 +110,13 @@ LEASE: Final = "gc"
 SCHEDULE: Final = "gc-schedule"
 LEASE_TTL: Final = timedelta(minutes=10)
 BATCH: Final = 100  # blobs marked (then deleted, then forgotten) at a time
+REPOSITORY_PAGE: Final = 500  # repositories planned and cleaned at a time
+SCAN_BATCH: Final = 1000  # storage objects checked against the records at a time
+CONCURRENT: Final = 16  # a page's deletions in flight at once
 CACHE_SCAN_MAX: Final = 1000  # cached manifests expired per query
 POLL: Final = 60.0  # how often a background collector asks whether a run is due, in seconds
+
+T = TypeVar("T")
 
 Untagged = Literal["keep", "collect"]
 
@@ -152,7 +164,7 @@ class Summary:
     tags: int = 0
     links: int = 0
     blobs: int = 0
-    blob_bytes: int = 0
+    blob_bytes: int = 0  # as recorded when the blob was pushed
     orphans: int = 0  # blob bytes without a record
     orphan_bytes: int = 0
     uploads: int = 0  # upload sessions
@@ -185,154 +197,65 @@ class Summary:
         return f"{removed or 'nothing'}; {self.bytes_freed} bytes"
 
 
-@dataclass
-class Plan:
-    """What a run is to remove, decided from one snapshot and one storage scan."""
-
-    manifests: dict[str, list[str]] = field(default_factory=dict)  # repository → digests
-    dangling_tags: dict[str, list[str]] = field(default_factory=dict)  # repository → tags
-    links: dict[str, list[str]] = field(default_factory=dict)  # repository → digests
-    blobs: dict[str, int] = field(default_factory=dict)  # digest → bytes in storage
-    orphans: dict[str, int] = field(default_factory=dict)  # digest → bytes, with no record
-    reservations: int = 0
-    uploads: dict[str, list[ObjectInfo]] = field(default_factory=dict)  # id → its objects
-    strays: dict[str, int] = field(default_factory=dict)  # key → bytes
-
-    def summary(self) -> Summary:
-        def size(objects: Collection[ObjectInfo]) -> int:
-            return sum(info.size for info in objects)
-
-        return Summary(
-            manifests=sum(map(len, self.manifests.values())),
-            tags=sum(map(len, self.dangling_tags.values())),
-            links=sum(map(len, self.links.values())),
-            blobs=len(self.blobs),
-            blob_bytes=sum(self.blobs.values()),
-            orphans=len(self.orphans),
-            orphan_bytes=sum(self.orphans.values()),
-            uploads=len(self.uploads),
-            upload_bytes=sum(size(objects) for objects in self.uploads.values()),
-            strays=len(self.strays),
-            stray_bytes=sum(self.strays.values()),
-            reservations=self.reservations,
-        )
+def garbage_manifests(candidates: Iterable[ManifestCandidate]) -> list[str]:
+    """Of one repository's candidates, the garbage: those that no manifest that stays needs,
+    through a chain of candidates (a candidate's parent or subject that is no candidate stays).
+    The fixpoint delete_manifests re-checks in its transaction."""
+    remaining = {candidate.digest: candidate for candidate in candidates}
+    while needed := [
+        digest
+        for digest, candidate in remaining.items()
+        if any(parent not in remaining for parent in candidate.parents)
+        or (candidate.subject is not None and candidate.subject not in remaining)
+    ]:
+        for digest in needed:
+            del remaining[digest]
+    return sorted(remaining)
 
 
-@dataclass
-class _Repository:
-    created: dict[str, datetime] = field(default_factory=dict)  # manifest → created_at
-    subjects: dict[str, str] = field(default_factory=dict)  # referrer → subject
-    tagged: set[str] = field(default_factory=set)
-    tags: dict[str, str] = field(default_factory=dict)  # tag → digest
-    references: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    children: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    links: dict[str, datetime] = field(default_factory=dict)  # digest → created_at
-
-    def kept(self, cutoff: datetime, untagged: Untagged) -> set[str]:
-        """The manifests that stay: all with `keep`; else those reachable from the tagged and
-        the young through children and referrers."""
-        if untagged == "keep":
-            return set(self.created)
-        referrers: dict[str, list[str]] = defaultdict(list)
-        for referrer, subject in self.subjects.items():
-            referrers[subject].append(referrer)
-        young = {digest for digest, created in self.created.items() if created >= cutoff}
-        pending = [*(self.tagged & self.created.keys()), *young]
-        kept: set[str] = set()
-        while pending:
-            digest = pending.pop()
-            if digest in kept:
-                continue
-            kept.add(digest)
-            pending += [child for child in self.children[digest] if child in self.created]
-            pending += referrers[digest]
-        return kept
-
-
-def plan(
-    snapshot: Snapshot,
-    blob_objects: Collection[ObjectInfo],
-    upload_objects: Collection[ObjectInfo],
-    policy: Policy,
-    now: datetime,
-) -> Plan:
-    """Decide what is garbage (see the module's docstring) from a snapshot of the metadata and
-    what storage holds under blobs/ and uploads/, scanned after the snapshot was read."""
-    cutoff, expiry = now - policy.grace_period, now - policy.upload_expiry
-    repositories: dict[str, _Repository] = defaultdict(_Repository)
-    for manifest in snapshot.manifests:
-        repository = repositories[manifest.repository]
-        repository.created[manifest.digest] = manifest.created_at
-        if manifest.subject is not None:
-            repository.subjects[manifest.digest] = manifest.subject
-    for tag in snapshot.tags:
-        repositories[tag.repository].tagged.add(tag.digest)
-        repositories[tag.repository].tags[tag.name] = tag.digest
-    for reference in snapshot.references:
-        repository = repositories[reference.repository]
-        repository.references[reference.manifest].add(reference.digest)
-        if reference.kind is ReferenceKind.MANIFEST:
-            repository.children[reference.manifest].add(reference.digest)
-    for link in snapshot.links:
-        repositories[link.repository].links[link.digest] = link.created_at
-
-    result = Plan()
-    in_use: set[str] = set()
-    for name, repository in repositories.items():
-        kept = repository.kept(cutoff, policy.untagged)
-        if garbage := sorted(repository.created.keys() - kept):
-            result.manifests[name] = garbage
-        if dangling := sorted(t for t, d in repository.tags.items() if d not in repository.created):
-            result.dangling_tags[name] = dangling
-        needed = kept | {digest for manifest in kept for digest in repository.references[manifest]}
-        unlinked = sorted(
-            digest
-            for digest, created in repository.links.items()
-            if digest not in needed and digest not in repository.created and created < cutoff
-        )
-        if unlinked:
-            result.links[name] = unlinked
-        in_use |= needed | (repository.links.keys() - set(unlinked) - set(garbage))
-
-    sizes = {
-        str(digest): info.size for info in blob_objects if (digest := keys.blob_digest(info.key))
-    }
-    live = [r for r in snapshot.reservations if r.created_at >= expiry]
-    reserved = {r.digest for r in live}
-    result.reservations = len(snapshot.reservations) - len(live)
-    for blob in snapshot.blobs:
-        if blob.digest in in_use or blob.digest in reserved:
-            continue
-        if blob.state is BlobState.DELETING:
-            old = blob.marked_at is None or blob.marked_at < now - MARK_TTL
-        else:
-            old = blob.created_at < cutoff
-        if old:
-            result.blobs[blob.digest] = sizes.get(blob.digest, 0)
-    recorded = {blob.digest for blob in snapshot.blobs}
-    for info in blob_objects:
+def orphans(
+    objects: Iterable[ObjectInfo], recorded: Collection[str], cutoff: datetime
+) -> dict[str, int]:
+    """Bytes under blobs/ without a record, written before cutoff: digest to size."""
+    found: dict[str, int] = {}
+    for info in objects:
         digest = keys.blob_digest(info.key)
         if digest is not None and str(digest) not in recorded and info.modified < cutoff:
-            result.orphans[str(digest)] = info.size
-
-    sessions = {upload.id: upload for upload in snapshot.uploads}
-    expired = {upload.id for upload in snapshot.uploads if upload.updated_at < expiry}
-    result.uploads = {upload_id: [] for upload_id in sorted(expired)}
-    for info in upload_objects:
-        upload_id = keys.upload_of(info.key)
-        if upload_id is None:
-            continue  # not the registry's: left alone
-        if upload_id in expired:
-            result.uploads[upload_id].append(info)
-        elif upload_id not in sessions and info.modified < expiry:
-            result.strays[info.key] = info.size
-    return result
+            found[str(digest)] = info.size
+    return found
 
 
-def _batches(items: Collection[str]) -> Iterator[list[str]]:
-    ordered = sorted(items)
-    for start in range(0, len(ordered), BATCH):
-        yield ordered[start : start + BATCH]
+@dataclass
+class _Removals:
+    """What a dry run would remove that holds blobs: by digest, the repositories whose links
+    of it go, and the (repository, manifest) references to it that go with their manifests."""
+
+    links: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    references: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+
+    def digests(self) -> set[str]:
+        return self.links.keys() | self.references.keys()
+
+
+async def _batches(
+    objects: AsyncIterator[ObjectInfo], size: int
+) -> AsyncIterator[list[ObjectInfo]]:
+    batch: list[ObjectInfo] = []
+    async for info in objects:
+        batch.append(info)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await the calls CONCURRENT at a time, in order."""
+    pending, results = list(calls), []
+    for start in range(0, len(pending), CONCURRENT):
+        results += await asyncio.gather(*pending[start : start + CONCURRENT])
+    return results
 
 
 def default_holder() -> str:
@@ -350,8 +273,9 @@ async def _no_checkpoint(step: str) -> None:
 class Collector:
     """One garbage collection run at a time over a blob store and a metadata store.
 
-    checkpoint(step) is awaited between the steps of a run ("planned", "manifests", "links",
-    "marked", "deleted", "claimed", "uploads"), so that tests can interleave pushes."""
+    checkpoint(step) is awaited between the steps of a run ("manifests" and "links" after each
+    page of repositories, "marked", "deleted", "claimed", "uploads"), so that tests can
+    interleave pushes."""
 
     def __init__(
         self,
@@ -372,17 +296,6 @@ class Collector:
         detail = json.dumps({"reason": reason, "collector": lease.holder})
         return AuditEntry(now, "gc-delete", actor="gc", detail=detail)
 
-    async def plan(self, now: datetime, progress: Progress) -> Plan:
-        progress.start("reading metadata", None)
-        snapshot = await self._metadata.gc_snapshot()
-        progress.start("scanning storage", None)
-        found: dict[str, list[ObjectInfo]] = {keys.BLOBS: [], keys.UPLOADS: []}
-        for prefix, objects in found.items():
-            async for info in self._storage.scan(prefix):
-                objects.append(info)
-                progress.advance()
-        return plan(snapshot, found[keys.BLOBS], found[keys.UPLOADS], self._policy, now)
-
     async def collect(
         self,
         *,
@@ -395,7 +308,7 @@ class Collector:
         progress = progress or _Silent()
         now = datetime.now(UTC)
         if dry_run:
-            summary = (await self.plan(now, progress)).summary()
+            summary = await self._count(now, progress)
             summary.cached = len(await self._unpulled(now))
             return summary
         lease = _Lease(self._metadata, holder or default_holder())
@@ -404,9 +317,7 @@ class Collector:
         try:
             # First, so that what only expired cached manifests referenced goes in this run.
             cached = await self._expire_cached(now, lease)
-            planned = await self.plan(now, progress)
-            await self._checkpoint("planned")
-            summary = await self._execute(planned, now, lease, progress)
+            summary = await self._execute(now, lease, progress)
             summary.cached = cached
         except Exception:
             metrics.runs.labels("failure").inc()
@@ -441,74 +352,186 @@ class Collector:
                 break
         return removed
 
-    async def _execute(
-        self, planned: Plan, now: datetime, lease: _Lease, progress: Progress
-    ) -> Summary:
+    async def _repository_pages(self, progress: Progress) -> AsyncIterator[list[str]]:
+        progress.start("repositories", None)
+        after: str | None = None
+        while page := await self._metadata.repository_names(after, REPOSITORY_PAGE):
+            yield page
+            progress.advance(len(page))
+            if len(page) < REPOSITORY_PAGE:
+                return
+            after = page[-1]
+
+    async def _garbage_manifests(
+        self, page: list[str], cutoff: datetime
+    ) -> dict[str, list[ManifestCandidate]]:
+        """The page's garbage manifests by repository, under `gc_untagged: collect`."""
+        if self._policy.untagged == "keep":
+            return {}
+        by_repository: dict[str, list[ManifestCandidate]] = defaultdict(list)
+        for candidate in await self._metadata.manifest_candidates(page, cutoff):
+            by_repository[candidate.repository].append(candidate)
+        found: dict[str, list[ManifestCandidate]] = {}
+        for name, candidates in by_repository.items():
+            if garbage := set(garbage_manifests(candidates)):
+                found[name] = [c for c in candidates if c.digest in garbage]
+        return found
+
+    async def _execute(self, now: datetime, lease: _Lease, progress: Progress) -> Summary:
         cutoff, expiry = now - self._policy.grace_period, now - self._policy.upload_expiry
         metadata, done = self._metadata, Summary()
-        repositories = sorted(planned.manifests.keys() | planned.dangling_tags.keys())
-        progress.start("manifests", len(repositories))
-        for repository in repositories:
-            if repository in planned.manifests:
-                digests = planned.manifests[repository]
-                audit = self._audit_entry(now, lease, "unreferenced")
-                deleted = await metadata.delete_manifests(repository, digests, cutoff, True, audit)
-                done.manifests += len(deleted)
-            if repository in planned.dangling_tags:
-                done.tags += len(await metadata.delete_dangling_tags(repository))
-            progress.advance()
+        async for page in self._repository_pages(progress):
+            garbage = await self._garbage_manifests(page, cutoff)
+            audit = self._audit_entry(now, lease, "unreferenced")
+            deleted = await _each(
+                metadata.delete_manifests(name, [c.digest for c in found], cutoff, True, audit)
+                for name, found in garbage.items()
+            )
+            done.manifests += sum(map(len, deleted))
+            dangling = await metadata.dangling_tags(page)
+            done.tags += sum(map(len, await _each(map(metadata.delete_dangling_tags, dangling))))
+            await self._checkpoint("manifests")
+            # Read after the manifests went: the links only they referenced are unreferenced now.
+            links = await metadata.unreferenced_links(page, cutoff)
+            unlinked = await _each(
+                metadata.delete_links(name, digests, cutoff) for name, digests in links.items()
+            )
+            done.links += sum(map(len, unlinked))
+            await self._checkpoint("links")
             await lease.keep()
-        await self._checkpoint("manifests")
-
-        progress.start("blob links", len(planned.links))
-        for repository, digests in sorted(planned.links.items()):
-            done.links += len(await metadata.delete_links(repository, digests, cutoff))
-            progress.advance()
-            await lease.keep()
-        await self._checkpoint("links")
         done.reservations = await metadata.drop_reservations(expiry)
 
-        progress.start("blobs", len(planned.blobs))
+        progress.start("blobs", None)
         token = f"{lease.holder}:{uuid.uuid4().hex[:8]}"
-        for batch in _batches(planned.blobs):
+        after: str | None = None
+        while found := await metadata.garbage_blobs(cutoff, expiry, after, BATCH):
+            after = max(found)
             started = time.monotonic()  # before the mark's own timestamp
-            marked = await metadata.mark_blobs(batch, cutoff, token)
+            marked = await metadata.mark_blobs(found, cutoff, token)
             await self._checkpoint("marked")
-            deleted = await self._delete_bytes(marked, started)
+            gone = await self._delete_bytes(marked, started)
             await self._checkpoint("deleted")
-            await metadata.forget_blobs(deleted, token)
-            done.blobs += len(deleted)
-            done.blob_bytes += sum(planned.blobs[digest] for digest in deleted)
+            await metadata.forget_blobs(gone, token)
+            done.blobs += len(gone)
+            done.blob_bytes += sum(marked[digest] for digest in gone)
+            progress.advance(len(found))
+            await lease.keep()
+
+        progress.start("blob objects without a record", None)
+        async for batch in _batches(self._storage.scan(keys.BLOBS), SCAN_BATCH):
+            digests = {str(d) for info in batch if (d := keys.blob_digest(info.key)) is not None}
+            unrecorded = orphans(batch, await metadata.recorded_blobs(digests), cutoff)
+            if unrecorded:
+                started = time.monotonic()
+                claimed = await metadata.claim_orphans(unrecorded, token)
+                await self._checkpoint("claimed")
+                gone = await self._delete_bytes(claimed, started)
+                await metadata.forget_blobs(gone, token)
+                done.orphans += len(gone)
+                done.orphan_bytes += sum(unrecorded[digest] for digest in gone)
             progress.advance(len(batch))
             await lease.keep()
 
-        progress.start("blob objects without a record", len(planned.orphans))
-        for batch in _batches(planned.orphans):
-            started = time.monotonic()
-            claimed = await metadata.claim_orphans({d: planned.orphans[d] for d in batch}, token)
-            await self._checkpoint("claimed")
-            deleted = await self._delete_bytes(claimed, started)
-            await metadata.forget_blobs(deleted, token)
-            done.orphans += len(deleted)
-            done.orphan_bytes += sum(planned.orphans[digest] for digest in deleted)
-            progress.advance(len(batch))
-            await lease.keep()
-
-        progress.start("uploads", len(planned.uploads) + len(planned.strays))
-        for upload_id in await metadata.expire_uploads(planned.uploads, expiry):
-            objects = planned.uploads[upload_id]
-            for key in {keys.upload(upload_id), *(info.key for info in objects)}:
-                await self._storage.delete(key)
-            done.uploads += 1
-            done.upload_bytes += sum(info.size for info in objects)
-            progress.advance()
-        for key, size in sorted(planned.strays.items()):
-            await self._storage.delete(key)
-            done.strays += 1
-            done.stray_bytes += size
-            progress.advance()
+        await self._expire_uploads(expiry, done, progress, dry_run=False)
         await self._checkpoint("uploads")
         return done
+
+    async def _count(self, now: datetime, progress: Progress) -> Summary:
+        """What _execute would remove, read without changing anything."""
+        cutoff, expiry = now - self._policy.grace_period, now - self._policy.upload_expiry
+        metadata, would, removals = self._metadata, Summary(), _Removals()
+        async for page in self._repository_pages(progress):
+            for name, garbage in (await self._garbage_manifests(page, cutoff)).items():
+                would.manifests += len(garbage)
+                gone = {candidate.digest for candidate in garbage}
+                for candidate in garbage:
+                    removals.links[candidate.digest].add(name)  # its own link goes with it
+                    for reference in candidate.references:
+                        removals.references[reference].add((name, candidate.digest))
+                # What only garbage manifests reference is unreferenced once they go.
+                freed = {reference for c in garbage for reference in c.references} - gone
+                for digest in await metadata.links_made_before(name, freed, cutoff):
+                    found = await metadata.manifests_referencing(name, digest, len(gone) + 1)
+                    if set(found) <= gone:
+                        would.links += 1
+                        removals.links[digest].add(name)
+            would.tags += sum(map(len, (await metadata.dangling_tags(page)).values()))
+            for name, digests in (await metadata.unreferenced_links(page, cutoff)).items():
+                would.links += len(digests)
+                for digest in digests:
+                    removals.links[digest].add(name)
+        would.reservations = await metadata.expired_reservations(expiry)
+
+        progress.start("blobs", None)
+        held = removals.digests()
+        after: str | None = None
+        while unheld := await metadata.garbage_blobs(cutoff, expiry, after, BATCH):
+            after = max(unheld)
+            for digest, size in unheld.items():
+                if digest not in held:
+                    would.blobs += 1
+                    would.blob_bytes += size
+            progress.advance(len(unheld))
+        for digest, size in (await metadata.releasable_blobs(held, cutoff, expiry)).items():
+            links, references = removals.links[digest], removals.references[digest]
+            holders = await metadata.blob_holders(digest, max(len(links), len(references)) + 1)
+            if set(holders.links) <= links and set(holders.references) <= references:
+                would.blobs += 1
+                would.blob_bytes += size
+
+        progress.start("blob objects without a record", None)
+        async for batch in _batches(self._storage.scan(keys.BLOBS), SCAN_BATCH):
+            named = {str(d) for info in batch if (d := keys.blob_digest(info.key)) is not None}
+            unrecorded = orphans(batch, await metadata.recorded_blobs(named), cutoff)
+            would.orphans += len(unrecorded)
+            would.orphan_bytes += sum(unrecorded.values())
+            progress.advance(len(batch))
+
+        await self._expire_uploads(expiry, would, progress, dry_run=True)
+        return would
+
+    async def _expire_uploads(
+        self, expiry: datetime, done: Summary, progress: Progress, *, dry_run: bool
+    ) -> None:
+        """Upload sessions not updated since expiry go with their objects, and objects of no
+        session written before expiry; a dry run counts them."""
+        progress.start("uploads", None)
+        expired: set[str] = set()  # sessions this run ended (held: they are garbage)
+        async for batch in _batches(self._storage.scan(keys.UPLOADS), SCAN_BATCH):
+            owners = {info.key: keys.upload_of(info.key) for info in batch}
+            sessions = await self._metadata.upload_sessions(
+                {owner for owner in owners.values() if owner is not None} - expired
+            )
+            ending = [upload_id for upload_id, at in sessions.items() if at < expiry]
+            if not dry_run:
+                ending = await self._metadata.expire_uploads(ending, expiry)
+            done.uploads += len(ending)
+            expired.update(ending)
+            for info in batch:
+                owner = owners[info.key]
+                if owner is None:
+                    continue  # not the registry's: left alone
+                if owner in expired:
+                    done.upload_bytes += info.size
+                elif owner not in sessions and info.modified < expiry:
+                    done.strays += 1
+                    done.stray_bytes += info.size
+                else:
+                    continue
+                if not dry_run:
+                    await self._storage.delete(info.key)
+                progress.advance()
+        # Sessions whose objects are gone already (or never were).
+        after: str | None = None
+        while found := await self._metadata.expired_uploads(expiry, after, SCAN_BATCH):
+            after = found[-1]
+            ending = [upload_id for upload_id in found if upload_id not in expired]
+            if not dry_run:
+                ending = await self._metadata.expire_uploads(ending, expiry)
+                for upload_id in ending:
+                    await self._storage.delete(keys.upload(upload_id))
+            done.uploads += len(ending)
+            expired.update(ending)
 
     async def _delete_bytes(self, digests: Collection[str], started: float) -> list[str]:
         """Delete the bytes of blobs this run marked when monotonic time was `started`, as long
