@@ -26,6 +26,7 @@ from portside.metadata.migrate import upgrade
 from portside.registry.gc import CollectionRunning, Collector, Summary
 from portside.server import logs, ownership, preflight
 from portside.server.collector import gc_policy
+from portside.server.policies import build_retention
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
 
 log = logging.getLogger("portside")
@@ -259,9 +260,10 @@ def _is_loopback(host: str) -> bool:
 def gc(
     config_file: str | None, flavor: str | None, dry_run: bool, grace_period: str | None
 ) -> None:
-    """Collect garbage: untagged manifests (with gc_untagged: collect), blob links and blobs that
-    nothing references, abandoned uploads. Safe while the registry serves: pushes go on. Prints
-    what was, or would be, removed."""
+    """Collect garbage: the tags retention rules remove (policies.retention), untagged
+    manifests (with gc_untagged: collect), blob links and blobs that nothing references,
+    abandoned uploads. Safe while the registry serves: pushes go on. Prints what was, or would
+    be, removed (a dry run leaves retention out: `portside retention --dry-run` shows it)."""
     from rich.console import Console
 
     settings = _load(config_file, flavor, gc_grace_period=grace_period)
@@ -285,7 +287,8 @@ async def _collect(settings: Settings, dry_run: bool, console: Any) -> Summary:
 
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
-    collector = Collector(storage, metadata, gc_policy(settings))
+    retention = build_retention(settings, metadata)
+    collector = Collector(storage, metadata, gc_policy(settings), retention=retention)
     try:
         with Progress(console=console, transient=True) as bar:
             return await collector.collect(dry_run=dry_run, progress=_Bar(bar))
@@ -602,3 +605,213 @@ def audit(
 def user_list(htpasswd_file: str | None, config_file: str | None, flavor: str | None) -> None:
     for name in htpasswd.list_users(_htpasswd_path(htpasswd_file, config_file, flavor)):
         click.echo(name)
+
+
+# Keeping the registry in shape: repositories, retention, quotas, robot tokens ----------------
+
+
+def _ready(config_file: str | None, flavor: str | None) -> Settings:
+    """The settings, with the metadata database made the service's and migrated (as gc does)."""
+    settings = _load(config_file, flavor)
+    try:
+        ownership.prepare_database(settings)
+    except ownership.OwnerUnclear as error:
+        raise click.ClickException(str(error)) from None
+    upgrade(settings.metadata_url)
+    return settings
+
+
+def _when(moment: Any) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+
+@main.group()
+def repo() -> None:
+    """Manage repositories."""
+
+
+@repo.command("delete")
+@config_option
+@flavor_option
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def repo_delete(config_file: str | None, flavor: str | None, name: str, yes: bool) -> None:
+    """Delete repository NAME: its tags, manifests and blob links; its blobs go with the next
+    garbage collection (those no other repository holds). Refused while it has an immutable
+    tag."""
+    from portside.registry.errors import RegistryError
+    from portside.server import housekeeping
+
+    settings = _ready(config_file, flavor)
+    if not yes:
+        click.confirm(f"Delete the repository {name} and all its tags?", abort=True)
+    try:
+        removed = asyncio.run(housekeeping.delete_repository(settings, name))
+    except RegistryError as error:
+        raise click.ClickException(error.describe() + f" ({name})") from None
+    click.echo(
+        f"deleted {name}: {removed.manifests} manifest(s), {removed.tags} tag(s); its blobs "
+        "go with the next garbage collection"
+    )
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, and why; remove nothing.")
+def retention(config_file: str | None, flavor: str | None, dry_run: bool) -> None:
+    """Apply the retention rules (policies.retention) now, as each garbage collection does
+    first: remove the tags they select, and the manifests left untagged. Prints what went
+    (or would go) and why; blobs go with the next `portside gc`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from portside.server import housekeeping
+
+    settings = _ready(config_file, flavor)
+    if not settings.policies.retention:
+        click.echo("no retention rules (policies.retention): nothing to remove", err=True)
+        return
+    removals = asyncio.run(housekeeping.retention(settings, dry_run))
+    table = Table(title="retention" + (" (dry run)" if dry_run else ""))
+    for column in ("repository", "tag", "digest", "pushed", "pulled", "rule", "why"):
+        table.add_column(column)
+    for removal in removals:
+        tag = removal.tag
+        table.add_row(
+            removal.repository,
+            tag.name,
+            tag.digest[:19],
+            _when(tag.pushed_at),
+            _when(tag.pulled_at),
+            removal.rule,
+            removal.reason,
+        )
+    verb = "would remove" if dry_run else "removed"
+    table.caption = f"{verb} {len(removals)} tag(s)"
+    Console(width=200).print(table)
+
+
+@main.command()
+@config_option
+@flavor_option
+def quota(config_file: str | None, flavor: str | None) -> None:
+    """Show each namespace's usage against its quota (policies.quotas): bytes stored (each blob
+    once), repositories, tags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from portside.server import housekeeping
+
+    settings = _ready(config_file, flavor)
+    rows = asyncio.run(housekeeping.quota_usage(settings))
+    table = Table(title="usage by namespace")
+    for column in ("namespace", "rule", "bytes", "repositories", "tags"):
+        table.add_column(column, justify="left" if column in ("namespace", "rule") else "right")
+
+    def against(used: int, limit: int | None) -> str:
+        if limit is None:
+            return f"{used:,}"
+        share = f" ({used / limit:.0%})" if limit else ""
+        return f"{used:,} / {limit:,}{share}"
+
+    for row in rows:
+        rule = row.quota.rule if row.quota is not None else None
+        table.add_row(
+            row.namespace or '""',
+            row.quota.label if row.quota is not None else "",
+            against(row.footprint.bytes, rule.max_bytes if rule else None),
+            against(row.footprint.repositories, rule.max_repositories if rule else None),
+            against(row.footprint.tags, rule.max_tags if rule else None),
+        )
+    Console(width=200).print(table)
+
+
+@main.group()
+def token() -> None:
+    """Robot accounts: access tokens for CI, used as `docker login -u 'robot$NAME'`."""
+
+
+@token.command("create")
+@config_option
+@flavor_option
+@click.option("--name", required=True, help="The robot's name: it logs in as robot$NAME.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="What it may do, e.g. 'repository:team/app:pull,push' (names may be patterns such "
+    "as team/*); repeat for more.",
+)
+@click.option("--expires", help="Lifetime: 90d, 12h, 1w [default: until revoked].")
+def token_create(
+    config_file: str | None,
+    flavor: str | None,
+    name: str,
+    scopes: tuple[str, ...],
+    expires: str | None,
+) -> None:
+    """Create a robot token and print its secret, once: it is stored hashed only."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from portside.auth.robots import InvalidRobot
+    from portside.config.durations import Duration
+    from portside.server import housekeeping
+    from portside.server.robots import NameTaken
+
+    lifetime = None
+    if expires is not None:
+        try:
+            lifetime = TypeAdapter(Duration).validate_python(expires)
+        except ValidationError as error:
+            raise click.BadParameter(error.errors()[0]["msg"], param_hint="--expires") from None
+    settings = _ready(config_file, flavor)
+    if settings.auth is None:
+        click.echo("warning: the config has no auth section: the registry is open", err=True)
+    try:
+        created, secret = asyncio.run(housekeeping.create_token(settings, name, scopes, lifetime))
+    except (InvalidRobot, NameTaken) as error:
+        raise click.ClickException(str(error)) from None
+    until = _when(created.expires_at) or "revoked"
+    click.echo(f"robot${name}: {created.scopes}, until {until}; its secret:", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@config_option
+@flavor_option
+def token_list(config_file: str | None, flavor: str | None) -> None:
+    """List the robot tokens, with their scopes, expiry and last use."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from portside.server import housekeeping
+
+    tokens = asyncio.run(housekeeping.list_tokens(_ready(config_file, flavor)))
+    table = Table(title="robot tokens")
+    for column in ("login", "scopes", "created", "expires", "last used"):
+        table.add_column(column)
+    for robot in tokens:
+        table.add_row(
+            f"robot${robot.name}",
+            robot.scopes,
+            _when(robot.created_at),
+            _when(robot.expires_at) or "never",
+            _when(robot.last_used_at) or "never",
+        )
+    Console(width=200).print(table)
+
+
+@token.command("revoke")
+@config_option
+@flavor_option
+@click.argument("name")
+def token_revoke(config_file: str | None, flavor: str | None, name: str) -> None:
+    """Revoke robot token NAME: it stops working on every instance within a second."""
+    from portside.server import housekeeping
+
+    name = name.removeprefix("robot$")
+    if not asyncio.run(housekeeping.revoke_token(_ready(config_file, flavor), name)):
+        raise click.ClickException(f"no robot token named {name!r}")
+    click.echo(f"revoked robot${name}")

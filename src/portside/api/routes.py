@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from portside.api import health, metrics, token, v1
 from portside.api.guard import Guarded, Need
-from portside.api.v2 import base, blobs, discovery, manifests, uploads
+from portside.api.v2 import base, blobs, discovery, manifests, repositories, uploads
 
 
 class RepositoryConvertor(Convertor[str]):
@@ -54,6 +54,14 @@ ROUTES: list[BaseRoute] = [
     Guarded("/v1/search", v1.search, GET, SEARCH, "search"),
     Guarded("/v2/", base.version_check, GET, LOGIN, "base"),  # end-1
     Guarded("/v2/_catalog", discovery.list_catalog, GET, CATALOG, "catalog"),
+    # Portside's own: a whole repository's deletion (api/v2/repositories.py).
+    Guarded(
+        "/v2/_portside/repositories/{name:repo}",
+        repositories.delete_repository,
+        ["DELETE"],
+        DELETE,
+        "repository",
+    ),
     Guarded(f"{NAME}/tags/list", discovery.list_tags, GET, PULL, "tags"),  # end-8a, end-8b
     Guarded(REFERRERS, discovery.list_referrers, GET, PULL, "referrers"),  # end-12
     Guarded(MANIFEST, manifests.get_manifest, HEAD_GET, PULL, "manifest"),  # end-3, end-7, end-9

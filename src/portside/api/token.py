@@ -104,7 +104,8 @@ async def _answer(
     granted = ts.authenticator.authorizer.grant(identity, scopes)
     issued = ts.issuer.issue(identity.username if identity else "", ts.service, granted)
     refresh_token = None
-    if offline and identity is not None:
+    # Not for a robot, whose secret is its long-lived credential already.
+    if offline and identity is not None and identity.scopes is None:
         refresh_token = await ts.refresh.issue(identity.username, ts.service)
     body = issued.response(refresh_token)
     if oauth:

@@ -22,6 +22,8 @@ from portside.auth.base import AuthError, Identity
 from portside.auth.htpasswd import FileVersion, HtpasswdFile
 from portside.auth.permissions import Authorizer
 from portside.auth.ratelimit import LoginLimiter
+from portside.auth.robots import PREFIX as ROBOT_PREFIX
+from portside.auth.robots import Robots
 from portside.auth.tokens import TokenVerifier, VerifiedToken
 from portside.metrics import logins as metrics
 
@@ -50,6 +52,10 @@ class LoginThrottled(AuthError):
 
 class NoTokenVerifier(AuthError):
     """A bearer token where no issuer is trusted."""
+
+
+class RobotRevoked(AuthError):
+    """A bearer token of a robot account that is revoked or expired since it was issued."""
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Authenticator:
         htpasswd: HtpasswdFile | None = None,
         verifier: TokenVerifier | None = None,
         limiter: LoginLimiter | None = None,
+        robots: Robots | None = None,
         hash_threads: int = DEFAULT_HASH_THREADS,
         login_ttl: float = DEFAULT_LOGIN_TTL,
         login_cache_size: int = DEFAULT_LOGIN_CACHE_SIZE,
@@ -91,6 +98,7 @@ class Authenticator:
         self.htpasswd = htpasswd
         self.verifier = verifier
         self.limiter = limiter
+        self.robots = robots
         self.hash_threads = hash_threads
         self.login_ttl = login_ttl
         self.login_cache_size = login_cache_size
@@ -108,7 +116,9 @@ class Authenticator:
 
     async def login(self, username: str, password: str, address: str) -> Identity:
         """The identity of `username` if `password` is theirs; raises LoginThrottled (checked
-        before any hash is spent) or LoginFailed."""
+        before any hash is spent) or LoginFailed. A `robot$` username is a robot account's."""
+        if self.robots is not None and username.startswith(ROBOT_PREFIX):
+            return await self._robot_login(self.robots, username, password, address)
         htpasswd = self.htpasswd
         if htpasswd is None:
             metrics.failures.inc()
@@ -136,6 +146,40 @@ class Authenticator:
             await self.limiter.success(username)
         identity = self.authorizer.identity(username)
         self._remember(key, version, identity)
+        return identity
+
+    async def _robot_login(
+        self, robots: Robots, username: str, secret: str, address: str
+    ) -> Identity:
+        """A robot's secret is looked up, not hashed slowly, and never remembered here (so a
+        revocation holds at once); failures count as a password's do."""
+        standing = None
+        if self.limiter is not None:
+            standing = await self.limiter.standing(address, username)
+            if standing.retry_after > 0:
+                metrics.throttled.inc()
+                raise LoginThrottled(standing.retry_after)
+        identity = await robots.login(username, secret)
+        if identity is None:
+            if self.limiter is not None:
+                await self.limiter.failure(address, username)
+            log.info("failed robot login from %s", address)
+            metrics.failures.inc()
+            raise LoginFailed("wrong robot name or secret, or a revoked or expired robot")
+        if self.limiter is not None and standing is not None and standing.username_failed:
+            await self.limiter.success(username)
+        return identity
+
+    async def robot_bearer(self, token: VerifiedToken) -> Identity | None:
+        """For one of our tokens issued to a robot, the robot's identity; RobotRevoked if it is
+        revoked or expired since. None for anyone else's token."""
+        if self.robots is None or not token.subject.startswith(ROBOT_PREFIX):
+            return None
+        issued_at = token.claims.get("iat")
+        issued = float(issued_at) if isinstance(issued_at, int | float) else 0.0
+        identity = await self.robots.bearer(token.subject, issued)
+        if identity is None:
+            raise RobotRevoked("the robot account is revoked or expired")
         return identity
 
     def known_user(self, username: str) -> bool:

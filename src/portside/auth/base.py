@@ -45,10 +45,12 @@ class InvalidScope(AuthError, ValueError):
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated user. Anonymous requests have no Identity (None), not an empty one."""
+    """An authenticated user. Anonymous requests have no Identity (None), not an empty one.
+    A robot account's (auth/robots.py) has its scopes: those, not the access rules, decide."""
 
     username: str
     groups: frozenset[str] = field(default_factory=frozenset)
+    scopes: frozenset[Access] | None = None
 
 
 def sorted_actions(actions: Iterable[str]) -> list[str]:

@@ -107,6 +107,8 @@ class Authorizer:
 
     def allowed(self, identity: Identity | None, access: Access) -> frozenset[str]:
         """The subset of `access.actions` granted to `identity` (None: anonymous)."""
+        if identity is not None and identity.scopes is not None:
+            return self._robot(identity.scopes, access)
         if access.type == REGISTRY:
             if access.name == CATALOG and self._catalog(identity):
                 return access.actions
@@ -123,6 +125,14 @@ class Authorizer:
             for rule, patterns, actions in self._rules:
                 if covers(rule, identity, groups) and _matches(patterns, access.name):
                     granted |= actions
+        return granted_actions(granted, access.actions)
+
+    def _robot(self, scopes: frozenset[Access], access: Access) -> frozenset[str]:
+        """A robot's grants: its scopes (names may be patterns), plus what anyone may do."""
+        granted = set(self.allowed(None, access))
+        for scope in scopes:
+            if scope.type == access.type and compile_pattern(scope.name).fullmatch(access.name):
+                granted |= scope.actions
         return granted_actions(granted, access.actions)
 
     def _catalog(self, identity: Identity | None) -> bool:

@@ -27,7 +27,9 @@ class Caller:
     """Who sent the request. `presented` is False for anonymous requests."""
 
     presented: bool
-    identity: Identity | None = None  # judged by the access config; None: anonymous
+    # judged by the access config (a robot's: by its scopes); None: anonymous. With a token:
+    # the robot it was issued to, if it was.
+    identity: Identity | None = None
     token: VerifiedToken | None = None  # a bearer token: its grants decide
     subject: str | None = None  # the user our own token names (its Identity made when needed)
     external: bool = False  # the token is another issuer's, whose subjects we do not know
@@ -49,10 +51,14 @@ class Policy:
     def logged_in(self, identity: Identity) -> Caller:
         return Caller(presented=True, identity=identity)
 
-    def bearing(self, token: VerifiedToken) -> Caller:
+    def bearing(self, token: VerifiedToken, robot: Identity | None = None) -> Caller:
+        """A bearer token's caller; robot: the robot account our token names (its scopes
+        decide what listings show it)."""
         external = self.external_tokens
         subject = None if external or not token.subject else token.subject
-        return Caller(presented=True, token=token, subject=subject, external=external)
+        return Caller(
+            presented=True, token=token, subject=subject, external=external, identity=robot
+        )
 
     def granted(self, caller: Caller, access: Access) -> frozenset[str]:
         """The actions of `access` the caller has: a token's grants plus what anyone may do;
@@ -80,7 +86,7 @@ class Policy:
         if caller.external:
             return None
         identity = caller.identity
-        if caller.subject is not None:
+        if identity is None and caller.subject is not None:
             identity = self.authorizer.identity(caller.subject)
         authorizer = self.authorizer
 
@@ -94,4 +100,5 @@ class Policy:
         assumed for another issuer's token, whose users are not ours to judge."""
         if caller.external or caller.subject is None:
             return caller.external
-        return PULL in self._allowed(self.authorizer.identity(caller.subject), access)
+        identity = caller.identity or self.authorizer.identity(caller.subject)
+        return PULL in self._allowed(identity, access)

@@ -34,6 +34,7 @@ from portside.config.mail import EmailSettings
 from portside.config.metrics import MetricsSettings
 from portside.config.mirroring import MirroringSettings
 from portside.config.notifications import NotificationsSettings
+from portside.config.policies import PoliciesSettings
 from portside.config.sizes import parse_size
 from portside.config.urls import base_url, listen_address
 
@@ -283,6 +284,11 @@ class Settings(BaseModel):
         default=None,
         description="The audit log: who pushed, deleted, logged in or was refused what, when "
         "and from where, kept in the metadata database (`portside audit` reads it); null: off.",
+    )
+    policies: PoliciesSettings = Field(
+        default_factory=PoliciesSettings,
+        description="Immutable tags, retention rules and quotas per namespace (see the "
+        "README's section on keeping the registry in shape).",
     )
     tls_certificate: Path | None = Field(
         default=None,

@@ -9,7 +9,7 @@ arrive validated. Methods are atomic: each is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,6 +40,20 @@ class Missing(Exception):
     def __init__(self, digests: Sequence[str]) -> None:
         super().__init__(f"{len(digests)} missing: {', '.join(digests[:5])}")
         self.digests = list(digests)
+
+
+class TagLocked(Exception):
+    """A write that would move or remove a tag its caller declared immutable."""
+
+    def __init__(self, tag: str, digest: str) -> None:
+        super().__init__(f"tag {tag} is on {digest}")
+        self.tag = tag
+        self.digest = digest
+
+
+# Whether a tag is immutable, by its name: asked in the store's transaction, so it must be
+# quick and raise nothing.
+TagFilter = Callable[[str], bool]
 
 
 class BlobState(StrEnum):
@@ -358,6 +372,7 @@ class RequestStore(Protocol):
         tag: str | None,
         reservation: str,
         journal: Journal = QUIET,
+        immutable: bool = False,
     ) -> None:
         """Store the manifest's record and references, record its bytes as a stored blob
         (ending reservation, as link_blob does) linked to the repository, point tag at it.
@@ -365,13 +380,21 @@ class RequestStore(Protocol):
         in the transaction that records them. Storing the same manifest again is fine; Conflict
         if a concurrent write interfered or the reservation has ended. Where the push moved
         the tag from another manifest, the journal's audit entries are written with action
-        TAG_MOVED and that manifest's digest as `previous`."""
+        TAG_MOVED and that manifest's digest as `previous`. With immutable, TagLocked (and
+        nothing stored) if the tag is on another manifest."""
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """By digest when reference contains a colon, else by tag."""
 
-    async def delete_manifest(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
-        """Remove the manifest and every tag pointing at it; False if it was not there."""
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: str,
+        journal: Journal = QUIET,
+        protected: TagFilter | None = None,
+    ) -> bool:
+        """Remove the manifest and every tag pointing at it; False if it was not there.
+        TagLocked (and nothing removed) if protected names one of those tags."""
 
     async def delete_tag(self, repository: str, tag: str, journal: Journal = QUIET) -> bool: ...
 
@@ -625,7 +648,127 @@ class JournalStore(LeaseStore, Protocol):
         """Delete at most limit entries made before `before`, the oldest first; how many."""
 
 
-class MetadataStore(CacheStore, CollectorStore, TokenStore, ThrottleStore, JournalStore, Protocol):
+# What the registry's policies read and write (PolicyStore), and robot accounts (RobotStore).
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What a namespace holds: the bytes of the blobs linked to its repositories (each blob
+    once), its repositories holding a manifest, and its tags."""
+
+    bytes: int
+    repositories: int
+    tags: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagHistory:
+    """A tag as retention judges it: when it was pushed (last moved) and last pulled."""
+
+    name: str
+    digest: str
+    pushed_at: datetime
+    pulled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagPull:
+    repository: str
+    tag: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRemoval:
+    """What a repository's deletion removed."""
+
+    manifests: int
+    tags: int
+
+
+@dataclass(frozen=True, slots=True)
+class RobotToken:
+    """A robot account's access token, by the SHA-256 (hex) of its secret: the secret itself
+    is never stored. scopes: the scopes it grants, space-separated."""
+
+    token_hash: str
+    name: str
+    scopes: str
+    created_at: datetime
+    expires_at: datetime | None  # None: until revoked
+    last_used_at: datetime | None = None
+
+
+class PolicyStore(Protocol):
+    """Namespace usage for quotas, tag times for retention, and a repository's deletion."""
+
+    async def namespace_footprint(self, namespace: str) -> Footprint:
+        """What the namespace (the first component of its repositories' names; "" for names of
+        one component) holds now."""
+
+    async def namespace_holds(self, namespace: str, digest: str) -> bool:
+        """Whether a repository of the namespace has the blob linked."""
+
+    async def holds_manifests(self, repository: str) -> bool:
+        """Whether the repository holds a manifest (tagged or not)."""
+
+    async def tag_history(self, repository: str) -> list[TagHistory]:
+        """Every tag of the repository, in no particular order."""
+
+    async def expire_tag(
+        self,
+        repository: str,
+        history: TagHistory,
+        pulled_before: datetime | None,
+        journal: Journal = QUIET,
+    ) -> bool:
+        """Delete the tag if it still is as history says: on history.digest, pushed no later
+        than history.pushed_at, and (with pulled_before) not pulled since pulled_before;
+        whether it was deleted. Its manifest stays."""
+
+    async def record_pulls(self, pulls: Sequence[TagPull]) -> None:
+        """Record when tags were last pulled (a later time only); tags that are gone are
+        skipped. Not durable: a pull time lost to a power cut harms nothing much."""
+
+    async def delete_repository(
+        self, repository: str, protected: TagFilter | None = None, journal: Journal = QUIET
+    ) -> RepositoryRemoval | None:
+        """Delete the repository's tags, manifests, references, links, cache rows and upload
+        sessions, and the repository; None if there was none. TagLocked (and nothing deleted)
+        if protected names one of its tags. Blobs stay, for garbage collection."""
+
+
+class RobotStore(Protocol):
+    """Robot accounts' access tokens, shared by every worker and instance."""
+
+    async def add_robot(self, token: RobotToken) -> bool:
+        """Insert the token; False (and nothing inserted) if a token has its name."""
+
+    async def find_robot(self, token_hash: str) -> RobotToken | None:
+        """The token of this secret's hash, expired or not."""
+
+    async def robot_named(self, name: str) -> RobotToken | None: ...
+
+    async def list_robots(self) -> list[RobotToken]:
+        """Every token, by name."""
+
+    async def use_robot(self, token_hash: str, at: datetime) -> None:
+        """Record that the token was used at `at` (not durably)."""
+
+    async def delete_robot(self, name: str) -> bool:
+        """Revoke the token: forget it; False if there was none."""
+
+
+class MetadataStore(
+    PolicyStore,
+    RobotStore,
+    CacheStore,
+    CollectorStore,
+    TokenStore,
+    ThrottleStore,
+    JournalStore,
+    Protocol,
+):
     """The whole store, as a backend implements it and the server builds it once."""
 
     async def gc_snapshot(self) -> Snapshot:

@@ -18,6 +18,8 @@ from portside.metadata.base import (
     Missing,
     Reference,
     ReferenceKind,
+    TagFilter,
+    TagLocked,
 )
 from portside.metadata.blobs import record_blob
 from portside.metadata.engine import Database, lost_race
@@ -311,9 +313,16 @@ class SqlManifests(Database):
         tag: str | None,
         reservation: str,
         journal: Journal = QUIET,
+        immutable: bool = False,
     ) -> None:
         def run(conn: Connection) -> None:
             repository_id = ensure_repository(conn, manifest.repository)
+            if immutable and tag is not None:
+                # Locked (FOR UPDATE) until the commit: a concurrent first push of the tag
+                # waits, then finds it here.
+                current = _TAGGED.run(conn, repository_id=repository_id, name=tag).scalar()
+                if current is not None and current != manifest.digest:
+                    raise TagLocked(tag, current)
             missing = _hold_references(conn, repository_id, references)
             if missing:
                 raise Missing(missing)
@@ -334,10 +343,25 @@ class SqlManifests(Database):
         row = await self._first(query, repository=repository, reference=reference)
         return None if row is None else manifest_record(repository, row)
 
-    async def delete_manifest(self, repository: str, digest: str, journal: Journal = QUIET) -> bool:
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: str,
+        journal: Journal = QUIET,
+        protected: TagFilter | None = None,
+    ) -> bool:
         def run(conn: Connection) -> bool:
             repository_id = find_repository(conn, repository)
-            if repository_id is None or not delete_manifest_rows(conn, repository_id, digest):
+            if repository_id is None:
+                return False
+            if protected is not None:
+                on = select(tags.c.name).where(
+                    tags.c.repository_id == repository_id, tags.c.digest == digest
+                )
+                for tag in conn.scalars(on.with_for_update()):
+                    if protected(tag):
+                        raise TagLocked(tag, digest)
+            if not delete_manifest_rows(conn, repository_id, digest):
                 return False
             write_journal(conn, journal)
             return True

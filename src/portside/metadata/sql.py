@@ -1,8 +1,8 @@
 """The metadata store on SQLAlchemy Core: SQLite (WAL) embedded, PostgreSQL for scale-out.
 
 One class of each part (blobs, uploads, manifests, listings, the cache, collection and what it
-reads, leases, refresh tokens, failed logins, the outbox and the audit log) over the one engine
-and transactions of engine.Database.
+reads, leases, refresh tokens, failed logins, the outbox and the audit log, what policies need,
+robot tokens) over the one engine and transactions of engine.Database.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from portside.metadata.journal import SqlJournal
 from portside.metadata.leases import SqlLeases
 from portside.metadata.listings import SqlListings
 from portside.metadata.manifests import SqlManifests
+from portside.metadata.policies import SqlPolicies
+from portside.metadata.robots import SqlRobots
 from portside.metadata.throttle import SqlThrottle
 from portside.metadata.tokens import SqlRefreshTokens
 from portside.metadata.uploads import SqlUploads
@@ -32,5 +34,7 @@ class SqlMetadataStore(
     SqlRefreshTokens,
     SqlThrottle,
     SqlJournal,
+    SqlPolicies,
+    SqlRobots,
 ):
     """MetadataStore over one SQLAlchemy engine; every method is one transaction."""

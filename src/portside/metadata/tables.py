@@ -116,6 +116,8 @@ tags = Table(
     Column("name", String(128), primary_key=True),
     Column("digest", DIGEST, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The last pull by this tag, written a batch at a time, for retention rules (0011)
+    Column("pulled_at", DateTime(timezone=True)),
     Index("ix_tags_digest", "repository_id", "digest"),
 )
 
@@ -217,4 +219,17 @@ audit_log = Table(
     Column("previous", DIGEST),
     Column("detail", Text),
     Index("ix_audit_log_at", "at"),
+)
+
+# Robot accounts' access tokens, by the SHA-256 (hex) of the secret: never the secret itself;
+# scopes: the repository scopes it grants, space-separated (0011)
+robot_tokens = Table(
+    "robot_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
 )

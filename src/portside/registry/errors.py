@@ -15,6 +15,7 @@ RegistryError
 │   └── TooLarge               a body over a configured limit (413)
 ├── Unauthorized           UNAUTHORIZED
 ├── Denied                 DENIED
+│   └── PolicyDenied           an immutable tag or a quota: the message names the rule
 ├── Unsupported            UNSUPPORTED
 │   ├── DeleteDisabled         DELETE with deletes switched off (405)
 │   ├── TokenRequestInvalid    a token request the token endpoint cannot serve (400)
@@ -68,6 +69,10 @@ class RegistryError(Exception):
     def __init__(self, detail: object = None) -> None:
         super().__init__(self.message if detail is None else f"{self.message}: {detail}")
         self.detail = detail
+
+    def describe(self) -> str:
+        """The envelope's message: the code's, unless the error says more."""
+        return self.message
 
 
 class BlobUnknown(RegistryError):
@@ -145,6 +150,18 @@ class Unauthorized(RegistryError):
 class Denied(RegistryError):
     code = ErrorCode.DENIED
     message = "requested access to the resource is denied"
+
+
+class PolicyDenied(Denied):
+    """A push or delete a policy refuses: an immutable tag, a quota. Its message says which
+    rule, and the usage and the limit, since clients show the message and little else."""
+
+    def __init__(self, reason: str, detail: object = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+    def describe(self) -> str:
+        return self.reason
 
 
 class Unsupported(RegistryError):

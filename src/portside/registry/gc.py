@@ -102,6 +102,7 @@ from portside.metadata.base import (
 from portside.metrics import gc as metrics
 from portside.registry import keys
 from portside.registry.names import Digest
+from portside.registry.retention import Retention
 from portside.storage.base import BlobStore, ObjectInfo
 
 log = logging.getLogger("portside.gc")
@@ -283,11 +284,14 @@ class Collector:
         metadata: CollectorStore,
         policy: Policy,
         checkpoint: Checkpoint = _no_checkpoint,
+        retention: Retention | None = None,
     ) -> None:
+        """retention: the rules that remove tags first, in each run that is no dry run."""
         self._storage = storage
         self._metadata = metadata
         self._policy = policy
         self._checkpoint = checkpoint
+        self._retention = retention
 
     def _audit_entry(self, now: datetime, lease: _Lease, reason: str) -> AuditEntry | None:
         """The audit entry of a manifest this run collects, but for its repository and digest."""
@@ -315,6 +319,8 @@ class Collector:
         await lease.take()
         started = time.monotonic()
         try:
+            if self._retention is not None:  # first too: what it untags goes in this run
+                await self._retention.apply(now, lease.keep)
             # First, so that what only expired cached manifests referenced goes in this run.
             cached = await self._expire_cached(now, lease)
             summary = await self._execute(now, lease, progress)

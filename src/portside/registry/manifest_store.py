@@ -19,6 +19,7 @@ from portside.metadata.base import (
     Missing,
     Reference,
     RequestStore,
+    TagLocked,
 )
 from portside.registry import keys
 from portside.registry.errors import (
@@ -31,6 +32,7 @@ from portside.registry.events import Action, Origin, Recorder, Target, reference
 from portside.registry.ingest import store
 from portside.registry.manifests import config_description, parse
 from portside.registry.names import Digest, is_tag
+from portside.registry.policies import Policies
 from portside.storage.base import BlobStore, NotFound
 
 # Manifest bytes are immutable per digest; keeping recent ones spares a file read on hot tags.
@@ -69,12 +71,17 @@ class PushedManifest:
 
 class ManifestStore:
     def __init__(
-        self, storage: BlobStore, metadata: RequestStore, recorder: Recorder | None = None
+        self,
+        storage: BlobStore,
+        metadata: RequestStore,
+        recorder: Recorder | None = None,
+        policies: Policies | None = None,
     ) -> None:
         self._storage = storage
         self._metadata = metadata
         self._recorder = recorder or Recorder()
         self._cache = _ContentCache(CACHE_BYTES)
+        self.policies = policies or Policies()
 
     async def stat(self, name: str, reference: str) -> Manifest:
         """The manifest's record by tag or digest; ManifestUnknown if the repository lacks it.
@@ -115,6 +122,12 @@ class ManifestStore:
         )
         self._recorder.pulled(target, origin)
 
+    def pulled_by_tag(self, name: str, reference: str) -> None:
+        """Note the pull of a tag (a GET or HEAD), for retention's `keep_pulled_within`."""
+        pull_times = self.policies.pull_times
+        if pull_times is not None and ":" not in reference:
+            pull_times.note(name, reference)
+
     async def put(
         self,
         name: str,
@@ -152,6 +165,10 @@ class ManifestStore:
             annotations=parsed.annotations,
             description=description,
         )
+        quotas = self.policies.quotas
+        if quotas is not None:
+            await quotas.check_manifest(name, manifest.digest, manifest.size, tag)
+        immutable = tag is not None and self.policies.immutable.rule_for(name, tag) is not None
         journal = QUIET
         if self._recorder.active:
             target = Target(
@@ -171,10 +188,14 @@ class ManifestStore:
                 digest,
                 len(body),
                 lambda: self._storage.put(keys.blob(digest), body),
-                lambda token: self._record(manifest, parsed.references, tag, token, journal),
+                lambda token: self._record(
+                    manifest, parsed.references, tag, token, journal, immutable
+                ),
             )
         except Missing as error:
             raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
+        except TagLocked as locked:
+            raise self.policies.immutable.refusal(name, locked.tag, "moved") from None
         return PushedManifest(digest, parsed.subject)
 
     async def _record(
@@ -184,12 +205,14 @@ class ManifestStore:
         tag: str | None,
         token: str,
         journal: Journal,
+        immutable: bool,
     ) -> None:
+        metadata = self._metadata
         try:
-            await self._metadata.put_manifest(manifest, references, tag, token, journal)
+            await metadata.put_manifest(manifest, references, tag, token, journal, immutable)
         except Conflict:
             # The same manifest was stored concurrently; the stored record is identical.
-            await self._metadata.put_manifest(manifest, references, tag, token, journal)
+            await metadata.put_manifest(manifest, references, tag, token, journal, immutable)
 
     async def _config_description(self, digest: str, size: int) -> str | None:
         """The description label of an image's config blob, read up to CONFIG_READ_MAX bytes."""
@@ -206,12 +229,20 @@ class ManifestStore:
         return None if len(content) > CONFIG_READ_MAX else config_description(content)
 
     async def delete(self, name: str, reference: str, origin: Origin | None = None) -> None:
-        """By digest: the manifest and every tag on it. By tag: that tag only (spec v1.1)."""
+        """By digest: the manifest and every tag on it. By tag: that tag only (spec v1.1).
+        DENIED for an immutable tag, or a manifest one is on."""
+        immutable = self.policies.immutable
         if ":" in reference:
             digest = str(Digest.parse(reference))
             journal = self._recorder.journal(Action.DELETE, Target(name, digest), origin)
-            found = await self._metadata.delete_manifest(name, digest, journal)
+            protected = immutable.protected(name)
+            try:
+                found = await self._metadata.delete_manifest(name, digest, journal, protected)
+            except TagLocked as locked:
+                raise immutable.refusal(name, locked.tag, "deleted") from None
         elif is_tag(reference):
+            if immutable.rule_for(name, reference) is not None:
+                raise immutable.refusal(name, reference, "deleted")
             journal = self._recorder.journal(Action.DELETE, Target(name, tag=reference), origin)
             found = await self._metadata.delete_tag(name, reference, journal)
         else:

@@ -11,6 +11,8 @@ from portside.registry.discovery import Discovery
 from portside.registry.events import Recorder
 from portside.registry.manifest_store import ManifestStore
 from portside.registry.mirror import Mirror, UpstreamRoute
+from portside.registry.policies import Policies
+from portside.registry.repositories import Repositories
 from portside.registry.uploads import Uploads
 from portside.storage.base import BlobStore
 
@@ -23,6 +25,7 @@ class Registry:
     discovery: Discovery
     metadata: MetadataStore
     events: Recorder
+    repositories: Repositories  # whole repositories' deletion
     mirror: Mirror | None = None  # the pull-through cache, when `mirroring` is configured
 
     @classmethod
@@ -34,18 +37,22 @@ class Registry:
         redirect_seconds: int | None = None,
         upstreams: Sequence[UpstreamRoute] = (),
         events: Recorder | None = None,
+        policies: Policies | None = None,
     ) -> Registry:
         """upstreams: those of a pull-through cache; none, no cache. events: what tells the
-        notification endpoints and the audit log; None, nothing does."""
+        notification endpoints and the audit log; None, nothing does. policies: immutable
+        tags and quotas; None, none."""
         events = events or Recorder()
-        manifests = ManifestStore(storage, metadata, events)
+        policies = policies or Policies()
+        manifests = ManifestStore(storage, metadata, events, policies)
         mirror = Mirror(storage, metadata, upstreams, manifests) if upstreams else None
         return cls(
             blobs=Blobs(storage, metadata, redirect_seconds, events),
-            uploads=Uploads(storage, metadata, max_blob_size, events),
+            uploads=Uploads(storage, metadata, max_blob_size, events, policies.quotas),
             manifests=manifests,
             discovery=Discovery(metadata),
             metadata=metadata,
             events=events,
+            repositories=Repositories(metadata, events, policies.immutable),
             mirror=mirror,
         )

@@ -31,6 +31,7 @@ from portside.registry.errors import (
 from portside.registry.events import BLOB_MEDIA_TYPE, Action, Origin, Recorder, Target
 from portside.registry.ingest import check_digest, ingest, read_digest, receive, store
 from portside.registry.names import Digest
+from portside.registry.quotas import Quotas
 from portside.registry.reservations import reserved
 from portside.registry.upload_lock import Held, UploadLocks
 from portside.storage.base import BlobStore, NotFound
@@ -78,11 +79,13 @@ class Uploads:
         metadata: UploadStore,
         max_blob_size: int | None,
         recorder: Recorder | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._storage = storage
         self._metadata = metadata
         self._max_blob_size = max_blob_size
         self._recorder = recorder or Recorder()
+        self._quotas = quotas
         self._hashers = _Hashers()
         self._locks = UploadLocks(storage, metadata)
 
@@ -109,6 +112,8 @@ class Uploads:
         """Append a chunk. start, when given (Content-Range), must be the upload's offset; length,
         when given (Content-Length), must be the number of bytes that arrive."""
         upload = await self._at(name, upload_id, start)
+        if length is not None:
+            await self._check_quota(name, upload.offset + length)
         async with self._locks.hold(upload.id) as held:
             upload = await self._current(upload, start)
             hasher = self._hashers.take(upload.id, upload.offset)
@@ -200,9 +205,10 @@ class Uploads:
         if upload.offset == 0:
             # The whole blob came with this request (POST then PUT): it is checked and stored
             # from an object of its own, with no lock on the session, which ends either way.
-            def complete(size: int, token: str) -> Awaitable[None]:
+            async def complete(size: int, token: str) -> None:
+                await self._check_quota(name, size, digest)
                 journal = self._pushed(name, digest, size, origin)
-                return _recorded(
+                await _recorded(
                     self._metadata.complete_upload(
                         upload.id, name, str(digest), size, token, journal
                     )
@@ -236,6 +242,7 @@ class Uploads:
                 await self._forget(upload.id)  # as distribution does: the upload is over
                 await self._storage.delete(key)
                 raise
+            await self._check_quota(name, size, digest)
             await store(
                 self._metadata,
                 digest,
@@ -267,9 +274,14 @@ class Uploads:
         """A whole blob in one request (POST ?digest=), with no upload session at all: nothing
         is left behind when the blob is refused. Returns the blob's size."""
 
-        def link(size: int, token: str) -> Awaitable[None]:
+        if length is not None:
+            await self._check_quota(name, length, digest)
+
+        async def link(size: int, token: str) -> None:
+            if length is None:
+                await self._check_quota(name, size, digest)
             journal = self._pushed(name, digest, size, origin)
-            return _recorded(self._metadata.link_blob(name, str(digest), size, token, journal))
+            await _recorded(self._metadata.link_blob(name, str(digest), size, token, journal))
 
         return await ingest(
             self._storage, self._metadata, digest, body, link, length, self._max_blob_size
@@ -350,6 +362,11 @@ class Uploads:
         self, name: str, digest: Digest, source: str, origin: Origin | None = None
     ) -> int | None:
         """Link a blob readable in source into name; None when source cannot read it."""
+        if self._quotas is not None:
+            size = await self._metadata.linked_blob_size(source, str(digest))
+            if size is None:
+                return None
+            await self._check_quota(name, size, digest)
         journal = QUIET
         if self._recorder.active:
             # Its size, for the event, read first: the mount's transaction is the store's.
@@ -361,6 +378,10 @@ class Uploads:
             )
             journal = self._recorder.journal(Action.MOUNT, target, origin, {"from": source})
         return await self._metadata.mount_blob(name, str(digest), source, journal)
+
+    async def _check_quota(self, name: str, size: int, digest: Digest | None = None) -> None:
+        if self._quotas is not None:
+            await self._quotas.check_blob(name, size, None if digest is None else str(digest))
 
     def _pushed(self, name: str, digest: Digest, size: int, origin: Origin | None) -> Journal:
         """The journal of a blob's push: events only, as the manifest's push is audited."""

@@ -32,6 +32,7 @@ from portside.server.metrics_access import MetricsReaders
 from portside.server.middleware import RegistryMiddleware
 from portside.server.mirroring import NamespaceMiddleware, upstream_routes
 from portside.server.notifications import background_notifications, recorder
+from portside.server.policies import build_policies, recording_pulls
 from portside.storage.base import BlobStore
 from portside.storage.filesystem import FilesystemBlobStore
 from portside.storage.timed import TimedBlobStore
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         storage = TimedBlobStore(storage, settings.storage)
     metadata = SqlMetadataStore(settings.metadata_url)
     events, buffer = recorder(settings, metadata)
+    policies = build_policies(settings, metadata)
     redirect_seconds = settings.storage_redirect_seconds if settings.storage_redirect else None
     registry = Registry.build(
         storage,
@@ -91,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         redirect_seconds,
         upstream_routes(settings.mirroring),
         events,
+        policies,
     )
     mirror = registry.mirror
 
@@ -99,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         async with (
             background_collection(settings, storage, metadata),
             background_notifications(settings, metadata, buffer),
+            recording_pulls(policies.pull_times),
             flushing() if metrics else contextlib.nullcontext(),
         ):
             yield

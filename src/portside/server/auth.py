@@ -18,20 +18,22 @@ from portside.auth.permissions import Authorizer
 from portside.auth.policy import Policy
 from portside.auth.ratelimit import LoginLimiter
 from portside.auth.refresh import RefreshTokens
+from portside.auth.robots import Robots
 from portside.auth.tokens import TokenIssuer, TokenVerifier
 from portside.config.auth import TokenSettings
 from portside.config.auth import token_path as token_path_of
 from portside.config.settings import Settings
-from portside.metadata.base import ThrottleStore, TokenStore
+from portside.metadata.base import RobotStore, ThrottleStore, TokenStore
 from portside.registry.events import Recorder
 from portside.server.gate import Challenges, RouteGate
 from portside.server.metrics_access import MetricsReaders
 from portside.server.refresh import MetadataRefreshTokenStore
+from portside.server.robots import MetadataRobotRecords
 from portside.server.throttle import MetadataFailureLog
 
 
-class AuthStore(TokenStore, ThrottleStore, Protocol):
-    """What auth keeps in the metadata database: refresh tokens and failed logins."""
+class AuthStore(TokenStore, ThrottleStore, RobotStore, Protocol):
+    """What auth keeps in the metadata database: refresh tokens, failed logins, robots."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def build(
         htpasswd=htpasswd,
         verifier=verifier,
         limiter=limiter,
+        robots=Robots(MetadataRobotRecords(metadata)),
         login_ttl=login_ttl,
     )
     token_service = token_path = None

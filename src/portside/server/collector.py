@@ -12,8 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from portside.config.settings import Settings
-from portside.metadata.base import CollectorStore
 from portside.registry.gc import Collector, Policy, collect_periodically
+from portside.registry.retention import RetentionStore
+from portside.server.policies import build_retention
 from portside.storage.base import BlobStore
 
 
@@ -30,13 +31,15 @@ def gc_policy(settings: Settings) -> Policy:
 
 @contextlib.asynccontextmanager
 async def background_collection(
-    settings: Settings, storage: BlobStore, metadata: CollectorStore
+    settings: Settings, storage: BlobStore, metadata: RetentionStore
 ) -> AsyncIterator[None]:
-    """Collect every gc_interval while the block runs, if gc_interval is set."""
+    """Collect every gc_interval while the block runs, if gc_interval is set: the retention
+    rules first, then garbage."""
     if settings.gc_interval is None:
         yield
         return
-    collector = Collector(storage, metadata, gc_policy(settings))
+    retention = build_retention(settings, metadata)
+    collector = Collector(storage, metadata, gc_policy(settings), retention=retention)
     task = asyncio.create_task(collect_periodically(collector, metadata, settings.gc_interval))
     try:
         yield

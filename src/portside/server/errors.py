@@ -80,7 +80,7 @@ def error_response(error: RegistryError) -> Response:
     if isinstance(error, TooManyRequests | UpstreamUnavailable) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Response(
-        envelope(error.code, error.message, error.detail),
+        envelope(error.code, error.describe(), error.detail),
         status_code=status,
         media_type="application/json",
         headers=headers,

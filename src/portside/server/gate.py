@@ -151,10 +151,13 @@ class RouteGate:
         if isinstance(credentials, Bearer):
             try:
                 verified = self.authenticator.bearer(credentials.token)
+                robot = None
+                if not self.policy.external_tokens:  # another issuer's robots are not ours
+                    robot = await self.authenticator.robot_bearer(verified)
             except AuthError:
                 challenge = self.challenges.make(scope, [], "invalid_token")
                 raise Unauthorized("invalid token", challenge=challenge) from None
-            return self.policy.bearing(verified)
+            return self.policy.bearing(verified, robot)
         raise Unauthorized("unreadable credentials", challenge=self.challenges.make(scope, []))
 
     async def _login(self, scope: Scope, credentials: Basic) -> Identity:

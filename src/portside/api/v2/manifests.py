@@ -32,11 +32,13 @@ async def get_manifest(request: Request) -> Response:
         fetched = await registry.mirror.manifest(route, name, reference, _media_types(accept))
         requests.note_cache(request, fetched.outcome, str(route.upstream.url))
         manifest, content = fetched.manifest, fetched.content
-    elif request.method == "HEAD":
-        manifest = await registry.manifests.stat(name, reference)
-        content = b""
     else:
-        manifest, content = await registry.manifests.get(name, reference)
+        if request.method == "HEAD":
+            manifest = await registry.manifests.stat(name, reference)
+            content = b""
+        else:
+            manifest, content = await registry.manifests.get(name, reference)
+        registry.manifests.pulled_by_tag(name, reference)
     if not _accepts(accept, manifest.media_type):
         raise ManifestUnknown(
             {"reason": f"stored as {manifest.media_type}, which the Accept header excludes"}
