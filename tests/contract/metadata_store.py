@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from policy_store import PolicyStoreContract
 
 from portside.metadata.base import (
     ARTIFACT_TYPE_MAX,
@@ -194,7 +195,7 @@ async def kept(store: MetadataStore, names: Sequence[str]) -> list[str]:
     ]
 
 
-class MetadataStoreContract:
+class MetadataStoreContract(PolicyStoreContract):
     @pytest.fixture
     def store(self) -> MetadataStore:
         raise NotImplementedError("each backend's test module returns its store here")
