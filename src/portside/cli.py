@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -28,6 +28,9 @@ from portside.server import logs, ownership, preflight
 from portside.server.collector import gc_policy
 from portside.server.policies import build_retention
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
+
+if TYPE_CHECKING:
+    from portside.registry.verify import Report
 
 log = logging.getLogger("portside")
 
@@ -558,7 +561,8 @@ def _moment(_context: click.Context, _parameter: click.Parameter, value: str | N
 @click.option(
     "--action",
     help="Only this action: push, tag (a push that moved a tag), delete, mount, login, "
-    "login-failed, login-throttled, denied, gc-delete, user-add, user-passwd, user-remove.",
+    "login-failed, login-throttled, denied, gc-delete, retention-delete, user-add, "
+    "user-passwd, user-remove, token-create, token-revoke.",
 )
 @click.option(
     "--limit",
@@ -815,3 +819,76 @@ def token_revoke(config_file: str | None, flavor: str | None, name: str) -> None
     if not asyncio.run(housekeeping.revoke_token(_ready(config_file, flavor), name)):
         raise click.ClickException(f"no robot token named {name!r}")
     click.echo(f"revoked robot${name}")
+
+
+# Verify, back up, restore, import ---------------------------------------------------------------
+
+
+def _open_registry(settings: Settings) -> None:
+    """Refuse a registry that is not there; else make its database current, as gc does."""
+    if settings.storage == "local" and not Path(settings.storage_path).is_dir():
+        raise click.ClickException(f"no registry at {settings.storage_path}")
+    database = ownership.sqlite_file(settings.metadata_url)
+    if database is not None and not database.exists():
+        raise click.ClickException(f"no metadata database at {database}")
+    try:  # run as root: registry.db and its lock made the service's, not root's
+        ownership.prepare_database(settings)
+    except ownership.OwnerUnclear as error:
+        raise click.ClickException(str(error)) from None
+    upgrade(settings.metadata_url)
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Take out what cannot be served: unlink missing and corrupt blobs, delete manifests "
+    "whose bytes are, so clients get a 404 and a push stores them anew.",
+)
+def verify(config_file: str | None, flavor: str | None, repair: bool) -> None:
+    """Check every stored blob against its digest and every manifest's references. Safe while
+    the registry serves. Exit status 1 if anything was found (repaired or not)."""
+    from rich.console import Console
+
+    settings = _load(config_file, flavor)
+    _open_registry(settings)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    report = asyncio.run(_verify(settings, repair, Console(stderr=True)))
+    console = Console()
+    if report.findings:
+        console.print(_findings_table(report))
+    console.print(report.summary())
+    if report.findings:
+        sys.exit(1)
+
+
+async def _verify(settings: Settings, repair: bool, console: Any) -> Report:
+    from rich.progress import Progress
+
+    from portside.metadata.sql import SqlMetadataStore
+    from portside.registry.verify import Verifier
+    from portside.server.app import STORAGE_DRIVERS
+
+    storage = STORAGE_DRIVERS[settings.storage](settings)
+    metadata = SqlMetadataStore(settings.metadata_url)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            return await Verifier(storage, metadata).verify(repair, _Bar(bar))
+    finally:
+        await metadata.close()
+
+
+def _findings_table(report: Report) -> Any:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("fault", "digest", "detail", "repaired"):
+        table.add_column(column)
+    for finding in report.findings:
+        detail = finding.detail
+        if finding.manifest is not None:
+            detail = f"{detail}: manifest {finding.manifest} in {finding.repository}"
+        table.add_row(str(finding.fault), finding.digest, detail, finding.repaired or "")
+    return table

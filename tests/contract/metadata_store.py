@@ -1528,3 +1528,68 @@ class MetadataStoreContract(PolicyStoreContract):
         # each counts itself and what committed before it (at once, that may be little)
         assert all(1 <= count <= len(stores) for count in counts)
         assert len(await store.failures_since("address-a", now)) == len(stores)
+
+    # verify, backup and restore: blob records in pages, unreadable references, repairs
+
+    async def test_blobs_are_listed_in_pages_in_every_state(self, store: MetadataStore) -> None:
+        for name in ("a", "b", "c"):
+            await link(store, "app", digest(name), 10)
+        await reserve(store, digest("pending"), 5)
+        ordered = sorted([digest("a"), digest("b"), digest("c"), digest("pending")])
+
+        first = await store.list_blobs(None, 3)
+        rest = await store.list_blobs(first[-1].digest, 3)
+
+        assert [r.digest for r in first + rest] == ordered
+        assert await store.list_blobs(ordered[-1], 3) == []
+        states = {r.digest: (r.state, r.size) for r in first + rest}
+        assert states[digest("a")] == (BlobState.STORED, 10)
+        assert states[digest("pending")] == (BlobState.PENDING, 5)
+
+    async def test_references_a_repository_cannot_read_are_listed(
+        self, store: MetadataStore
+    ) -> None:
+        for name in ("config", "layer"):
+            await link(store, "app", digest(name), 10)
+        await put(store, image("app", "child"), [blob("config"), blob("layer")], None)
+        await put(store, image("app", "index", media_type=INDEX), [child("child")], "v1")
+        cached = image("app", "cached")
+        token = await reserve(store, cached.digest, cached.size)
+        await store.put_cached_manifest(cached, [blob("upstream")], "c", token, datetime.now(UTC))
+        assert await store.unreadable_references(100) == []
+
+        await store.unlink_blob("app", digest("layer"))
+        found = await store.unreadable_references(100)
+        assert [(r.repository, r.manifest, r.digest, r.kind) for r in found] == [
+            ("app", digest("child"), digest("layer"), ReferenceKind.BLOB)
+        ]  # the cached manifest's upstream blob is no missing one
+        await store.delete_manifest("app", digest("child"))
+        found = await store.unreadable_references(100)
+        assert [(r.manifest, r.digest, r.kind) for r in found] == [
+            (digest("index"), digest("child"), ReferenceKind.MANIFEST)
+        ]
+
+    async def test_a_condemned_blob_is_unlinked_everywhere_and_its_manifests_deleted(
+        self, store: MetadataStore
+    ) -> None:
+        await link(store, "a", digest("layer"), 10)
+        await link(store, "b", digest("layer"), 10)
+        manifest = image("a", "image")
+        await put(store, manifest, [blob("layer")], "v1")
+        await put(store, replace(manifest, repository="b"), [blob("layer")], "v1")
+        token = uuid.uuid4().hex
+
+        condemned = await store.condemn_blob(manifest.digest, token)
+
+        assert (condemned.found, condemned.unlinked, condemned.manifests) == (True, (), ("a", "b"))
+        assert await store.get_manifest("a", "v1") is None
+        assert await store.get_manifest("b", manifest.digest) is None
+        # Writers of the digest wait while its bytes are deleted, then find nothing stored.
+        assert await store.reserve_blob(manifest.digest, 1, uuid.uuid4().hex) is Reservation.BUSY
+        await store.forget_blobs([manifest.digest], token)
+        assert await store.reserve_blob(manifest.digest, 1, uuid.uuid4().hex) is Reservation.ABSENT
+
+        condemned = await store.condemn_blob(digest("layer"), token)
+        assert (condemned.unlinked, condemned.manifests) == (("a", "b"), ())
+        assert await store.linked_blob_size("a", digest("layer")) is None
+        assert not (await store.condemn_blob(digest("absent"), token)).found

@@ -759,7 +759,41 @@ class RobotStore(Protocol):
         """Revoke the token: forget it; False if there was none."""
 
 
+@dataclass(frozen=True, slots=True)
+class Condemned:
+    """What condemn_blob took out of the registry."""
+
+    found: bool  # False: there was no record of the blob (nothing was done)
+    unlinked: tuple[str, ...]  # the repositories the blob was linked to (as no manifest)
+    manifests: tuple[str, ...]  # the repositories where the blob was a manifest, now deleted
+
+
+class MaintenanceStore(Protocol):
+    """What verify, backup and restore read and repair, on a store that may be serving."""
+
+    async def list_blobs(self, after: str | None, limit: int) -> list[BlobRecord]:
+        """Blob records in every state, in digest order after `after`, at most limit of them
+        (marked_at left out)."""
+
+    async def unreadable_references(self, limit: int) -> list[ReferenceRecord]:
+        """References of manifests that their repository cannot read: a blob not linked there or
+        not STORED, a child manifest not there. Manifests of the pull-through cache, which
+        fetches what they reference as it is pulled, are left out. At most limit of them, by
+        repository, manifest and digest."""
+
+    async def forget_blobs(self, digests: Collection[str], token: str) -> None:
+        """As CollectorStore's: the records still marked DELETING by token."""
+
+    async def condemn_blob(self, digest: str, token: str) -> Condemned:
+        """Take a blob whose bytes cannot be served out of the registry, in one transaction:
+        unlink it from every repository, delete every manifest whose bytes it is (with its tags
+        and references), and mark its record DELETING by token, so that writers of the digest
+        wait while the caller deletes the bytes, then calls forget_blobs(token). A push of the
+        blob afterwards stores it anew."""
+
+
 class MetadataStore(
+    MaintenanceStore,
     PolicyStore,
     RobotStore,
     CacheStore,

@@ -14,6 +14,7 @@ from portside.metadata.garbage import SqlGarbage
 from portside.metadata.journal import SqlJournal
 from portside.metadata.leases import SqlLeases
 from portside.metadata.listings import SqlListings
+from portside.metadata.maintenance import SqlMaintenance
 from portside.metadata.manifests import SqlManifests
 from portside.metadata.policies import SqlPolicies
 from portside.metadata.robots import SqlRobots
@@ -36,5 +37,6 @@ class SqlMetadataStore(
     SqlJournal,
     SqlPolicies,
     SqlRobots,
+    SqlMaintenance,
 ):
     """MetadataStore over one SQLAlchemy engine; every method is one transaction."""

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Final, TypeVar
 
 from anyio import to_thread
@@ -20,7 +21,7 @@ from portside.registry import keys
 from portside.registry.errors import DigestInvalid, SizeInvalid, TooLarge
 from portside.registry.names import Digest
 from portside.registry.reservations import reserved
-from portside.storage.base import BlobStore, Writer
+from portside.storage.base import BlobStore, NotFound, Writer
 
 T = TypeVar("T")
 
@@ -95,6 +96,24 @@ async def read_digest(storage: BlobStore, key: str, algorithm: str) -> str:
     async for chunk in storage.read(key):
         hasher.update(chunk)
     return hasher.hexdigest()
+
+
+async def hash_object(storage: BlobStore, key: str, algorithm: str) -> str:
+    """The hex digest of the object under key; NotFound if there is none. A local file is
+    hashed in a thread, which hashlib lets run beside the event loop and other such threads."""
+    path = storage.local_path(key)
+    if path is None:
+        return await read_digest(storage, key, algorithm)
+    return await to_thread.run_sync(hash_file, path, algorithm, key)
+
+
+def hash_file(path: Path, algorithm: str, key: str | None = None) -> str:
+    """The hex digest of a file; NotFound (naming key, else the path) if there is none."""
+    try:
+        with path.open("rb") as file:
+            return hashlib.file_digest(file, algorithm).hexdigest()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise NotFound(key or str(path)) from None
 
 
 async def store(
