@@ -22,6 +22,9 @@ MARK_TTL: Final = timedelta(seconds=60)
 # Expired refresh tokens add_refresh_token deletes at most, per token it adds.
 REFRESH_PRUNE_BATCH: Final = 16
 
+# Garbage collection runs record_collection keeps, the newest.
+COLLECTION_RUNS_KEPT: Final = 100
+
 # Failed logins older than the window record_failure deletes at most, per failure it records.
 LOGIN_FAILURE_PRUNE_BATCH: Final = 16
 
@@ -138,6 +141,73 @@ class RefreshToken:
     issued_at: datetime
     expires_at: datetime | None  # None: until revoked
     last_used_at: datetime | None = None
+
+
+# What the web UI lists (BrowseStore), and what it keeps of its logins (SessionStore).
+
+
+class RepositoryOrder(StrEnum):
+    NAME = "name"  # lexical (code point) order
+    PUSHED = "pushed"  # the last pushed first
+    SIZE = "size"  # the largest first
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRow:
+    """A repository as the web UI lists it: the bytes of the blobs linked to it, each counted
+    once; its last manifest push or tag move; its newest manifest's description."""
+
+    id: int
+    name: str
+    description: str | None
+    size: int
+    pushed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    """A tag and the manifest it points at."""
+
+    name: str
+    digest: str
+    updated_at: datetime
+    media_type: str
+    size: int  # of the manifest itself
+    artifact_type: str | None
+    pulled_at: datetime | None  # the last pull, where recorded (pull times are per minute)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceUsage:
+    """Storage of the repositories under a namespace: the first component of their names, or ""
+    for names of one component."""
+
+    namespace: str
+    repositories: int
+    size: int  # bytes of the blobs linked to any of them, each counted once
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRun:
+    """A garbage collection run that finished: when, how long it took, what it freed; summary is
+    JSON text of what it removed, by kind."""
+
+    finished_at: datetime
+    seconds: float
+    bytes_freed: int
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class UiSession:
+    """A login to the web UI, by the SHA-256 (hex) of its cookie: the cookie is never stored.
+    csrf is the token that the session's forms carry."""
+
+    token_hash: str
+    username: str
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
 
 
 # The whole reference graph at one moment (gc_snapshot): what tests compare states by. The
@@ -421,6 +491,55 @@ class RequestStore(Protocol):
         """Manifests in repository whose subject is the given digest."""
 
 
+class BrowseStore(Protocol):
+    """What the web UI reads: pages of repositories and tags in keyset order (each page costs the
+    same whatever the registry's size), the bytes a pull of a manifest moves, storage by
+    namespace, and the last garbage collection."""
+
+    async def repository_rows(
+        self, order: RepositoryOrder, text: str, after: RepositoryRow | None, limit: int
+    ) -> list[RepositoryRow]:
+        """At most limit repositories holding a manifest, whose name or description contains
+        text (ignoring case; "" matches all), in order, after the row `after` (its sort key:
+        name, or pushed_at or size then id)."""
+
+    async def repository_row(self, name: str) -> RepositoryRow | None:
+        """The repository's row, if it holds a manifest."""
+
+    async def tag_rows(self, repository: str, after: str | None, limit: int) -> list[TagRow]:
+        """At most limit tags of repository in lexical order after `after`, with their manifests."""
+
+    async def tags_on(self, repository: str, digest: str) -> list[str]:
+        """The tags pointing at the manifest, in lexical order."""
+
+    async def pull_sizes(self, repository: str, digests: Collection[str]) -> dict[str, int]:
+        """The bytes a pull of each of these manifests moves: the manifest, and each blob and
+        child manifest it references (and theirs) once. Manifests not in repository are left
+        out."""
+
+    async def namespace_usage(self) -> list[NamespaceUsage]:
+        """Storage of every namespace holding a repository with a manifest, by namespace."""
+
+    async def stored_blobs(self) -> tuple[int, int]:
+        """How many blobs are stored, and their bytes."""
+
+    async def last_collection(self) -> CollectionRun | None: ...
+
+
+class SessionStore(Protocol):
+    """Logins to the web UI, shared by every worker and instance."""
+
+    async def add_session(self, session: UiSession) -> None:
+        """Insert the session (token_hash is unique), and delete at most REFRESH_PRUNE_BATCH
+        sessions that expired before it was created, the earliest first."""
+
+    async def find_session(self, token_hash: str) -> UiSession | None:
+        """The session with this hash, expired or not."""
+
+    async def delete_session(self, token_hash: str) -> bool:
+        """End the session; False if there was none."""
+
+
 class LeaseStore(Protocol):
     """Named leases with an expiry, shared by every worker and instance on the database."""
 
@@ -586,6 +705,9 @@ class CollectorStore(LeaseStore, Protocol):
         """Delete the cached manifest (as delete_manifest: its tags, references and link) if it
         was still last pulled before `before`; whether it was. With audit, an entry like it,
         with the repository and digest, in the same transaction."""
+
+    async def record_collection(self, run: CollectionRun) -> None:
+        """Record a run that finished; only the newest COLLECTION_RUNS_KEPT are kept."""
 
 
 class TokenStore(Protocol):
@@ -801,6 +923,8 @@ class MetadataStore(
     TokenStore,
     ThrottleStore,
     JournalStore,
+    BrowseStore,
+    SessionStore,
     Protocol,
 ):
     """The whole store, as a backend implements it and the server builds it once."""

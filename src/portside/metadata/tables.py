@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -29,6 +30,14 @@ repositories = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # What the web UI lists and sorts by, kept by triggers on repository_blobs, manifests and
+    # tags (0010): the bytes of the blobs linked here, each once; the last manifest push or tag
+    # move; the newest manifest's description.
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Column("pushed_at", DateTime(timezone=True)),
+    Column("description", Text),
+    Index("ix_repositories_pushed", "pushed_at", "id"),
+    Index("ix_repositories_size", "size", "id"),
 )
 
 blobs = Table(
@@ -219,6 +228,32 @@ audit_log = Table(
     Column("previous", DIGEST),
     Column("detail", Text),
     Index("ix_audit_log_at", "at"),
+)
+
+# Logins to the web UI, by the SHA-256 (hex) of the session cookie: never the cookie itself; csrf
+# is the token its forms carry. Expired rows are pruned a few at a time on insert (0010)
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", Text, nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ui_sessions_expires", "expires_at"),
+    Index("ix_ui_sessions_username", "username"),
+)
+
+# Garbage collection runs, the newest kept: when each ended, how long it took, what it freed
+# (summary: JSON of what it removed, by kind) (0010)
+gc_runs = Table(
+    "gc_runs",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("bytes_freed", BigInteger, nullable=False),
+    Column("summary", Text, nullable=False),
 )
 
 # Robot accounts' access tokens, by the SHA-256 (hex) of the secret: never the secret itself;

@@ -94,6 +94,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from portside.metadata.base import (
     MARK_TTL,
     AuditEntry,
+    CollectionRun,
     CollectorStore,
     Lease,
     LeaseStore,
@@ -325,6 +326,18 @@ class Collector:
             cached = await self._expire_cached(now, lease)
             summary = await self._execute(now, lease, progress)
             summary.cached = cached
+            # For the web UI's usage page: when the last run ended and what it freed.
+            removed = [
+                {"what": what, "removed": count, "bytes": size}
+                for what, count, size in summary.rows()
+            ]
+            run = CollectionRun(
+                finished_at=datetime.now(UTC),
+                seconds=time.monotonic() - started,
+                bytes_freed=summary.bytes_freed,
+                summary=json.dumps(removed, separators=(",", ":")),
+            )
+            await self._metadata.record_collection(run)
         except Exception:
             metrics.runs.labels("failure").inc()
             raise
