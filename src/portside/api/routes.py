@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 
 from portside.api import health, metrics, token, v1
 from portside.api.guard import Guarded, Need
+from portside.api.ui import routes as ui_routes
 from portside.api.v2 import base, blobs, discovery, manifests, repositories, uploads
 
 
@@ -82,11 +83,15 @@ ROUTES: list[BaseRoute] = [
 METRICS_ROUTE: Final = Guarded("/metrics", metrics.get_metrics, GET, Need.METRICS, "metrics")
 
 
-def routes(token_path: str | None = None, metrics: bool = False) -> list[BaseRoute]:
+def routes(
+    token_path: str | None = None, metrics: bool = False, ui: bool = False
+) -> list[BaseRoute]:
     """The route table, led by the built-in token service's endpoint where it is on, at the path
     of its configured realm (it checks the credentials it is given itself); with metrics,
-    /metrics last."""
+    /metrics; with ui, the web UI's routes under /ui/ (api/ui/routes.py) last."""
     table = [*ROUTES, METRICS_ROUTE] if metrics else ROUTES
+    if ui:
+        table = [*table, *ui_routes.routes()]
     if token_path is None:
         return table
     return [

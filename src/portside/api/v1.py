@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from portside.api import guard, query, requests
 from portside.registry.errors import Unauthorized
@@ -14,6 +14,11 @@ SEARCH_PAGE_MAX = 100
 
 
 async def banner(request: Request) -> Response:
+    # A browser (it asks for HTML) is sent to the web UI, where there is one; curl and the
+    # clients ask for anything and get the banner.
+    accept = request.headers.get("accept", "")
+    if request.app.state.ui is not None and "text/html" in accept.lower():
+        return RedirectResponse("/ui/", status_code=303)
     # `issue` is sent as written: the classic default '"docker-registry server"' carries its own
     # quotes, so `curl /` prints "docker-registry server" exactly as the classic registry did.
     return Response(request.app.state.issue, media_type="application/json")

@@ -127,6 +127,22 @@ class Authorizer:
                     granted |= actions
         return granted_actions(granted, access.actions)
 
+    def pulls_everything(self, identity: Identity | None) -> bool:
+        """Whether identity (None: anonymous) may pull every repository: `anonymous_pull`, or a
+        rule naming it, has the pattern `*` with pull. Registry-wide figures (the web UI's
+        usage) are shown to those only, since they add up repositories others cannot see."""
+        if "*" in self.config.anonymous_pull:
+            return True
+        if identity is None:
+            return False
+        groups = identity.groups | self.groups_of(identity.username)
+        return any(
+            "*" in rule.repositories
+            and bool(granted_actions(actions, {PULL}))
+            and covers(rule, identity, groups)
+            for rule, _, actions in self._rules
+        )
+
     def _robot(self, scopes: frozenset[Access], access: Access) -> frozenset[str]:
         """A robot's grants: its scopes (names may be patterns), plus what anyone may do."""
         granted = set(self.allowed(None, access))

@@ -36,6 +36,7 @@ from portside.config.mirroring import MirroringSettings
 from portside.config.notifications import NotificationsSettings
 from portside.config.policies import PoliciesSettings
 from portside.config.sizes import parse_size
+from portside.config.ui import UiSettings
 from portside.config.urls import base_url, listen_address
 
 MiB = 1024 * 1024
@@ -322,6 +323,11 @@ class Settings(BaseModel):
         default_factory=MetricsSettings,
         description="Prometheus metrics at GET /metrics, for loopback callers unless "
         "`metrics.allow` or `metrics.users` say more (see the README's metrics section).",
+    )
+    ui: UiSettings = Field(
+        default_factory=UiSettings,
+        description="The web UI at /ui/: repositories, tags, images, usage, delete; logins "
+        "with the users and permissions of `auth` (see the README's web UI section).",
     )
     health: HealthSettings = Field(
         default_factory=HealthSettings,

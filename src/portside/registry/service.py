@@ -9,6 +9,7 @@ from portside.metadata.base import MetadataStore
 from portside.registry.blobs import Blobs
 from portside.registry.discovery import Discovery
 from portside.registry.events import Recorder
+from portside.registry.inventory import Inventory
 from portside.registry.manifest_store import ManifestStore
 from portside.registry.mirror import Mirror, UpstreamRoute
 from portside.registry.policies import Policies
@@ -23,6 +24,7 @@ class Registry:
     uploads: Uploads
     manifests: ManifestStore
     discovery: Discovery
+    inventory: Inventory  # what the web UI shows
     metadata: MetadataStore
     events: Recorder
     repositories: Repositories  # whole repositories' deletion
@@ -46,11 +48,13 @@ class Registry:
         policies = policies or Policies()
         manifests = ManifestStore(storage, metadata, events, policies)
         mirror = Mirror(storage, metadata, upstreams, manifests) if upstreams else None
+        discovery = Discovery(metadata)
         return cls(
             blobs=Blobs(storage, metadata, redirect_seconds, events),
             uploads=Uploads(storage, metadata, max_blob_size, events, policies.quotas),
             manifests=manifests,
-            discovery=Discovery(metadata),
+            discovery=discovery,
+            inventory=Inventory(storage, metadata, manifests, discovery),
             metadata=metadata,
             events=events,
             repositories=Repositories(metadata, events, policies.immutable),

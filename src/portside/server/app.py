@@ -14,6 +14,8 @@ from starlette.requests import ClientDisconnect
 
 from portside.api.guard import Guarded
 from portside.api.routes import routes as route_table
+from portside.api.ui.sessions import Sessions
+from portside.api.ui.visitors import Ui
 from portside.api.urls import PublicAddress
 from portside.config.settings import Settings
 from portside.metadata.sql import SqlMetadataStore
@@ -77,6 +79,18 @@ def _health(
     return Health(storage, metadata, policy, upstreams)
 
 
+def _ui(settings: Settings, metadata: SqlMetadataStore, access: auth.AuthParts | None) -> Ui:
+    """The web UI's state: its sessions in metadata, judged by the gate's authenticator and
+    policy (none: an open registry)."""
+    return Ui(
+        Sessions(metadata, settings.ui.session_lifetime),
+        PublicAddress(settings.public_url, settings.trust_forwarded_headers),
+        authenticator=access.gate.authenticator if access is not None else None,
+        policy=access.gate.policy if access is not None else None,
+        delete_enabled=settings.delete_enabled,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metrics = settings.metrics.enabled
@@ -122,7 +136,8 @@ def create_app(settings: Settings) -> Starlette:
         middleware.append(Middleware(NamespaceMiddleware, settings=settings.mirroring))
     readers = MetricsReaders(settings.metrics, settings.trust_forwarded_headers)
     access = auth.build(settings, metadata, events, readers)
-    routes = route_table(access.token_path if access is not None else None, metrics)
+    ui = settings.ui
+    routes = route_table(access.token_path if access is not None else None, metrics, ui.enabled)
     unguarded = [route for route in routes if not isinstance(route, Guarded)]
     if unguarded:  # fail closed: a route that does not say what it needs is never served
         raise TypeError(f"routes without a declared access: {unguarded}")
@@ -152,4 +167,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.gate = access.gate if access is not None else OpenGate(readers) if metrics else None
     app.state.health = _health(settings, storage, metadata, mirror)
     app.state.token_service = access.token_service if access is not None else None
+    app.state.ui = _ui(settings, metadata, access) if ui.enabled else None
     return app
