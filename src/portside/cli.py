@@ -855,7 +855,7 @@ def verify(config_file: str | None, flavor: str | None, repair: bool) -> None:
     settings = _load(config_file, flavor)
     _open_registry(settings)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    report = asyncio.run(_verify(settings, repair, Console(stderr=True)))
+    report = asyncio.run(_verify(settings, repair))
     console = Console()
     if report.findings:
         console.print(_findings_table(report))
@@ -864,18 +864,14 @@ def verify(config_file: str | None, flavor: str | None, repair: bool) -> None:
         sys.exit(1)
 
 
-async def _verify(settings: Settings, repair: bool, console: Any) -> Report:
-    from rich.progress import Progress
-
+async def _verify(settings: Settings, repair: bool) -> Report:
     from portside.metadata.sql import SqlMetadataStore
     from portside.registry.verify import Verifier
-    from portside.server.app import STORAGE_DRIVERS
 
-    storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
     try:
-        with Progress(console=console, transient=True) as bar:
-            return await Verifier(storage, metadata).verify(repair, _Bar(bar))
+        with _progress() as bar:
+            return await Verifier(_storage(settings), metadata).verify(repair, bar)
     finally:
         await metadata.close()
 
@@ -892,3 +888,89 @@ def _findings_table(report: Report) -> Any:
             detail = f"{detail}: manifest {finding.manifest} in {finding.repository}"
         table.add_row(str(finding.fault), finding.digest, detail, finding.repaired or "")
     return table
+
+
+def _sqlite_database(settings: Settings) -> Path:
+    database = ownership.sqlite_file(settings.metadata_url)
+    if database is None:
+        raise click.ClickException(
+            "backup and restore are for the embedded SQLite database; with PostgreSQL, use "
+            "pg_dump and the bucket's versioning (README: Backup and restore)"
+        )
+    return database
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def backup(config_file: str | None, flavor: str | None, destination: Path) -> None:
+    """Back up the registry into DESTINATION, online: the database as one snapshot, then every
+    blob it records. Into an earlier backup, only new blobs are copied."""
+    from rich.console import Console
+
+    from portside.registry.backup import BackupInvalid
+    from portside.registry.backup import backup as run_backup
+
+    settings = _load(config_file, flavor)
+    database = _sqlite_database(settings)
+    _open_registry(settings)
+    storage = _storage(settings)
+    try:
+        with _progress() as bar:
+            summary = asyncio.run(run_backup(storage, database, destination, bar))
+    except BackupInvalid as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write the backup: {error}") from None
+    for finding in summary.lost:
+        click.echo(f"left out {finding.digest}: {finding.detail}", err=True)
+    Console().print(
+        f"backed up {summary.blobs:,} blobs ({summary.bytes:,} bytes) into {destination}: "
+        f"{summary.copied:,} copied ({summary.copied_bytes:,} bytes), "
+        f"{summary.pruned:,} of an earlier backup removed"
+    )
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+def restore(config_file: str | None, flavor: str | None, source: Path) -> None:
+    """Restore the backup in SOURCE into the fresh registry the config names (no database yet):
+    every blob, checked against its digest, then the database. Exit status 1 if a blob of the
+    backup was missing or corrupt (it is left out, as verify --repair would)."""
+    from rich.console import Console
+
+    from portside.registry.backup import BackupInvalid
+    from portside.registry.backup import restore as run_restore
+
+    settings = _load(config_file, flavor)
+    database = _sqlite_database(settings)
+    storage = _storage(settings)
+    try:
+        with _progress() as bar:
+            summary = asyncio.run(run_restore(source, storage, database, bar))
+    except BackupInvalid as error:
+        raise click.ClickException(str(error)) from None
+    upgrade(settings.metadata_url)
+    for finding in summary.lost:
+        click.echo(f"left out {finding.digest} ({finding.fault}): {finding.detail}", err=True)
+    Console().print(f"restored {summary.blobs:,} blobs ({summary.bytes:,} bytes) from {source}")
+    if summary.lost:
+        sys.exit(1)
+
+
+def _storage(settings: Settings) -> Any:
+    from portside.server.app import STORAGE_DRIVERS
+
+    return STORAGE_DRIVERS[settings.storage](settings)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[_Bar]:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        yield _Bar(bar)
