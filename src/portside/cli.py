@@ -30,6 +30,8 @@ from portside.server.policies import build_retention
 from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
 
 if TYPE_CHECKING:
+    from portside.registry.distribution_tree import DistributionTree
+    from portside.registry.import_distribution import Report as ImportReport
     from portside.registry.verify import Report
 
 log = logging.getLogger("portside")
@@ -974,3 +976,68 @@ def _progress() -> Iterator[_Bar]:
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
         yield _Bar(bar)
+
+
+@main.group("import")
+def import_() -> None:
+    """Take another registry's storage over."""
+
+
+@import_.command("distribution")
+@config_option
+@flavor_option
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the tree and say what would be imported.")
+def import_distribution(
+    config_file: str | None, flavor: str | None, path: Path, dry_run: bool
+) -> None:
+    """Import a CNCF distribution registry's storage at PATH (its rootdirectory): every
+    repository, tag, manifest and blob link, the blobs hard-linked where they can be (copied
+    otherwise), each digest checked. Resumable, and safe while Portside serves. Exit status 1
+    if anything could not be imported (blobs no repository links are only reported)."""
+    from rich.console import Console
+
+    from portside.registry.distribution_tree import DistributionTree, NotADistributionTree
+    from portside.registry.import_distribution import Issue
+
+    settings = _load(config_file, flavor)
+    try:
+        tree = DistributionTree(path)
+    except NotADistributionTree as error:
+        raise click.ClickException(str(error)) from None
+    if not dry_run:  # into a registry not made yet, as `serve` would make it
+        if settings.storage == "local":
+            Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
+        upgrade(settings.metadata_url)
+        _open_registry(settings)
+    report = asyncio.run(_import(settings, tree, dry_run))
+    console = Console()
+    shown = [p for p in report.problems if p.issue is not Issue.ORPHAN]
+    for problem in shown:
+        console.print(f"[yellow]{problem.issue}[/]: {problem.where}: {problem.detail}")
+    orphans = len(report.of(Issue.ORPHAN))
+    verb = "would import" if dry_run else "imported"
+    console.print(
+        f"{verb} {report.repositories:,} repositories, {report.tags:,} tags, "
+        f"{report.manifests:,} manifests, {report.blobs:,} blob links; "
+        f"{report.taken:,} blobs ({report.taken_bytes:,} bytes) taken over"
+        + (f", {report.copied:,} of them copied" if report.copied else "")
+        + (f"; {orphans:,} blobs no repository links left out" if orphans else "")
+    )
+    if shown:
+        sys.exit(1)
+
+
+async def _import(settings: Settings, tree: DistributionTree, dry_run: bool) -> ImportReport:
+    from portside.metadata.sql import SqlMetadataStore
+    from portside.registry.import_distribution import DistributionImport, Target
+
+    if dry_run:
+        with _progress() as bar:
+            return await DistributionImport(tree, None, bar).run()
+    metadata = SqlMetadataStore(settings.metadata_url)
+    try:
+        with _progress() as bar:
+            return await DistributionImport(tree, Target(_storage(settings), metadata), bar).run()
+    finally:
+        await metadata.close()

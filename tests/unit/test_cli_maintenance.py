@@ -81,6 +81,8 @@ def test_verify_backup_and_restore_report_and_exit(
             ["backup", "DEST", "--flavor", "pg"],
             "with PostgreSQL, use pg_dump and the bucket's versioning",
         ),
+        (["import", "distribution", "SRC"], "holds no distribution storage"),
+        (["import", "distribution", "--dry-run", "SRC"], "holds no distribution storage"),
     ],
 )
 def test_what_cannot_be_done_is_one_line(args: list[str], message: str, tmp_path: Path) -> None:
