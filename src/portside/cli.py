@@ -858,10 +858,9 @@ def verify(config_file: str | None, flavor: str | None, repair: bool) -> None:
     _open_registry(settings)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     report = asyncio.run(_verify(settings, repair))
-    console = Console()
     if report.findings:
-        console.print(_findings_table(report))
-    console.print(report.summary())
+        Console().print(_findings_table(report))
+    click.echo(report.summary())
     if report.findings:
         sys.exit(1)
 
@@ -909,7 +908,6 @@ def _sqlite_database(settings: Settings) -> Path:
 def backup(config_file: str | None, flavor: str | None, destination: Path) -> None:
     """Back up the registry into DESTINATION, online: the database as one snapshot, then every
     blob it records. Into an earlier backup, only new blobs are copied."""
-    from rich.console import Console
 
     from portside.registry.backup import BackupInvalid
     from portside.registry.backup import backup as run_backup
@@ -927,7 +925,7 @@ def backup(config_file: str | None, flavor: str | None, destination: Path) -> No
         raise click.ClickException(f"cannot write the backup: {error}") from None
     for finding in summary.lost:
         click.echo(f"left out {finding.digest}: {finding.detail}", err=True)
-    Console().print(
+    click.echo(
         f"backed up {summary.blobs:,} blobs ({summary.bytes:,} bytes) into {destination}: "
         f"{summary.copied:,} copied ({summary.copied_bytes:,} bytes), "
         f"{summary.pruned:,} of an earlier backup removed"
@@ -942,7 +940,6 @@ def restore(config_file: str | None, flavor: str | None, source: Path) -> None:
     """Restore the backup in SOURCE into the fresh registry the config names (no database yet):
     every blob, checked against its digest, then the database. Exit status 1 if a blob of the
     backup was missing or corrupt (it is left out, as verify --repair would)."""
-    from rich.console import Console
 
     from portside.registry.backup import BackupInvalid
     from portside.registry.backup import restore as run_restore
@@ -958,7 +955,7 @@ def restore(config_file: str | None, flavor: str | None, source: Path) -> None:
     upgrade(settings.metadata_url)
     for finding in summary.lost:
         click.echo(f"left out {finding.digest} ({finding.fault}): {finding.detail}", err=True)
-    Console().print(f"restored {summary.blobs:,} blobs ({summary.bytes:,} bytes) from {source}")
+    click.echo(f"restored {summary.blobs:,} blobs ({summary.bytes:,} bytes) from {source}")
     if summary.lost:
         sys.exit(1)
 
@@ -995,7 +992,6 @@ def import_distribution(
     repository, tag, manifest and blob link, the blobs hard-linked where they can be (copied
     otherwise), each digest checked. Resumable, and safe while Portside serves. Exit status 1
     if anything could not be imported (blobs no repository links are only reported)."""
-    from rich.console import Console
 
     from portside.registry.distribution_tree import DistributionTree, NotADistributionTree
     from portside.registry.import_distribution import Issue
@@ -1011,13 +1007,12 @@ def import_distribution(
         upgrade(settings.metadata_url)
         _open_registry(settings)
     report = asyncio.run(_import(settings, tree, dry_run))
-    console = Console()
     shown = [p for p in report.problems if p.issue is not Issue.ORPHAN]
     for problem in shown:
-        console.print(f"[yellow]{problem.issue}[/]: {problem.where}: {problem.detail}")
+        click.echo(f"{click.style(problem.issue, fg='yellow')}: {problem.where}: {problem.detail}")
     orphans = len(report.of(Issue.ORPHAN))
     verb = "would import" if dry_run else "imported"
-    console.print(
+    click.echo(
         f"{verb} {report.repositories:,} repositories, {report.tags:,} tags, "
         f"{report.manifests:,} manifests, {report.blobs:,} blob links; "
         f"{report.taken:,} blobs ({report.taken_bytes:,} bytes) taken over"
