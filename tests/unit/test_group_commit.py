@@ -81,6 +81,32 @@ async def test_a_failed_commit_reaches_every_write_of_the_batch(database: Databa
     assert stored(database) == []
 
 
+async def test_a_write_whose_error_ended_the_transaction_fails_the_batch_with_its_cause(
+    database: Database,
+) -> None:
+    def ends_everything(conn: Connection) -> str:
+        # What SQLite does on a full disk: the error, and the transaction rolled back with it.
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        driver.execute("ROLLBACK")
+        raise OSError("disk full")
+
+    writes = [add("n0"), ends_everything, add("n2")]
+    blocker = Database(str(database.engine.url))
+    assert blocker._writer_lock is not None
+    with blocker._writer_lock.held():  # so that the writes wait, and go together
+        pending = [asyncio.ensure_future(database._write(fn)) for fn in writes]
+        await asyncio.sleep(0.05)
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    await blocker.close()
+    # Each write either committed, or failed with the cause (never with a lost savepoint):
+    # the ones batched with the failing write are not stored, the others are.
+    assert isinstance(outcomes[1], OSError)
+    committed = [o for o in outcomes if isinstance(o, str)]
+    assert all(isinstance(o, str) or str(o) == "disk full" for o in outcomes)
+    assert stored(database) == sorted(committed)
+
+
 async def test_a_cancelled_caller_leaves_the_writer_serving_the_others(
     database: Database,
 ) -> None:

@@ -124,7 +124,12 @@ def _in_savepoint(conn: Connection, write: _Write) -> None:
             write.value = write.fn(conn)
         except Exception as error:
             write.error = error
-            cursor.execute("ROLLBACK TO portside_write")
+            try:
+                cursor.execute("ROLLBACK TO portside_write")
+            except Exception:
+                # SQLite ended the whole transaction with the error (a full disk does): the
+                # batch fails, every write of it with this cause rather than a lost savepoint.
+                raise error from None
         cursor.execute("RELEASE portside_write")
     finally:
         cursor.close()
