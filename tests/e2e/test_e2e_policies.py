@@ -34,7 +34,7 @@ from .images import (
 )
 from .server import FLAVOR, PORTSIDE, PortsideServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KiB = 1024
 Base = tuple[Descriptor, str]  # a layer and its diff_id

@@ -220,10 +220,11 @@ class Fuzzed:
     async def send(self, request: Request) -> Outcome:
         """The request, whatever becomes of it: an exception out of the app is a 500. One that
         httpx cannot even send (a URL too long for it, say) raises NotSent."""
-        self.reached = False
         sent = list(request.headers)
         if request.login is not None and self.auth:
             sent.insert(0, ("Authorization", await self.authorization(request.login)))
+        # After the token request authorization() may send, which reaches the app itself.
+        self.reached = False
         headers = [(k.encode(), v.encode("utf-8", "surrogatepass")) for k, v in sent]
         try:
             response = await asyncio.wait_for(

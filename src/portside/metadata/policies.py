@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Dialect,
     bindparam,
     delete,
     exists,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.base import Executable
 
 from portside.metadata.base import (
     QUIET,
@@ -30,6 +32,7 @@ from portside.metadata.base import (
 )
 from portside.metadata.engine import Database
 from portside.metadata.journal import write_journal
+from portside.metadata.prepared import Prepared
 from portside.metadata.statements import find_repository, utc
 from portside.metadata.tables import (
     blobs,
@@ -44,16 +47,68 @@ from portside.metadata.tables import (
 )
 
 
-def _in_namespace(dialect: str, namespace: str) -> ColumnElement[bool]:
-    """Repository names in the namespace: a range of names `namespace/...`, in code-point
-    order (PostgreSQL's index ix_repositories_name_c serves it); "" is the names without a
-    `/`, which takes a scan."""
-    if not namespace:
+def _in_namespace(dialect: Dialect, top: bool) -> ColumnElement[bool]:
+    """Repository names in a namespace: the names without a `/` (the namespace "", which takes a
+    scan), or the range from `:low` (`namespace/`) to `:high` (`namespace0`: "0" follows "/") in
+    code-point order, which PostgreSQL's index ix_repositories_name_c serves."""
+    if top:
         return ~repositories.c.name.contains("/", autoescape=True)
-    name = repositories.c.name.collate("C") if dialect == "postgresql" else repositories.c.name
-    # "0" follows "/" in code-point order: the range holds exactly the names under namespace/.
-    return (name >= namespace + "/") & (name < namespace + "0")
+    name: ColumnElement[str] = repositories.c.name
+    if dialect.name == "postgresql":
+        name = name.collate("C")
+    return (name >= bindparam("low")) & (name < bindparam("high"))
 
+
+def _range(namespace: str) -> dict[str, str]:
+    return {} if not namespace else {"low": namespace + "/", "high": namespace + "0"}
+
+
+def _footprint(top: bool) -> Prepared:
+    """One statement, one round trip: a manifest PUT in a namespace with a quota reads it."""
+
+    def statement(dialect: Dialect) -> Executable:
+        inside = _in_namespace(dialect, top)
+        linked = (
+            select(repository_blobs.c.digest)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(inside)
+        )
+        size = select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.digest.in_(linked))
+        holding = select(func.count()).where(
+            inside, exists().where(manifests.c.repository_id == repositories.c.id)
+        )
+        tagged = (
+            select(func.count())
+            .select_from(tags)
+            .join(repositories, repositories.c.id == tags.c.repository_id)
+            .where(inside)
+        )
+        return select(size.scalar_subquery(), holding.scalar_subquery(), tagged.scalar_subquery())
+
+    return Prepared(statement)
+
+
+def _holds(top: bool) -> Prepared:
+    def statement(dialect: Dialect) -> Executable:
+        return (
+            select(repository_blobs.c.digest)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(repository_blobs.c.digest == bindparam("digest"), _in_namespace(dialect, top))
+            .limit(1)
+        )
+
+    return Prepared(statement)
+
+
+# By whether the namespace is "" (names of one component).
+_FOOTPRINT = {top: _footprint(top) for top in (False, True)}
+_HOLDS = {top: _holds(top) for top in (False, True)}
+_HOLDS_MANIFESTS = Prepared(
+    select(manifests.c.digest)
+    .join(repositories, repositories.c.id == manifests.c.repository_id)
+    .where(repositories.c.name == bindparam("repository"))
+    .limit(1)
+)
 
 _PULLED = (
     update(tags)
@@ -71,55 +126,16 @@ _PULLED = (
 
 class SqlPolicies(Database):
     async def namespace_footprint(self, namespace: str) -> Footprint:
-        def run(conn: Connection) -> Footprint:
-            inside = _in_namespace(conn.dialect.name, namespace)
-            linked = (
-                select(repository_blobs.c.digest)
-                .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                .where(inside)
-            )
-            size = select(func.coalesce(func.sum(blobs.c.size), 0)).where(
-                blobs.c.digest.in_(linked)
-            )
-            holding = select(func.count()).where(
-                inside, exists().where(manifests.c.repository_id == repositories.c.id)
-            )
-            tagged = (
-                select(func.count())
-                .select_from(tags)
-                .join(repositories, repositories.c.id == tags.c.repository_id)
-                .where(inside)
-            )
-            return Footprint(
-                int(conn.scalar(size) or 0),
-                int(conn.scalar(holding) or 0),
-                int(conn.scalar(tagged) or 0),
-            )
-
-        return await self._read(run)
+        row = await self._first(_FOOTPRINT[not namespace], **_range(namespace))
+        assert row is not None  # scalar subqueries: always one row
+        return Footprint(*(int(value or 0) for value in row))
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
-        def run(conn: Connection) -> bool:
-            query = (
-                select(repository_blobs.c.digest)
-                .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                .where(
-                    repository_blobs.c.digest == digest, _in_namespace(conn.dialect.name, namespace)
-                )
-                .limit(1)
-            )
-            return conn.execute(query).first() is not None
-
-        return await self._read(run)
+        query = _HOLDS[not namespace]
+        return await self._first(query, digest=digest, **_range(namespace)) is not None
 
     async def holds_manifests(self, repository: str) -> bool:
-        query = (
-            select(manifests.c.digest)
-            .join(repositories, repositories.c.id == manifests.c.repository_id)
-            .where(repositories.c.name == repository)
-            .limit(1)
-        )
-        return await self._read(lambda conn: conn.execute(query).first() is not None)
+        return await self._first(_HOLDS_MANIFESTS, repository=repository) is not None
 
     async def tag_history(self, repository: str) -> list[TagHistory]:
         query = (

@@ -101,18 +101,19 @@ class Retention:
         last: str | None = None
         while page := await self._metadata.list_repositories(PAGE, last):
             for repository in page:
-                rule = self._rule_for(repository)
-                if rule is not None:
+                if self._rule_for(repository) is not None:
                     history = await self._metadata.tag_history(repository)
-                    removals += self._judge(repository, rule, history, now)
+                    removals += self.judge(repository, history, now)
             if len(page) < PAGE:
                 break
             last = page[-1]
         return removals
 
-    def _judge(
-        self, repository: str, rule: _Rule, history: list[TagHistory], now: datetime
-    ) -> list[Removal]:
+    def judge(self, repository: str, history: list[TagHistory], now: datetime) -> list[Removal]:
+        """Which of the repository's tags (as history has them) the rules remove at `now`."""
+        rule = self._rule_for(repository)
+        if rule is None:
+            return []
         settings = rule.rule
         within = settings.keep_pulled_within
         pulled_before = now - within if within is not None else None
