@@ -160,17 +160,15 @@ class Inventory:
         more = len(rows) > limit
         rows = rows[:limit]
         sizes = await self._metadata.pull_sizes(name, {row.digest for row in rows})
-        tags = [
-            TagDetails(row, sizes.get(row.digest), await self._platforms(name, row)) for row in rows
-        ]
+        tags = [TagDetails(row, sizes.get(row.digest), await self._platforms(row)) for row in rows]
         return TagPage(repository, tags, rows[-1].name if more else None)
 
-    async def _platforms(self, name: str, row: TagRow) -> tuple[str, ...]:
+    async def _platforms(self, row: TagRow) -> tuple[str, ...]:
         try:
-            manifest, content = await self._manifests.get(name, row.digest)
-        except (ManifestUnknown, NotFound):  # deleted since the page's rows were read
+            content = await self._manifests.content(row.digest)
+        except NotFound:  # collected since the page's rows were read
             return ()
-        parsed = read_manifest(content, manifest.media_type)
+        parsed = read_manifest(content, row.media_type)
         if parsed.is_index:
             return tuple(child.platform for child in parsed.children if child.platform)
         config = await self._config(parsed)

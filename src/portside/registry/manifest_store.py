@@ -103,11 +103,16 @@ class ManifestStore:
 
     async def get(self, name: str, reference: str) -> tuple[Manifest, bytes]:
         manifest = await self.stat(name, reference)
-        content = self._cache.get(manifest.digest)
+        return manifest, await self.content(manifest.digest)
+
+    async def content(self, digest: str) -> bytes:
+        """The bytes of a manifest whose record the caller has read (NotFound if they are gone):
+        a listing of many manifests reads their records in one query, not one each."""
+        content = self._cache.get(digest)
         if content is None:
-            content = await self._storage.get(keys.blob(Digest.parse(manifest.digest)))
-            self._cache.put(manifest.digest, content)
-        return manifest, content
+            content = await self._storage.get(keys.blob(Digest.parse(digest)))
+            self._cache.put(digest, content)
+        return content
 
     def pulled(self, manifest: Manifest, reference: str, content: bytes, origin: Origin) -> None:
         """Tell the endpoints that want pulls that the manifest was sent (content: b"" for a
