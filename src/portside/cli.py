@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -1036,3 +1037,114 @@ async def _import(settings: Settings, tree: DistributionTree, dry_run: bool) -> 
             return await DistributionImport(tree, Target(_storage(settings), metadata), bar).run()
     finally:
         await metadata.close()
+
+
+def _duration(_context: click.Context, _parameter: click.Parameter, value: str | None) -> Any:
+    from pydantic import TypeAdapter, ValidationError
+
+    from portside.config.durations import Duration
+
+    try:
+        return None if value is None else TypeAdapter(Duration).validate_python(value)
+    except ValidationError as error:
+        raise click.BadParameter(error.errors()[0]["msg"]) from None
+
+
+@main.command()
+@config_option
+@flavor_option
+@click.argument("url")
+@click.argument("repositories", nargs=-1, required=True)
+@click.option(
+    "--tags", "tag_patterns", multiple=True, help="Only tags matching (v1.*); repeatable."
+)
+@click.option("--versions", help="Only tags that are versions in this range: >=1.2,<2, ~1.4, ^2.")
+@click.option("--prefix", default="", help="Put before each repository's name here (mirror/).")
+@click.option("--username", help="Log in to the upstream as this user.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the upstream password from standard input [default: $PORTSIDE_SYNC_PASSWORD].",
+)
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for the upstream.")
+@click.option("--every", callback=_duration, help="Run again this long after each run: 1h, 30m.")
+def sync(
+    config_file: str | None,
+    flavor: str | None,
+    url: str,
+    repositories: tuple[str, ...],
+    tag_patterns: tuple[str, ...],
+    versions: str | None,
+    prefix: str,
+    username: str | None,
+    password_stdin: bool,
+    ca_file: str | None,
+    every: Any,
+) -> None:
+    """Copy REPOSITORIES (names, or patterns such as team/* matched against the catalog) from
+    the registry at URL, fetching only what is missing. Safe while Portside serves. Exit status
+    1 if anything could not be copied."""
+    from portside.registry.tag_filter import InvalidFilter, TagFilter
+
+    try:
+        tags = TagFilter.parse(tag_patterns, versions)
+    except InvalidFilter as error:
+        raise click.BadParameter(str(error)) from None
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    password = password or os.environ.get("PORTSIDE_SYNC_PASSWORD")
+    settings = _load(config_file, flavor)
+    if settings.storage == "local":
+        Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
+    upgrade(settings.metadata_url)
+    _open_registry(settings)
+    while True:
+        failures = asyncio.run(
+            _sync(settings, url, repositories, tags, prefix, username, password, ca_file)
+        )
+        if every is None:
+            break
+        time.sleep(every.total_seconds())
+    if failures:
+        sys.exit(1)
+
+
+async def _sync(
+    settings: Settings,
+    url: str,
+    repositories: tuple[str, ...],
+    tags: Any,
+    prefix: str,
+    username: str | None,
+    password: str | None,
+    ca_file: str | None,
+) -> int:
+    """One run, reported on standard output; how many failures."""
+    from portside.metadata.sql import SqlMetadataStore
+    from portside.registry.sync import Sync
+    from portside.upstream import Upstream
+    from portside.upstream.errors import UpstreamError
+
+    try:
+        upstream = Upstream(url, username=username, password=password, ca_file=ca_file)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="URL") from None
+    metadata = SqlMetadataStore(settings.metadata_url)
+    try:
+        with _progress() as bar:
+            run = Sync(upstream, _storage(settings), metadata, prefix, bar)
+            try:
+                names = await run.repositories(repositories)
+            except UpstreamError as error:
+                raise click.ClickException(f"cannot list {url}'s repositories: {error}") from None
+            report = await run.sync(names, tags)
+    finally:
+        await metadata.close()
+        await upstream.aclose()
+    for failure in report.failures:
+        click.echo(f"failed: {failure}", err=True)
+    click.echo(
+        f"synced {report.repositories:,} repositories, {report.tags:,} tags "
+        f"({report.unchanged:,} unchanged): fetched {report.manifests:,} manifests and "
+        f"{report.blobs:,} blobs ({report.bytes:,} bytes)"
+    )
+    return len(report.failures)

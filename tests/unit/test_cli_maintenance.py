@@ -100,3 +100,30 @@ def test_what_cannot_be_done_is_one_line(args: list[str], message: str, tmp_path
     assert message in result.output
     assert "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--versions", ">=one"], "'one' is no version"),
+        (["--tags", ""], "is empty or holds spaces"),
+        (["--every", "soon"], "expected a duration"),
+    ],
+)
+def test_sync_refuses_bad_filters_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    registry = config(tmp_path, tmp_path / "registry")
+
+    result = run("sync", "--config", registry, *args, "http://127.0.0.1:9", "team/*")
+
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "registry").exists()  # refused before anything was made
+
+
+def test_sync_refuses_a_url_that_is_no_registry(tmp_path: Path) -> None:
+    result = run("sync", "--config", config(tmp_path, tmp_path / "r"), "ftp://host", "team/app")
+
+    assert result.exit_code == 2
+    assert "is not http(s)://host[:port]" in result.output

@@ -241,23 +241,32 @@ class Upstream:
 
     async def tags(self, repository: str) -> list[str]:
         """Every tag of the repository, following the upstream's pages."""
-        url = self.url.copy_with(path=f"/v2/{check_name(repository)}/tags/list")
+        path = f"/v2/{check_name(repository)}/tags/list"
+        return await self._list(path, f"repository:{repository}:pull", "tags", "tag list")
+
+    async def catalog(self) -> list[str]:
+        """Every repository name the upstream's catalog lists, following its pages."""
+        return await self._list("/v2/_catalog", "registry:catalog:*", "repositories", "catalog")
+
+    async def _list(self, path: str, scope: str, field: str, what: str) -> list[str]:
+        """The strings of `field` in every page of a paginated listing at path."""
+        url = self.url.copy_with(path=path)
         found: list[str] = []
         with self._call():
             for _ in range(MAX_TAG_PAGES):
-                response = await self._open("GET", url.path, repository, params=url.params)
+                response = await self._open("GET", url.path, "", params=url.params, scope=scope)
                 try:
-                    page = await read_limited(response, TAG_PAGE_LIMIT, "tag list")
+                    page = await read_limited(response, TAG_PAGE_LIMIT, what)
                 finally:
                     await response.aclose()
-                found.extend(_tag_list(page))
+                found.extend(_names(page, field, what))
                 link = _NEXT_LINK.search(response.headers.get("link", ""))
                 if link is None:
                     return found
                 url = response.url.join(link[1])
                 if origin(url) != origin(self.url):
-                    raise UpstreamInvalid("the tag list's next page is on another host")
-        raise UpstreamInvalid(f"the tag list has more than {MAX_TAG_PAGES} pages")
+                    raise UpstreamInvalid(f"the {what}'s next page is on another host")
+        raise UpstreamInvalid(f"the {what} has more than {MAX_TAG_PAGES} pages")
 
     # HTTP ---------------------------------------------------------------------------------------
 
@@ -302,14 +311,16 @@ class Upstream:
         accept: Sequence[str] = (),
         params: httpx.QueryParams | dict[str, str] | None = None,
         byte_range: str | None = None,
+        scope: str | None = None,
     ) -> httpx.Response:
         """A 2xx response to method on path, opened for streaming: the caller closes it.
-        Authenticates once if the upstream challenges us; other answers raise."""
+        Authenticates once if the upstream challenges us (for scope; by default pulling from
+        repository); other answers raise."""
         url = self.url.copy_with(path=path, params=params or {})
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if byte_range is not None:
             headers["Range"] = byte_range
-        scope = f"repository:{repository}:pull"
+        scope = scope or f"repository:{repository}:pull"
         authorization = self._known_authorization(scope)
         response = await self._send(method, url, headers, authorization)
         if response.status_code == 401 and origin(response.url) == origin(self.url):
@@ -428,14 +439,14 @@ def _header_digest(response: httpx.Response, reference: str) -> str | None:
     return digest
 
 
-def _tag_list(page: bytes) -> list[str]:
+def _names(page: bytes, field: str, what: str) -> list[str]:
     try:
-        tags = json.loads(page).get("tags") or []
+        names = json.loads(page).get(field) or []
     except (ValueError, AttributeError) as error:
-        raise UpstreamInvalid("the tag list is not a JSON object") from error
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        raise UpstreamInvalid("the tag list's tags are not strings")
-    return tags
+        raise UpstreamInvalid(f"the {what} is not a JSON object") from error
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise UpstreamInvalid(f"the {what}'s {field} are not strings")
+    return names
 
 
 def _only_artifact_type(content: bytes, artifact_type: str) -> bytes:
