@@ -12,6 +12,7 @@ from registries import (
     DISTRIBUTION_REDIRECT,
     PORTSIDE,
     PORTSIDE_PLAIN,
+    PORTSIDE_POLICIES,
     PORTSIDE_REDIRECT,
     REGISTRY_NAMES,
 )
@@ -22,6 +23,7 @@ COLUMN_TITLES = {
     PORTSIDE_REDIRECT: "Portside redirect",
     DISTRIBUTION_REDIRECT: "distribution redirect",
     PORTSIDE_PLAIN: "Portside, all off",
+    PORTSIDE_POLICIES: "Portside, policies",
 }
 # Each ratio compares the two registries on the same storage setup; its column follows theirs.
 RATIOS = (
@@ -29,6 +31,8 @@ RATIOS = (
     (PORTSIDE_REDIRECT, DISTRIBUTION_REDIRECT, "ratio redirect"),
     # --metrics-ab: what metrics cost, Portside with them over Portside without.
     (PORTSIDE, PORTSIDE_PLAIN, "on/off"),
+    # --policies-ab: what quotas and immutable tags cost, Portside with them over without.
+    (PORTSIDE_POLICIES, PORTSIDE, "policies/none"),
 )
 
 

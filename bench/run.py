@@ -34,8 +34,10 @@ from cache import (
 from receiver import receiving
 from registries import (
     OBSERVABILITY_REGISTRY_NAMES,
+    POLICIES_REGISTRY_NAMES,
     PORTSIDE,
     PORTSIDE_PLAIN,
+    PORTSIDE_POLICIES,
     REGISTRY_NAMES,
     S3_REGISTRY_NAMES,
     UPSTREAM,
@@ -131,6 +133,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "too if --registries names it)",
     )
     parser.add_argument(
+        "--policies-ab",
+        action="store_true",
+        help="what quotas and immutable tags cost: Portside with a quota on every namespace and "
+        "every pushed tag immutable, and Portside without policies, side by side in the same "
+        "rounds, with their ratio: small-image-push, and the same per second of the server's "
+        "own CPU time (small-image-push-cpu), unless --only says otherwise",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
@@ -154,6 +164,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--observability-ab runs on the filesystem backend, without --cache")
         args.columns = OBSERVABILITY_REGISTRY_NAMES
         args.registries = args.registries or [PORTSIDE, PORTSIDE_PLAIN]
+    if args.policies_ab:
+        if args.backend != "filesystem" or args.cache or args.observability_ab:
+            parser.error("--policies-ab runs on the filesystem backend, on its own")
+        args.columns = POLICIES_REGISTRY_NAMES
+        args.registries = args.registries or [PORTSIDE_POLICIES, PORTSIDE]
+        args.only = args.only or ["small-image-push", "small-image-push-cpu"]
+    if args.only is None and not args.cache:  # by CPU time: for A/B runs, when asked for
+        args.only = [name for name in names if name != "small-image-push-cpu"]
     if args.registries is None:
         args.registries = list(args.columns)
     if not args.registries or not set(args.registries) <= set(args.columns):
@@ -261,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache
         else "observability-"
         if args.observability_ab
+        else "policies-"
+        if args.policies_ab
         else ""
     )
     started = time.monotonic()

@@ -312,6 +312,25 @@ class SmallImagePush(Scenario):
         return Measurement(len(images) / seconds)
 
 
+class SmallImagePushCpu(SmallImagePush):
+    """The same pushes, per second of the server's own CPU time: a comparison of two Portside
+    setups (--policies-ab) that other load on the machine barely disturbs."""
+
+    name = "small-image-push-cpu"
+    unit = "images/cpu-s"
+
+    def measure(self, registry: Registry, round_index: int, scratch: Path) -> Measurement:
+        sizes = random.Random(round_index)
+        images = [
+            make_image([sizes.randint(4 * KiB, 64 * KiB)]) for _ in range(self.profile.small_images)
+        ]
+        repository = f"bench/small-cpu-r{round_index}"
+        concurrency = self.profile.small_push_concurrency
+        before = registry.cpu_seconds()
+        push_images(registry.url, repository, images, concurrency)
+        return Measurement(len(images) / (registry.cpu_seconds() - before))
+
+
 class SkopeoPush(Scenario):
     """`skopeo copy` of a multi-layer image from a local OCI layout into the registry."""
 
@@ -375,6 +394,7 @@ def build_scenarios(profile: Profile) -> list[Scenario]:
         ManifestLoad(profile, "HEAD"),
         ManifestLoad(profile, "GET"),
         SmallImagePush(profile),
+        SmallImagePushCpu(profile),
         SkopeoPush(profile),
         SkopeoPull(profile),
     ]
