@@ -52,13 +52,6 @@ class Quota:
     rule: QuotaRule
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    namespace: str
-    footprint: Footprint
-    quota: Quota | None
-
-
 class Quotas:
     def __init__(
         self,
@@ -94,10 +87,6 @@ class Quotas:
                 None,
             )
         return self._found[namespace]
-
-    async def usage(self, namespace: str) -> Usage:
-        footprint = await self._metadata.namespace_footprint(namespace)
-        return Usage(namespace, footprint, self.quota_of(namespace))
 
     async def check_blob(self, repository: str, size: int, digest: str | None = None) -> None:
         """DENIED if storing `size` more bytes in the repository's namespace would exceed its
