@@ -17,9 +17,12 @@ checking its digest, before the database, so a restore cut short leaves no datab
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from portside.metadata.sql import SqlMetadataStore
 from portside.registry import keys
 from portside.registry.errors import DigestInvalid, SizeInvalid
 from portside.registry.gc import Progress
-from portside.registry.ingest import check_digest, receive
+from portside.registry.ingest import check_digest, hash_file, receive
 from portside.registry.names import Digest
 from portside.registry.verify import Fault, Finding, take_out
 from portside.storage.base import BlobStore, NotFound
@@ -46,6 +49,8 @@ DATABASE: Final = "registry.db"
 DESCRIPTION: Final = "backup.json"
 FORMAT: Final = 1
 PAGE: Final = 500
+# Blobs copied at once: copies and hashes run in threads, so disks and cores stay busy.
+CONCURRENCY: Final = 4
 
 
 class BackupInvalid(Exception):
@@ -92,9 +97,42 @@ async def _stored(store: SqlMetadataStore) -> AsyncIterator[list[BlobRecord]]:
 
 async def _transfer(source: BlobStore, target: BlobStore, record: BlobRecord, check: bool) -> None:
     """Copy a blob into target under a temporary key, then move it into place; with check, its
-    bytes are hashed on the way and must match its digest (DigestInvalid, SizeInvalid)."""
+    bytes are hashed and must match its digest (DigestInvalid, SizeInvalid). Between local
+    files, the kernel copies (copy_file_range) in a thread."""
     digest = Digest.parse(record.digest)
     temp = keys.upload_part(uuid.uuid4().hex, uuid.uuid4().hex)
+    origin, copy = source.local_path(keys.blob(digest)), target.local_path(temp)
+    try:
+        if origin is not None and copy is not None:
+            size = await to_thread.run_sync(_copy_file, origin, copy)
+            if size != record.size:
+                raise SizeInvalid({"expected": record.size, "received": size})
+            if check:
+                actual = await to_thread.run_sync(hash_file, copy, digest.algorithm)
+                check_digest(digest, actual)
+        else:
+            await _stream(source, target, temp, record, check)
+        await target.move(temp, keys.blob(digest))
+    finally:
+        await target.delete(temp)  # gone already once moved
+
+
+def _copy_file(origin: Path, copy: Path) -> int:
+    """Copy origin to copy, durably; its size. NotFound if origin is not there."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(origin, copy)
+    except FileNotFoundError:
+        raise NotFound(str(origin)) from None
+    with copy.open("rb") as file:
+        os.fsync(file.fileno())
+        return os.fstat(file.fileno()).st_size
+
+
+async def _stream(
+    source: BlobStore, target: BlobStore, temp: str, record: BlobRecord, check: bool
+) -> None:
+    digest = Digest.parse(record.digest)
     hasher = hashlib.new(digest.algorithm) if check else None
     writer = await target.writer(temp)
     try:
@@ -105,7 +143,6 @@ async def _transfer(source: BlobStore, target: BlobStore, record: BlobRecord, ch
         await writer.cancel()
         raise
     await writer.commit()
-    await target.move(temp, keys.blob(digest))
 
 
 async def _present(target: BlobStore, record: BlobRecord) -> bool:
@@ -128,23 +165,28 @@ async def _copy_all(
     and listed in summary.lost. The digests of the blobs target now holds."""
     kept: set[str] = set()
     lost: list[Finding] = []
-    async for page in _stored(store):
-        for record in page:
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(record: BlobRecord) -> None:
+        async with limit:
             if check or not await _present(target, record):
                 try:
                     await _transfer(source, target, record, check)
                 except NotFound:
                     lost.append(Finding(Fault.MISSING, record.digest, "gone from the source"))
-                    continue
+                    return
                 except (DigestInvalid, SizeInvalid) as error:
                     lost.append(Finding(Fault.CORRUPT, record.digest, f"{error.detail}"))
-                    continue
+                    return
                 summary.copied += 1
                 summary.copied_bytes += record.size
-            kept.add(record.digest)
-            summary.blobs += 1
-            summary.bytes += record.size
-            progress.advance(record.size)
+        kept.add(record.digest)
+        summary.blobs += 1
+        summary.bytes += record.size
+        progress.advance(record.size)
+
+    async for page in _stored(store):
+        await asyncio.gather(*(one(record) for record in page))
     # After the listing: taking a blob out deletes records behind its page cursor.
     for finding in lost:
         summary.lost.append(await take_out(target, store, finding))
