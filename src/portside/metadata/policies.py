@@ -172,6 +172,13 @@ class SqlPolicies(Database):
                 )
             if conn.execute(statement).rowcount == 0:
                 return False
+            # As delete_tag does: a pull-through cache's record of the tag goes with it.
+            conn.execute(
+                delete(cached_tags).where(
+                    cached_tags.c.repository_id == repository_id,
+                    cached_tags.c.name == history.name,
+                )
+            )
             write_journal(conn, journal)
             return True
 
