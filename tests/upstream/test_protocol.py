@@ -4,6 +4,7 @@ tag pages."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 
@@ -211,3 +212,22 @@ async def test_tags_follow_the_link_header_on_the_same_host(
         server.handler = elsewhere
         with pytest.raises(UpstreamInvalid, match="another host"):
             await upstream.tags("app")
+
+
+async def test_a_blob_sent_with_a_content_encoding_is_decoded(
+    make_upstream: UpstreamFactory,
+) -> None:
+    # Registries send blobs as they are; one that compresses the transfer still gives the blob.
+    reply = Reply(200, {"Content-Encoding": "gzip"}, gzip.compress(BLOB))
+    async with FakeServer(replying(reply)) as registry:
+        upstream = make_upstream(registry.url)
+        async with upstream.open_blob("app", digest_of(BLOB)) as blob:
+            assert b"".join([chunk async for chunk in blob]) == BLOB
+
+
+async def test_a_blob_sent_as_it_is_arrives_as_it_is(make_upstream: UpstreamFactory) -> None:
+    async with FakeServer(replying(Reply(200, {}, BLOB))) as registry:
+        upstream = make_upstream(registry.url)
+        async with upstream.open_blob("app", digest_of(BLOB)) as blob:
+            assert blob.size == len(BLOB)
+            assert b"".join([chunk async for chunk in blob]) == BLOB
