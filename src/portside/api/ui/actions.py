@@ -1,7 +1,8 @@
-"""Deleting a tag or a manifest from the web UI: a confirmation page (GET), then the form it
-holds (POST, with the CSRF token), for visitors with delete permission on the repository where
-`delete_enabled` allows it. The deletion is the API's own (ManifestStore.delete): the same
-events and audit entries, with the visitor's name."""
+"""Deleting a tag, a manifest or a whole repository (no reference) from the web UI: a
+confirmation page (GET), then the form it holds (POST, with the CSRF token), for visitors with
+delete permission on the repository where `delete_enabled` allows it. The deletion is the API's
+own (ManifestStore.delete, Repositories.delete): the same events, audit entries and policies,
+with the visitor's name."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _target(request: Request, visitor: Visitor, name: str, reference: str) -> tu
     visitor is allowed to; a 400, 403 or 404 page otherwise."""
     state = ui(request)
     name = parse_name(name)
-    if not is_tag(reference):
+    if reference and not is_tag(reference):
         reference = str(Digest.parse(reference))
     if not state.may(visitor, name, PULL) and not state.may(visitor, name, DELETE):
         raise UiError(404, f"There is no repository {name} that you can see.")
@@ -46,7 +47,7 @@ async def confirm_delete(request: Request) -> Response:
         params.text(request, "reference", 300) or "",
     )
     tags = []
-    if not is_tag(reference):
+    if reference and not is_tag(reference):
         tags = (
             await requests.registry(request).inventory.image(name, Digest.parse(reference))
         ).tags
@@ -58,10 +59,12 @@ async def confirm_delete(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     visitor = await ui(request).visitor(request)
     form = await read_form(request, visitor)
-    name, reference = _target(
-        request, visitor, field(form, "repository", 300), field(form, "reference", 300)
-    )
+    reference = field(form, "reference", 300) if form.get("reference") else ""  # "": all
+    name, reference = _target(request, visitor, field(form, "repository", 300), reference)
     registry = requests.registry(request)
+    if not reference:
+        await registry.repositories.delete(name, change_origin(request))
+        return redirect("/ui/")
     await registry.manifests.delete(name, reference, change_origin(request))
     if not await registry.inventory.holds(name):  # its last manifest went
         return redirect("/ui/")

@@ -149,6 +149,8 @@ def page(endpoint: Endpoint) -> Endpoint:
             response = await error_page(request, error.status, error.message)
         except RegistryError as error:
             found = ERROR_PAGES.get(error.code)
+            if error.code is ErrorCode.DENIED:  # a policy's refusal: its message says why
+                found = (403, error.describe())
             if found is None:
                 raise
             response = await error_page(request, *found)
