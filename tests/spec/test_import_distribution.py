@@ -14,9 +14,13 @@ from distribution_trees import Image, Tree
 from gc_helpers import GcRegistry, gc_registry
 from helpers import assert_error, random_bytes
 
+from portside.registry import keys
 from portside.registry.distribution_tree import DistributionTree, NotADistributionTree
 from portside.registry.gc import Progress
 from portside.registry.import_distribution import DistributionImport, Issue, Report, Target
+from portside.registry.names import Digest
+from portside.storage.base import NotFound
+from s3 import S3Server, leftovers, wipe
 
 __all__ = ["gc_registry"]  # the fixture, imported
 
@@ -197,3 +201,27 @@ async def test_a_dry_run_reports_the_same_and_changes_nothing(
 def test_a_folder_without_a_distribution_tree_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotADistributionTree, match="holds no distribution storage"):
         DistributionTree(tmp_path)
+
+
+async def test_into_s3_storage_the_blobs_stream_and_every_tag_pulls(
+    s3_server: S3Server, gc_registry: GcRegistry, tree: tuple[Tree, dict[str, Image]]
+) -> None:
+    """Portside on S3 (its metadata here SQLite's): the bytes are read and written through,
+    hashed on the way; a corrupt one never reaches the bucket."""
+    source, images = tree
+    storage = s3_server.store()
+    try:
+        target = Target(storage, gc_registry.metadata)
+        report = await DistributionImport(DistributionTree(source.root), target).run()
+
+        assert problems(report) == expected_problems(images)
+        assert report.copied == report.taken > 0
+        image = images["team/app:v1"]
+        for digest, data in image.blobs.items():
+            assert await storage.get(keys.blob(Digest.parse(digest))) == data
+        corrupt = keys.blob(Digest.parse(images["corrupt-layer"].digest))
+        with pytest.raises(NotFound):
+            await storage.stat(corrupt)
+        assert leftovers(storage) == []
+    finally:
+        wipe(storage)
