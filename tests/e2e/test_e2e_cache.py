@@ -482,17 +482,28 @@ class Puller(threading.Thread):
     after another, recording the ones that came through intact."""
 
     def __init__(
-        self, skopeo: Skopeo, cache: PortsideServer, layout: Layout, into: Path, tags: list[str]
+        self,
+        skopeo: Skopeo,
+        cache: PortsideServer,
+        layout: Layout,
+        into: Path,
+        tags: list[str],
+        collecting: threading.Semaphore,
     ) -> None:
         super().__init__(daemon=True)
         self.skopeo, self.cache, self.layout = skopeo, cache, layout
         self.into, self.tags = into, tags
+        # Released as each collection starts: a pull after the first waits for one, so that
+        # pulls and collections overlap however fast either is.
+        self.collecting = collecting
         self.pulled: list[str] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for tag in self.tags:
+            for index, tag in enumerate(self.tags):
+                if index:
+                    self.collecting.acquire(timeout=60)
                 digest = self.layout.tags[tag].digest
                 source = f"{self.cache.host}/up/gc/app:{tag}"
                 pull_intact(self.skopeo, source, self.into / tag, self.layout, digest)
@@ -517,11 +528,13 @@ def test_gc_while_the_cache_fills_loses_nothing_referenced(
         skopeo, _ = clients(cache)
         for tag in tags:
             push(skopeo, layout, tag, f"{upstream.host}/gc/app:{tag}")
-        puller = Puller(skopeo, cache, layout, tmp_path / "during", tags)
+        collecting = threading.Semaphore(0)
+        puller = Puller(skopeo, cache, layout, tmp_path / "during", tags, collecting)
         puller.start()
         collected, overlapping = [], 0
-        while len(collected) < 3 or (puller.is_alive() and len(collected) < 20):
+        while len(collected) < 3 or (puller.is_alive() and len(collected) < 2 * len(tags)):
             overlapping += puller.is_alive()
+            collecting.release()
             collected.append(run_gc(cache, "--grace-period", "0"))
         puller.join(120)
         assert puller.error is None, puller.error
