@@ -324,3 +324,22 @@ async def test_remove_older_than_spares_what_is_recent(make_site: Callable[..., 
     later = await retention.plan(datetime.now(UTC) + timedelta(hours=2))
     assert sorted(r.tag.name for r in later) == ["build-0", "build-1"]
     assert "over 1.0h" in later[0].reason
+
+
+async def test_a_mount_beyond_the_quota_is_refused_and_one_the_namespace_holds_is_not(
+    make_site: Callable[..., Any],
+) -> None:
+    site = await make_site(policies={"quotas": [{"namespaces": ["team"], "max_bytes": 1000}]})
+    big = await push_blob(site.client, "other/app", random_bytes(1500))
+    small = await push_blob(site.client, "team/app", random_bytes(600))
+
+    refused = await site.client.post(
+        "/v2/team/app/blobs/uploads/", params={"mount": big, "from": "other/app"}
+    )
+    held = await site.client.post(
+        "/v2/team/second/blobs/uploads/", params={"mount": small, "from": "team/app"}
+    )
+
+    assert_error(refused, 403, "DENIED")
+    assert "600 of 1,000 bytes used, this push needs 1,500 more" in message(refused)
+    assert held.status_code == 201  # counted once per namespace: it adds nothing
