@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from portside.registry import keys
 from portside.registry.errors import DigestInvalid, SizeInvalid
 from portside.registry.gc import Progress
 from portside.registry.ingest import check_digest, hash_file, receive
+from portside.registry.local_files import place
 from portside.registry.names import Digest
 from portside.registry.verify import Fault, Finding, take_out
 from portside.storage.base import BlobStore, NotFound
@@ -104,7 +103,8 @@ async def _transfer(source: BlobStore, target: BlobStore, record: BlobRecord, ch
     origin, copy = source.local_path(keys.blob(digest)), target.local_path(temp)
     try:
         if origin is not None and copy is not None:
-            size = await to_thread.run_sync(_copy_file, origin, copy)
+            await to_thread.run_sync(place, origin, copy, False)
+            size = copy.stat().st_size
             if size != record.size:
                 raise SizeInvalid({"expected": record.size, "received": size})
             if check:
@@ -115,18 +115,6 @@ async def _transfer(source: BlobStore, target: BlobStore, record: BlobRecord, ch
         await target.move(temp, keys.blob(digest))
     finally:
         await target.delete(temp)  # gone already once moved
-
-
-def _copy_file(origin: Path, copy: Path) -> int:
-    """Copy origin to copy, durably; its size. NotFound if origin is not there."""
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copyfile(origin, copy)
-    except FileNotFoundError:
-        raise NotFound(str(origin)) from None
-    with copy.open("rb") as file:
-        os.fsync(file.fileno())
-        return os.fstat(file.fileno()).st_size
 
 
 async def _stream(

@@ -14,11 +14,8 @@ repository links (distribution's garbage).
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import json
-import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +36,7 @@ from portside.registry.errors import (
 )
 from portside.registry.gc import Progress
 from portside.registry.ingest import check_digest, hash_file, receive, store
+from portside.registry.local_files import place
 from portside.registry.manifest_store import ManifestStore
 from portside.registry.manifests import OCI_INDEX, OCI_MANIFEST, parse
 from portside.registry.names import Digest, is_tag, parse_name
@@ -103,22 +101,6 @@ def _guess_type(body: bytes) -> str | None:
     if not isinstance(document, dict) or document.get("mediaType"):
         return None
     return OCI_INDEX if "manifests" in document else OCI_MANIFEST
-
-
-def _take_file(source: Path, target: Path) -> bool:
-    """Hard-link source at target, or copy it there (fsynced) when no link can be made; whether
-    it was copied."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-        return False
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-    shutil.copyfile(source, target)
-    with target.open("rb") as file:
-        os.fsync(file.fileno())
-    return True
 
 
 class Target:
@@ -235,7 +217,7 @@ class DistributionImport:
         local = storage.local_path(temp)
         try:
             if local is not None:
-                copied = await to_thread.run_sync(_take_file, source, local)
+                copied = await to_thread.run_sync(place, source, local, True)
                 actual = await to_thread.run_sync(hash_file, local, digest.algorithm)
                 check_digest(digest, actual)
             else:
