@@ -166,9 +166,11 @@ class SqlBrowsing(Database):
             select(tags.c.name)
             .join(repositories, repositories.c.id == tags.c.repository_id)
             .where(repositories.c.name == repository, tags.c.digest == digest)
-            .order_by(self._code_points(tags.c.name))
         )
-        return await self._read(lambda conn: list(conn.scalars(query)))
+        # Sorted here: with ORDER BY name, SQLite walks every tag of the repository in name
+        # order rather than ix_tags_digest's few (83 ms at 100,000 tags, not 1).
+        found = await self._read(lambda conn: list(conn.scalars(query)))
+        return sorted(found)
 
     async def pull_sizes(self, repository: str, digests: Collection[str]) -> dict[str, int]:
         def references(conn: Connection, repository_id: int, owners: Collection[str]) -> list[Any]:
