@@ -93,14 +93,20 @@ def test_status_overrides_are_error_classes_of_another_status() -> None:
 
 @pytest.mark.parametrize("cls", all_error_classes(), ids=lambda cls: cls.__name__)
 def test_every_error_class_serves_the_envelope(cls: type[RegistryError]) -> None:
-    response = error_response(cls({"why": "because"}))
+    # A policy's refusal says which rule in its message; every other error has its code's.
+    error = (
+        cls("rule x", {"why": "because"})  # type: ignore[call-arg]
+        if issubclass(cls, errors.PolicyDenied)
+        else cls({"why": "because"})
+    )
+    response = error_response(error)
     assert response.status_code == STATUS_OVERRIDES.get(cls, STATUS[cls.code])
     assert response.media_type == "application/json"
     wire = httpx.Response(response.status_code, content=response.body, headers=response.headers)
     assert error_codes(wire) == [cls.code]
     assert wire.json()["errors"][0] == {
         "code": cls.code,
-        "message": cls.message,
+        "message": "rule x" if issubclass(cls, errors.PolicyDenied) else cls.message,
         "detail": {"why": "because"},
     }
 

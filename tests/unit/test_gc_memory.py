@@ -100,6 +100,9 @@ class Metadata:
     async def expired_uploads(self, before: datetime, after: str | None, limit: int) -> list[str]:
         return []
 
+    async def record_collection(self, run: Any) -> None:
+        pass
+
 
 class Storage:
     def __init__(self, size: int) -> None:
