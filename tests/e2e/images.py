@@ -194,6 +194,37 @@ class Layout:
             self.tag(tag, manifest)
         return image
 
+    def add_based_image(self, tag: str, base: tuple[Descriptor, str], size: int) -> Image:
+        """An image of two layers: base (a layer and its diff_id, already in this layout), which
+        other images share, and one of `size` bytes of its own."""
+        own, own_diff_id = self.add_layer(size + len(self.images))
+        config = self.add_blob(
+            canonical_json(
+                {
+                    "architecture": "amd64",
+                    "os": "linux",
+                    "config": {"Cmd": ["/bin/true"]},
+                    "rootfs": {"type": "layers", "diff_ids": [base[1], own_diff_id]},
+                }
+            ),
+            OCI_CONFIG,
+        )
+        manifest = self.add_blob(
+            canonical_json(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": config.to_json(),
+                    "layers": [base[0].to_json(), own.to_json()],
+                }
+            ),
+            OCI_MANIFEST,
+        )
+        image = Image(manifest, config, [base[0], own])
+        self.images[manifest.digest] = image
+        self.tag(tag, manifest)
+        return image
+
     def add_index(self, children: list[tuple[Image, dict[str, str]]], *, tag: str) -> Descriptor:
         """An index of image manifests, each with its platform, tagged in index.json."""
         manifests = [

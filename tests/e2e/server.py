@@ -102,6 +102,11 @@ class PortsideServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
+    def stored_blob(self, digest: str) -> Path:
+        """Where the filesystem store keeps the blob of digest."""
+        encoded = digest.removeprefix("sha256:")
+        return self.storage_path / "blobs" / "sha256" / encoded[:2] / encoded
+
     # Lifecycle ----------------------------------------------------------------------------------
 
     def start(self, timeout: float = START_TIMEOUT) -> None:

@@ -141,8 +141,7 @@ def run_gc(server: PortsideServer, *options: str) -> subprocess.CompletedProcess
 
 
 def stored(server: PortsideServer, digest: str) -> bool:
-    encoded = digest.removeprefix("sha256:")
-    return (server.storage_path / "blobs" / "sha256" / encoded[:2] / encoded).is_file()
+    return server.stored_blob(digest).is_file()
 
 
 def unique(name: str) -> str:

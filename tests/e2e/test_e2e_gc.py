@@ -15,12 +15,9 @@ import pytest
 from .clients import Skopeo, digest_of
 from .conftest import ServerFactory
 from .images import (
-    OCI_CONFIG,
-    OCI_MANIFEST,
     Descriptor,
     Image,
     Layout,
-    canonical_json,
     tagged_digest,
     verify_layout_blobs,
 )
@@ -36,33 +33,7 @@ def add_based_image(layout: Layout, tag: str, base: Base) -> Image:
     """An image of two layers: base, which other images share, and one of its own."""
     if not layout.blob_path(base[0].digest).exists():
         layout.add_blob(layout_of(base).read_blob(base[0].digest), base[0].media_type)
-    own, own_diff_id = layout.add_layer(8 * KiB + len(layout.images))
-    config = layout.add_blob(
-        canonical_json(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Cmd": ["/bin/true"]},
-                "rootfs": {"type": "layers", "diff_ids": [base[1], own_diff_id]},
-            }
-        ),
-        OCI_CONFIG,
-    )
-    manifest = layout.add_blob(
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.to_json(),
-                "layers": [base[0].to_json(), own.to_json()],
-            }
-        ),
-        OCI_MANIFEST,
-    )
-    image = Image(manifest, config, [base[0], own])
-    layout.images[manifest.digest] = image
-    layout.tag(tag, manifest)
-    return image
+    return layout.add_based_image(tag, base, 8 * KiB)
 
 
 _BASE_LAYOUTS: dict[str, Layout] = {}
@@ -76,11 +47,6 @@ def new_base(layout: Layout) -> Base:
 
 def layout_of(base: Base) -> Layout:
     return _BASE_LAYOUTS[base[0].digest]
-
-
-def blob_path(server: PortsideServer, digest: str) -> Path:
-    encoded = digest.removeprefix("sha256:")
-    return server.storage_path / "blobs" / "sha256" / encoded[:2] / encoded
 
 
 def pull_intact(
@@ -167,7 +133,7 @@ def test_gc_with_pushes_in_flight_keeps_every_tagged_image_and_frees_the_deleted
     assert all(image.layers[0].digest == base for image in images.values())
     dry = run_gc(portside, "--dry-run", "--grace-period", "0")
     assert "would remove" in dry.stdout
-    assert all(blob_path(portside, image.manifest.digest).is_file() for image in deleted.values())
+    assert all(portside.stored_blob(image.manifest.digest).is_file() for image in deleted.values())
 
     pusher = Pusher(skopeo, portside, Layout(tmp_path / "live"), base_layer)
     pusher.start()
@@ -193,10 +159,10 @@ def test_gc_with_pushes_in_flight_keeps_every_tagged_image_and_frees_the_deleted
         pull_intact(skopeo, portside, tmp_path, tag, pusher.layout)
     for tag, image in deleted.items():
         for blob in [image.manifest, image.config, image.layers[1]]:
-            assert not blob_path(portside, blob.digest).exists(), f"{tag}: {blob.digest} left"
+            assert not portside.stored_blob(blob.digest).exists(), f"{tag}: {blob.digest} left"
         response = httpx.get(f"{portside.url}/v2/e2e/gc/manifests/{image.manifest.digest}")
         assert response.status_code == 404
-    assert blob_path(portside, base).is_file()
+    assert portside.stored_blob(base).is_file()
     tags = set(skopeo.list_tags(f"docker://{portside.host}/e2e/gc"))
     assert tags == {"v0", "v2", "v4", *pusher.pushed}
 
@@ -214,7 +180,7 @@ def test_the_background_collector_runs_in_the_server(
         assert response.status_code == 201
         assert client.delete(f"/v2/e2e/bg/blobs/{digest}").status_code == 202
         deadline = time.monotonic() + 30
-        while blob_path(server, digest).exists():
+        while server.stored_blob(digest).exists():
             assert time.monotonic() < deadline, "the background collector did not collect"
             time.sleep(0.2)
     assert "garbage collection removed" in server.log_text()

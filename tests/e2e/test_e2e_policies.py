@@ -23,12 +23,9 @@ from s3 import S3Server
 from .clients import Podman, Skopeo, podman_for, skopeo_for
 from .conftest import SERVERS, ServerFactory
 from .images import (
-    OCI_CONFIG,
-    OCI_MANIFEST,
     Descriptor,
     Image,
     Layout,
-    canonical_json,
     tagged_digest,
     verify_layout_blobs,
 )
@@ -53,33 +50,7 @@ def portside(
 
 def based_image(layout: Layout, tag: str, base: Base, size: int = 8 * KiB) -> Image:
     """An image of two layers: base, which the layout's other images share, and its own."""
-    own, own_diff_id = layout.add_layer(size + len(layout.images))
-    config = layout.add_blob(
-        canonical_json(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Cmd": ["/bin/true"]},
-                "rootfs": {"type": "layers", "diff_ids": [base[1], own_diff_id]},
-            }
-        ),
-        OCI_CONFIG,
-    )
-    manifest = layout.add_blob(
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.to_json(),
-                "layers": [base[0].to_json(), own.to_json()],
-            }
-        ),
-        OCI_MANIFEST,
-    )
-    image = Image(manifest, config, [base[0], own])
-    layout.images[manifest.digest] = image
-    layout.tag(tag, manifest)
-    return image
+    return layout.add_based_image(tag, base, size)
 
 
 def pull_intact(skopeo: Skopeo, reference: str, tmp: Path, image: Image) -> None:
@@ -90,11 +61,6 @@ def pull_intact(skopeo: Skopeo, reference: str, tmp: Path, image: Image) -> None
     on_disk = verify_layout_blobs(pulled)
     for blob in [image.manifest, *image.blobs]:
         assert on_disk.get(blob.digest) == blob.size, f"{reference}: {blob.digest}"
-
-
-def blob_path(server: PortsideServer, digest: str) -> Path:
-    encoded = digest.removeprefix("sha256:")
-    return server.storage_path / "blobs" / "sha256" / encoded[:2] / encoded
 
 
 def push(skopeo: Skopeo, layout: Layout, tag: str, reference: str, check: bool = True) -> Any:
@@ -163,9 +129,9 @@ def test_retention_keeps_the_last_3_of_10_tags_and_they_all_pull(
     with podman_for(tmp_path / "podman", server.host) as podman:
         podman("pull", "--tls-verify=false", f"{server.host}/e2e/ci:build-9")
     for n in range(7):  # their own layers and manifests are gone; the shared base stays
-        assert not blob_path(server, images[n].layers[1].digest).exists()
-        assert not blob_path(server, images[n].manifest.digest).exists()
-    assert blob_path(server, base[0].digest).is_file()
+        assert not server.stored_blob(images[n].layers[1].digest).exists()
+        assert not server.stored_blob(images[n].manifest.digest).exists()
+    assert server.stored_blob(base[0].digest).is_file()
     audit = portside(server, "audit", "--action", "retention-delete", "--json")
     assert audit.stdout.count("retention-delete") >= 7
 
@@ -217,14 +183,14 @@ def test_a_deleted_repository_is_collected_while_one_sharing_its_layers_still_pu
     push(skopeo, layout, "doomed", f"docker://{server.host}/e2e/doomed:v1")
     push(skopeo, layout, "kept", f"docker://{server.host}/e2e/kept:v1")
     own = [doomed.manifest, doomed.config, doomed.layers[1]]
-    assert all(blob_path(server, blob.digest).is_file() for blob in own)
+    assert all(server.stored_blob(blob.digest).is_file() for blob in own)
 
     deleted = portside(server, "repo", "delete", "e2e/doomed", "--yes")
     portside(server, "gc", "--grace-period", "0")
 
     assert "deleted e2e/doomed: 1 manifest(s), 1 tag(s)" in deleted.stdout
     for blob in own:
-        assert not blob_path(server, blob.digest).exists(), blob.digest
+        assert not server.stored_blob(blob.digest).exists(), blob.digest
     pull_intact(skopeo, f"docker://{server.host}/e2e/kept:v1", tmp_path, kept)
     listed = httpx.get(f"{server.url}/v2/e2e/doomed/tags/list", timeout=30)
     assert listed.status_code == 404
