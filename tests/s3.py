@@ -52,6 +52,19 @@ class S3Server:
         """A prefix of its own for a test, so that tests never see each other's objects."""
         return f"{self.root}/{uuid.uuid4().hex[:12]}"
 
+    def portside_settings(self) -> dict[str, Any]:
+        """A `portside serve` config's storage keys for this server, under a new prefix (call it
+        once per deployment: its instances share the prefix)."""
+        return {
+            "storage": "s3",
+            "storage_path": self.new_prefix(),
+            "s3_bucket": self.bucket,
+            "s3_endpoint_url": self.endpoint_url,
+            "s3_region": self.region,
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+
     def store(self, prefix: str | None = None, **options: Any) -> S3BlobStore:
         """A store under prefix, by default a new one."""
         return S3BlobStore(

@@ -94,13 +94,7 @@ def cluster(
     key.chmod(0o600)
     with schema(postgres_url) as database_url:
         shared: dict[str, Any] = {
-            "storage": "s3",
-            "storage_path": s3_server.new_prefix(),
-            "s3_bucket": s3_server.bucket,
-            "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_region": s3_server.region,
-            "s3_access_key": s3_server.access_key,
-            "s3_secret_key": s3_server.secret_key,
+            **s3_server.portside_settings(),
             "database_url": database_url,
             "trust_forwarded_headers": True,
             "auth": {

@@ -211,13 +211,7 @@ def pair(
     add_user(htpasswd, "admin", "admin-Secret-1", scheme=Scheme.BCRYPT, rounds=4)
     with schema(postgres_url) as database_url:
         shared = {
-            "storage": "s3",
-            "storage_path": s3_server.new_prefix(),
-            "s3_bucket": s3_server.bucket,
-            "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_region": s3_server.region,
-            "s3_access_key": s3_server.access_key,
-            "s3_secret_key": s3_server.secret_key,
+            **s3_server.portside_settings(),
             "database_url": database_url,
             "auth": {
                 "htpasswd": {"path": str(htpasswd)},

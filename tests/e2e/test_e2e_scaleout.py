@@ -49,13 +49,7 @@ def shared_settings(s3_server: S3Server, postgres_url: str) -> Iterator[dict[str
     """What the instances share: a prefix of the bucket and a schema of the database."""
     with schema(postgres_url) as database_url:
         yield {
-            "storage": "s3",
-            "storage_path": s3_server.new_prefix(),
-            "s3_bucket": s3_server.bucket,
-            "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_region": s3_server.region,
-            "s3_access_key": s3_server.access_key,
-            "s3_secret_key": s3_server.secret_key,
+            **s3_server.portside_settings(),
             "database_url": database_url,
         }
 
