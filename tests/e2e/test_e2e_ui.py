@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +24,7 @@ from .images import Layout, multi_arch_index
 from .server import PortsideServer
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -135,8 +136,15 @@ def shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
+def wait_until(driver: Any, condition: Callable[[Any], bool]) -> None:
+    # A navigation or an htmx swap replaces the element being read: read it again.
+    WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition
+    )
+
+
 def wait_for_text(driver: Any, text: str) -> None:
-    WebDriverWait(driver, WAIT).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    wait_until(driver, lambda d: text in d.find_element(By.TAG_NAME, "body").text)
 
 
 def log_in(driver: Any, registry: PortsideServer, user: str, screenshot: str | None = None) -> None:
@@ -200,9 +208,7 @@ def test_the_web_ui_in_a_real_browser(
     # Search as you type: the results follow the query without a submit.
     box = browser.find_element(By.ID, "q")
     box.send_keys("web appl")
-    WebDriverWait(browser, WAIT).until(
-        lambda d: "public/hello" not in d.find_element(By.ID, "results").text
-    )
+    wait_until(browser, lambda d: "public/hello" not in d.find_element(By.ID, "results").text)
     assert "team/app" in browser.find_element(By.ID, "results").text
     assert "q=web+appl" in browser.current_url
     shot(browser, "search")
