@@ -1,5 +1,6 @@
-"""Logging in and out of the web UI, with the htpasswd users of the API and its token service:
-the same failed-login limits, the same audit entries (`via: ui`)."""
+"""Logging in and out of the web UI, with the htpasswd users of the API and its token service and
+its robot accounts (`robot$NAME` and the robot's secret): the same failed-login limits, the same
+audit entries (`via: ui`)."""
 
 from __future__ import annotations
 

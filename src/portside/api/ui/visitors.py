@@ -12,8 +12,10 @@ from portside.api.guard import ACTOR
 from portside.api.ui.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions, new_token, well_formed
 from portside.api.urls import PublicAddress
 from portside.auth.authenticator import Authenticator
-from portside.auth.base import repository
+from portside.auth.base import Identity, repository
 from portside.auth.policy import ANONYMOUS, Caller, Policy, Visible
+from portside.auth.robots import PREFIX as ROBOT_PREFIX
+from portside.metadata.base import UiSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +53,32 @@ class Ui:
 
     async def visitor(self, request: Request) -> Visitor:
         """The visitor of a request: its session's user, while the session lasts and the user
-        is still in the htpasswd file; else anonymous."""
+        could still log in (see _identity); else anonymous."""
         if self.logins:
             assert self.authenticator is not None
             assert self.policy is not None
             session = await self.sessions.find(request.cookies.get(SESSION_COOKIE))
-            if session is not None and self.authenticator.known_user(session.username):
+            identity = None if session is None else await self._identity(session)
+            if session is not None and identity is not None:
                 request.scope[ACTOR] = session.username  # who the audit log names
-                identity = self.policy.authorizer.identity(session.username)
                 return Visitor(session.username, self.policy.logged_in(identity), session.csrf)
         csrf = request.cookies.get(CSRF_COOKIE)
         if well_formed(csrf):
             assert csrf is not None
             return Visitor(None, ANONYMOUS, csrf)
         return Visitor(None, ANONYMOUS, new_token(), new_csrf_cookie=True)
+
+    async def _identity(self, session: UiSession) -> Identity | None:
+        """Who the session's user is while they could still log in: a user still in the
+        htpasswd file, or a robot account neither revoked, expired nor made again since."""
+        assert self.authenticator is not None
+        assert self.policy is not None
+        username, robots = session.username, self.authenticator.robots
+        if robots is not None and username.startswith(ROBOT_PREFIX):
+            return await robots.bearer(username, session.created_at.timestamp())
+        if self.authenticator.known_user(username):
+            return self.policy.authorizer.identity(username)
+        return None
 
     def visible(self, visitor: Visitor) -> Visible | None:
         """Which repositories the visitor may see (pull); None: all."""
