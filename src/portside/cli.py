@@ -19,19 +19,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from portside.auth import htpasswd
-from portside.auth.htpasswd import Scheme
-from portside.config.loader import ConfigError, describe, load_settings, sample_config
-from portside.config.settings import Settings
-from portside.metadata.migrate import upgrade
-from portside.registry.gc import CollectionRunning, Collector, Summary
-from portside.server import logs, ownership, preflight
-from portside.server.collector import gc_policy
-from portside.server.policies import build_retention
-from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
+from portside.auth.schemes import Scheme
 
+# Only the standard library and click at module level: each command imports what it runs, so
+# that `portside --help` and the light commands do not load alembic, SQLAlchemy, pydantic and
+# the server (4.2 s of imports on the loaded machine).
 if TYPE_CHECKING:
+    from portside.config.settings import Settings
     from portside.registry.distribution_tree import DistributionTree
+    from portside.registry.gc import Summary
     from portside.registry.import_distribution import Report as ImportReport
     from portside.registry.verify import Report
 
@@ -58,6 +54,8 @@ def _load(
     warnings: list[str] | None = None,
     **overrides: object,
 ) -> Settings:
+    from portside.config.loader import ConfigError, load_settings
+
     try:
         return load_settings(
             config_file,
@@ -84,6 +82,9 @@ def serve(
     config_file: str | None, flavor: str | None, listen: str | None, workers: int | None
 ) -> None:
     """Serve the registry until SIGINT or SIGTERM, then finish requests in flight and stop."""
+    from portside.server import logs, ownership, preflight
+    from portside.server.worker import JOURNALD_VARIABLE, SETTINGS_VARIABLE
+
     warnings: list[str] = []
     settings = _load(config_file, flavor, warnings, listen=listen, workers=workers)
     journald = "JOURNAL_STREAM" in os.environ
@@ -101,7 +102,7 @@ def serve(
     if database is not None and _is_temporary(database):
         # The classic sample's sqlalchemy_index_database is /tmp/docker-registry.db.
         log.warning("the metadata database %s is under /tmp: it may vanish at reboot", database)
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
     os.environ[SETTINGS_VARIABLE] = settings.model_dump_json()
     os.environ[JOURNALD_VARIABLE] = "1" if journald else "0"
     if not settings.tls and not _is_loopback(settings.host) and settings.public_url is None:
@@ -151,6 +152,13 @@ def _worker_metrics(settings: Settings) -> Iterator[None]:
         finally:
             if listener is not None:
                 listener.stop()
+
+
+def _migrate(url: str) -> None:
+    """Bring the metadata database to this version's schema, as `serve` does at start."""
+    from portside.metadata.migrate import upgrade
+
+    upgrade(url)
 
 
 def _is_temporary(path: Path) -> bool:
@@ -272,6 +280,8 @@ def gc(
     be, removed (a dry run leaves retention out: `portside retention --dry-run` shows it)."""
     from rich.console import Console
 
+    from portside.server import ownership
+
     settings = _load(config_file, flavor, gc_grace_period=grace_period)
     if settings.storage == "local" and not Path(settings.storage_path).is_dir():
         raise click.ClickException(f"no registry at {settings.storage_path}: nothing to collect")
@@ -280,7 +290,7 @@ def gc(
         ownership.prepare_database(settings)
     except ownership.OwnerUnclear as error:
         raise click.ClickException(str(error)) from None
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
     summary = asyncio.run(_collect(settings, dry_run, Console(stderr=True)))
     Console().print(_summary_table(summary, dry_run))
 
@@ -289,7 +299,10 @@ async def _collect(settings: Settings, dry_run: bool, console: Any) -> Summary:
     from rich.progress import Progress
 
     from portside.metadata.sql import SqlMetadataStore
+    from portside.registry.gc import CollectionRunning, Collector
     from portside.server.app import STORAGE_DRIVERS
+    from portside.server.collector import gc_policy
+    from portside.server.policies import build_retention
 
     storage = STORAGE_DRIVERS[settings.storage](settings)
     metadata = SqlMetadataStore(settings.metadata_url)
@@ -350,6 +363,8 @@ def config() -> None:
 def config_check(config_file: str | None, flavor: str | None) -> None:
     """Validate a config file and flavor; print the resolved settings, secrets masked, and on
     standard error what the config asks that Portside does not do."""
+    from portside.config.loader import describe
+
     warnings: list[str] = []
     settings = _load(config_file, flavor, warnings)
     for warning in warnings:
@@ -360,6 +375,8 @@ def config_check(config_file: str | None, flavor: str | None) -> None:
 @config.command("sample")
 def config_sample() -> None:
     """Print the documented sample config."""
+    from portside.config.loader import sample_config
+
     sys.stdout.write(sample_config())
 
 
@@ -387,6 +404,8 @@ def _own_htpasswd(path: Path, config_file: str | None, flavor: str | None) -> No
     needs them, so the file add_user writes in their place keeps that owner (auth/_files.py).
     The service's user is told from the owner of the file or its folder, or of storage_path
     when a config was named."""
+    from portside.server import ownership
+
     service = None
     if config_file or os.environ.get("DOCKER_REGISTRY_CONFIG"):
         service = ownership.service_owner(_load(config_file, flavor))
@@ -467,6 +486,8 @@ def user_add(
     rounds: int | None,
     replace: bool,
 ) -> None:
+    from portside.auth import htpasswd
+
     path = _htpasswd_path(htpasswd_file, config_file, flavor)
     try:
         htpasswd.check_username(username)
@@ -500,6 +521,8 @@ def user_passwd(
     scheme: str,
     rounds: int | None,
 ) -> None:
+    from portside.auth import htpasswd
+
     path = _htpasswd_path(htpasswd_file, config_file, flavor)
     if username not in htpasswd.list_users(path):
         raise click.ClickException(f"no user {username!r} in {path}")
@@ -518,6 +541,8 @@ def user_passwd(
 def user_remove(
     htpasswd_file: str | None, config_file: str | None, flavor: str | None, username: str
 ) -> None:
+    from portside.auth import htpasswd
+
     path = _htpasswd_path(htpasswd_file, config_file, flavor)
     if path.exists():
         _own_htpasswd(path, config_file, flavor)
@@ -591,7 +616,7 @@ def audit(
 
     from portside.metadata.base import AuditQuery
     from portside.metadata.engine import DatabaseError
-    from portside.server import audit_log
+    from portside.server import audit_log, ownership
 
     settings = _load(config_file, flavor)
     if settings.audit is None or not settings.audit.enabled:
@@ -610,6 +635,8 @@ def audit(
 
 @_user_command("list", "List the users, one a line.")
 def user_list(htpasswd_file: str | None, config_file: str | None, flavor: str | None) -> None:
+    from portside.auth import htpasswd
+
     for name in htpasswd.list_users(_htpasswd_path(htpasswd_file, config_file, flavor)):
         click.echo(name)
 
@@ -619,12 +646,14 @@ def user_list(htpasswd_file: str | None, config_file: str | None, flavor: str | 
 
 def _ready(config_file: str | None, flavor: str | None) -> Settings:
     """The settings, with the metadata database made the service's and migrated (as gc does)."""
+    from portside.server import ownership
+
     settings = _load(config_file, flavor)
     try:
         ownership.prepare_database(settings)
     except ownership.OwnerUnclear as error:
         raise click.ClickException(str(error)) from None
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
     return settings
 
 
@@ -829,6 +858,8 @@ def token_revoke(config_file: str | None, flavor: str | None, name: str) -> None
 
 def _open_registry(settings: Settings) -> None:
     """Refuse a registry that is not there; else make its database current, as gc does."""
+    from portside.server import ownership
+
     if settings.storage == "local" and not Path(settings.storage_path).is_dir():
         raise click.ClickException(f"no registry at {settings.storage_path}")
     database = ownership.sqlite_file(settings.metadata_url)
@@ -838,7 +869,7 @@ def _open_registry(settings: Settings) -> None:
         ownership.prepare_database(settings)
     except ownership.OwnerUnclear as error:
         raise click.ClickException(str(error)) from None
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
 
 
 @main.command()
@@ -893,6 +924,8 @@ def _findings_table(report: Report) -> Any:
 
 
 def _sqlite_database(settings: Settings) -> Path:
+    from portside.server import ownership
+
     database = ownership.sqlite_file(settings.metadata_url)
     if database is None:
         raise click.ClickException(
@@ -953,7 +986,7 @@ def restore(config_file: str | None, flavor: str | None, source: Path) -> None:
             summary = asyncio.run(run_restore(source, storage, database, bar))
     except BackupInvalid as error:
         raise click.ClickException(str(error)) from None
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
     for finding in summary.lost:
         click.echo(f"left out {finding.digest} ({finding.fault}): {finding.detail}", err=True)
     click.echo(f"restored {summary.blobs:,} blobs ({summary.bytes:,} bytes) from {source}")
@@ -1005,7 +1038,7 @@ def import_distribution(
     if not dry_run:  # into a registry not made yet, as `serve` would make it
         if settings.storage == "local":
             Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
-        upgrade(settings.metadata_url)
+        _migrate(settings.metadata_url)
         _open_registry(settings)
     report = asyncio.run(_import(settings, tree, dry_run))
     shown = [p for p in report.problems if p.issue is not Issue.ORPHAN]
@@ -1095,7 +1128,7 @@ def sync(
     settings = _load(config_file, flavor)
     if settings.storage == "local":
         Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
-    upgrade(settings.metadata_url)
+    _migrate(settings.metadata_url)
     _open_registry(settings)
     while True:
         failures = asyncio.run(

@@ -24,7 +24,6 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +39,7 @@ from passlib.hash import (  # type: ignore[import-untyped]
 
 from portside.auth._files import atomic_write, locked
 from portside.auth.base import AuthError
+from portside.auth.schemes import Scheme
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,6 @@ _DES = re.compile(r"[./0-9A-Za-z]{13}")
 _USERNAME_MAX: Final = 255
 # Unknown users cost a bcrypt check at the file's highest cost, up to this one.
 _DUMMY_ROUNDS_MAX: Final = 14
-
-
-class Scheme(StrEnum):
-    """How `hash_password` hashes; named like the `htpasswd` flag that writes the same format."""
-
-    BCRYPT = "bcrypt"  # -B
-    SHA512 = "sha512"  # -5
-    SHA256 = "sha256"  # -2
-    MD5 = "md5"  # -m ($apr1$)
-    SHA1 = "sha1"  # -s ({SHA})
-    CRYPT = "crypt"  # -d (DES)
-    PLAIN = "plain"  # -p
 
 
 class UserExists(AuthError):
