@@ -26,7 +26,7 @@ from portside.auth.schemes import Scheme
 # the server (4.2 s of imports on the loaded machine).
 if TYPE_CHECKING:
     from portside.config.settings import Settings
-    from portside.registry.distribution_tree import DistributionTree
+    from portside.registry.distribution_tree import DistributionTree, TreeSource
     from portside.registry.gc import Summary
     from portside.registry.import_distribution import Report as ImportReport
     from portside.registry.verify import Report
@@ -1017,13 +1017,25 @@ def import_() -> None:
 @import_.command("distribution")
 @config_option
 @flavor_option
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("source")
 @click.option("--dry-run", is_flag=True, help="Check the tree and say what would be imported.")
+@click.option(
+    "--s3-endpoint-url",
+    help="With s3://: the S3 server holding the bucket [default: the config's, else AWS S3].",
+)
+@click.option("--s3-region", help="With s3://: the bucket's region [default: the config's].")
 def import_distribution(
-    config_file: str | None, flavor: str | None, path: Path, dry_run: bool
+    config_file: str | None,
+    flavor: str | None,
+    source: str,
+    dry_run: bool,
+    s3_endpoint_url: str | None,
+    s3_region: str | None,
 ) -> None:
-    """Import a CNCF distribution registry's storage at PATH (its rootdirectory): every
-    repository, tag, manifest and blob link, the blobs hard-linked where they can be (copied
+    """Import a CNCF distribution registry's storage at SOURCE: a folder (its filesystem
+    driver's rootdirectory), or s3://BUCKET/ROOTDIRECTORY (its s3 driver's bucket and
+    rootdirectory, reached with the config's s3_* keys). Every repository, tag, manifest and
+    blob link; the blobs hard-linked, or copied server-side, where they can be (streamed
     otherwise), each digest checked. Resumable, and safe while Portside serves. Exit status 1
     if anything could not be imported (blobs no repository links are only reported)."""
 
@@ -1032,7 +1044,7 @@ def import_distribution(
 
     settings = _load(config_file, flavor)
     try:
-        tree = DistributionTree(path)
+        tree = DistributionTree(_tree_source(settings, source, s3_endpoint_url, s3_region))
     except NotADistributionTree as error:
         raise click.ClickException(str(error)) from None
     if not dry_run:  # into a registry not made yet, as `serve` would make it
@@ -1042,6 +1054,7 @@ def import_distribution(
         _open_registry(settings)
     report = asyncio.run(_import(settings, tree, dry_run))
     shown = [p for p in report.problems if p.issue is not Issue.ORPHAN]
+    how = ", ".join(f"{count:,} {placement}" for placement, count in report.placements.items())
     for problem in shown:
         click.echo(f"{click.style(problem.issue, fg='yellow')}: {problem.where}: {problem.detail}")
     orphans = len(report.of(Issue.ORPHAN))
@@ -1050,11 +1063,43 @@ def import_distribution(
         f"{verb} {report.repositories:,} repositories, {report.tags:,} tags, "
         f"{report.manifests:,} manifests, {report.blobs:,} blob links; "
         f"{report.taken:,} blobs ({report.taken_bytes:,} bytes) taken over"
-        + (f", {report.copied:,} of them copied" if report.copied else "")
+        + (f" ({how})" if how else "")
         + (f"; {orphans:,} blobs no repository links left out" if orphans else "")
     )
     if shown:
         sys.exit(1)
+
+
+def _tree_source(
+    settings: Settings, source: str, endpoint: str | None, region: str | None
+) -> TreeSource:
+    """A folder's tree, or an S3 bucket's (s3://BUCKET/ROOT) on the config's S3 server with its
+    keys, else on the server named, with credentials from the AWS environment."""
+    from portside.registry.distribution_tree import FolderSource
+
+    if not source.startswith("s3://"):
+        return FolderSource(Path(source))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from portside.registry.distribution_bucket import BucketSource
+    from portside.storage.s3_bucket import make_client
+
+    bucket, _, root = source.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise click.BadParameter("s3://BUCKET/ROOTDIRECTORY needs a bucket", param_hint="SOURCE")
+    same = endpoint is None or endpoint == settings.s3_endpoint
+    client = make_client(
+        endpoint_url=settings.s3_endpoint if same else endpoint,
+        region=region or settings.s3_region,
+        access_key=settings.s3_access_key if same else None,
+        secret_key=settings.s3_secret_key if same else None,
+        secure=settings.s3_secure,
+        path_style=settings.s3_path_style,
+    )
+    try:
+        return BucketSource(client, bucket, root)
+    except (BotoCoreError, ClientError) as error:
+        raise click.ClickException(f"cannot list {source}: {error}") from None
 
 
 async def _import(settings: Settings, tree: DistributionTree, dry_run: bool) -> ImportReport:

@@ -15,7 +15,11 @@ from gc_helpers import GcRegistry, gc_registry
 from helpers import assert_error, random_bytes
 
 from portside.registry import keys
-from portside.registry.distribution_tree import DistributionTree, NotADistributionTree
+from portside.registry.distribution_tree import (
+    DistributionTree,
+    FolderSource,
+    NotADistributionTree,
+)
 from portside.registry.gc import Progress
 from portside.registry.import_distribution import DistributionImport, Issue, Report, Target
 from portside.registry.names import Digest
@@ -31,7 +35,8 @@ async def run_import(
     registry: GcRegistry, tree: Tree, dry_run: bool = False, progress: Progress | None = None
 ) -> Report:
     target = None if dry_run else Target(registry.storage, registry.metadata)
-    return await DistributionImport(DistributionTree(tree.root), target, progress).run()
+    source = DistributionTree(FolderSource(tree.root))
+    return await DistributionImport(source, target, progress).run()
 
 
 def problems(report: Report) -> set[tuple[Issue, str]]:
@@ -200,7 +205,7 @@ async def test_a_dry_run_reports_the_same_and_changes_nothing(
 
 def test_a_folder_without_a_distribution_tree_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotADistributionTree, match="holds no distribution storage"):
-        DistributionTree(tmp_path)
+        DistributionTree(FolderSource(tmp_path))
 
 
 async def test_into_s3_storage_the_blobs_stream_and_every_tag_pulls(
@@ -212,7 +217,7 @@ async def test_into_s3_storage_the_blobs_stream_and_every_tag_pulls(
     storage = s3_server.store()
     try:
         target = Target(storage, gc_registry.metadata)
-        report = await DistributionImport(DistributionTree(source.root), target).run()
+        report = await DistributionImport(DistributionTree(FolderSource(source.root)), target).run()
 
         assert problems(report) == expected_problems(images)
         assert report.copied == report.taken > 0

@@ -1,5 +1,5 @@
-"""Reading a CNCF distribution registry's storage (its v2 layout) from a folder, as written by
-distribution 2.x and 3.x with the filesystem driver (distribution's registry/storage/paths.go):
+"""Reading a CNCF distribution registry's storage (its v2 layout), as written by distribution 2.x
+and 3.x with the filesystem or the S3 driver (distribution's registry/storage/paths.go):
 
     <root>/docker/registry/v2/
         blobs/<algorithm>/<first two of encoded>/<encoded>/data    a blob's bytes
@@ -10,32 +10,130 @@ distribution 2.x and 3.x with the filesystem driver (distribution's registry/sto
             _manifests/tags/<tag>/index/...                        where the tag pointed before
             _uploads/                                              uploads in progress: ignored
 
-Each link file holds a digest ("sha256:<encoded>"). Nothing here is written to.
+Each link file holds a digest ("sha256:<encoded>"). The tree is read through a TreeSource (a
+folder here, a bucket in distribution_bucket.py), by paths relative to the v2 folder. Nothing
+in it is written to.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
+
+from anyio import to_thread
 
 from portside.registry.errors import DigestInvalid
+from portside.registry.ingest import hash_file
+from portside.registry.local_files import place
 from portside.registry.names import Digest
+from portside.storage.base import BlobStore, NotFound
 
-V2: Final = Path("docker/registry/v2")
+V2: Final = "docker/registry/v2"
+# Bytes read at a time from a blob streamed out of a tree.
+CHUNK: Final = 4 * 1024 * 1024
 
 
 class NotADistributionTree(Exception):
-    """The folder holds no distribution v2 layout."""
+    """The folder or bucket holds no distribution v2 layout."""
+
+
+class Placement(StrEnum):
+    """How a blob's bytes reached Portside's store."""
+
+    LINKED = "hard-linked"
+    COPIED = "copied"  # by the kernel, from file to file
+    SERVER_SIDE = "copied server-side"
+    STREAMED = "streamed"  # read and written by this process
+
+
+class TreeSource(Protocol):
+    """A distribution tree's files, by slash-separated paths relative to its v2 folder."""
+
+    def where(self, path: str) -> str:
+        """Where the file is, for messages: a full path or URL."""
+
+    def folders(self, path: str) -> list[str]:
+        """The names of the folders in the folder at path, sorted; none if it is no folder."""
+
+    def size(self, path: str) -> int | None:
+        """The size of the file at path; None if there is none."""
+
+    def read(self, path: str) -> bytes:
+        """A small file's bytes; NotFound if there is none."""
+
+    def open(self, path: str) -> AsyncIterator[bytes]:
+        """A file's bytes, a chunk at a time; NotFound if there is none."""
+
+    async def digest(self, path: str, algorithm: str) -> str:
+        """The hex digest of the file's bytes; NotFound if there is none."""
+
+    async def place(self, path: str, storage: BlobStore, key: str) -> Placement | None:
+        """Put the file's bytes under key in storage without them passing through this process
+        (a hard link, a kernel copy, a server-side copy), unchecked; None when storage allows
+        none of these. NotFound if there is no file."""
+
+
+class FolderSource:
+    """A tree in a local folder: distribution's filesystem driver."""
+
+    def __init__(self, root: Path) -> None:
+        """root: the driver's rootdirectory (the folder holding `docker/`), or its v2 folder."""
+        self.v2 = root / V2 if (root / V2).is_dir() else root
+
+    def path(self, path: str) -> Path:
+        return self.v2 / path
+
+    def where(self, path: str) -> str:
+        return str(self.v2 / path)
+
+    def folders(self, path: str) -> list[str]:
+        try:
+            with os.scandir(self.v2 / path) as entries:
+                return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def size(self, path: str) -> int | None:
+        try:
+            return (self.v2 / path).stat().st_size if (self.v2 / path).is_file() else None
+        except FileNotFoundError:
+            return None
+
+    def read(self, path: str) -> bytes:
+        try:
+            return (self.v2 / path).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(self.where(path)) from None
+
+    async def open(self, path: str) -> AsyncIterator[bytes]:
+        try:
+            file = (self.v2 / path).open("rb")
+        except FileNotFoundError:
+            raise NotFound(self.where(path)) from None
+        with file:
+            while chunk := await to_thread.run_sync(file.read, CHUNK):
+                yield chunk
+
+    async def digest(self, path: str, algorithm: str) -> str:
+        return await to_thread.run_sync(hash_file, self.v2 / path, algorithm)
+
+    async def place(self, path: str, storage: BlobStore, key: str) -> Placement | None:
+        local = storage.local_path(key)
+        if local is None:
+            return None
+        copied = await to_thread.run_sync(place, self.v2 / path, local, True)
+        return Placement.COPIED if copied else Placement.LINKED
 
 
 @dataclass(frozen=True, slots=True)
 class BadLink:
     """A link file that holds no digest, or not the one its path names."""
 
-    path: Path
+    path: str
     reason: str
 
 
@@ -49,79 +147,76 @@ class RepositoryLinks:
 
 
 class DistributionTree:
-    def __init__(self, root: Path) -> None:
-        """root: the driver's rootdirectory (the folder holding `docker/`), or its v2 folder."""
-        if (root / V2).is_dir():
-            root = root / V2
-        if not (root / "repositories").is_dir() and not (root / "blobs").is_dir():
+    def __init__(self, source: TreeSource) -> None:
+        if not {"repositories", "blobs"} & set(source.folders("")):
             raise NotADistributionTree(
-                f"{root} holds no distribution storage (no {V2}/repositories or blobs)"
+                f"{source.where('')} holds no distribution storage (no {V2}/repositories or blobs)"
             )
-        self.v2 = root
+        self.source = source
 
-    def blob_path(self, digest: Digest) -> Path:
-        return self.v2 / "blobs" / digest.algorithm / digest.encoded[:2] / digest.encoded / "data"
+    @staticmethod
+    def blob_path(digest: Digest) -> str:
+        return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}/data"
 
     def repositories(self) -> list[str]:
         """The names of every repository, sorted: folders holding _manifests or _layers."""
-        base = self.v2 / "repositories"
         found: list[str] = []
-        for folder, subfolders, _ in os.walk(base):
+        pending = [""]
+        while pending:
+            name = pending.pop()
+            subfolders = self.source.folders(f"repositories/{name}".rstrip("/"))
             if "_manifests" in subfolders or "_layers" in subfolders:
-                found.append(Path(folder).relative_to(base).as_posix())
+                found.append(name)
             # A repository's own folders start with "_"; names may nest below it all the same.
-            subfolders[:] = sorted(s for s in subfolders if not s.startswith("_"))
+            pending.extend(f"{name}/{s}".lstrip("/") for s in subfolders if not s.startswith("_"))
         return sorted(found)
 
     def links(self, name: str) -> RepositoryLinks:
-        folder = self.v2 / "repositories" / name
+        folder = f"repositories/{name}"
         bad: list[BadLink] = []
-        layers = list(self._digests(folder / "_layers", bad))
-        revisions = list(self._digests(folder / "_manifests" / "revisions", bad))
+        layers = list(self._digests(f"{folder}/_layers", bad))
+        revisions = list(self._digests(f"{folder}/_manifests/revisions", bad))
         tags: dict[str, Digest] = {}
-        tag_folder = folder / "_manifests" / "tags"
-        for tag in sorted(os.listdir(tag_folder)) if tag_folder.is_dir() else []:
-            link = tag_folder / tag / "current" / "link"
-            if not link.is_file():
-                continue  # a tag deleted through the API leaves its folder, or nothing at all
-            digest = _read_link(link, bad)
+        for tag in self.source.folders(f"{folder}/_manifests/tags"):
+            # A tag deleted through the API leaves its folder, or nothing at all.
+            digest = self._read_link(f"{folder}/_manifests/tags/{tag}/current/link", bad)
             if digest is not None:
                 tags[tag] = digest
         return RepositoryLinks(name, tuple(layers), tuple(revisions), tags, tuple(bad))
 
-    def _digests(self, base: Path, bad: list[BadLink]) -> Iterator[Digest]:
+    def _digests(self, base: str, bad: list[BadLink]) -> Iterator[Digest]:
         """The digests of base/<algorithm>/<encoded>/link files, checked against their path."""
-        for algorithm in sorted(os.listdir(base)) if base.is_dir() else []:
-            for encoded in sorted(os.listdir(base / algorithm)):
-                link = base / algorithm / encoded / "link"
-                if not link.is_file():
-                    continue  # distribution removes a link file, not its folder, on delete
-                digest = _read_link(link, bad)
+        for algorithm in self.source.folders(base):
+            for encoded in self.source.folders(f"{base}/{algorithm}"):
+                link = f"{base}/{algorithm}/{encoded}/link"
+                # distribution removes a link file, not its folder, on delete
+                digest = self._read_link(link, bad)
                 if digest is None:
                     continue
                 if (digest.algorithm, digest.encoded) != (algorithm, encoded):
-                    bad.append(BadLink(link, f"holds {digest}, which its path does not name"))
+                    where = self.source.where(link)
+                    bad.append(BadLink(where, f"holds {digest}, which its path does not name"))
                     continue
                 yield digest
 
+    def _read_link(self, path: str, bad: list[BadLink]) -> Digest | None:
+        """The digest in a link file; None if there is no file, or (reported) no digest."""
+        try:
+            return Digest.parse(self.source.read(path).decode("ascii").strip())
+        except NotFound:
+            return None
+        except (UnicodeDecodeError, DigestInvalid):
+            bad.append(BadLink(self.source.where(path), "holds no digest"))
+            return None
+
     def blobs(self) -> Iterator[Digest]:
         """Every blob with bytes under blobs/."""
-        base = self.v2 / "blobs"
-        for algorithm in sorted(os.listdir(base)) if base.is_dir() else []:
-            for fan_out in sorted(os.listdir(base / algorithm)):
-                for encoded in sorted(os.listdir(base / algorithm / fan_out)):
+        for algorithm in self.source.folders("blobs"):
+            for fan_out in self.source.folders(f"blobs/{algorithm}"):
+                for encoded in self.source.folders(f"blobs/{algorithm}/{fan_out}"):
                     try:
                         digest = Digest.parse(f"{algorithm}:{encoded}")
                     except DigestInvalid:
                         continue
-                    if self.blob_path(digest).is_file():
+                    if self.source.size(self.blob_path(digest)) is not None:
                         yield digest
-
-
-def _read_link(path: Path, bad: list[BadLink]) -> Digest | None:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-        return Digest.parse(text)
-    except (UnicodeDecodeError, DigestInvalid):
-        bad.append(BadLink(path, "holds no digest"))
-        return None

@@ -3,8 +3,10 @@
 Every repository's blob links, manifests and tags are registered through the same steps a push
 takes (a blob is reserved, put in place and linked; a manifest goes through ManifestStore.put,
 which checks its digest and references), so an import may run while Portside serves, and a
-rerun, after a kill or not, finds done what is done and does the rest. A blob's bytes are
-hard-linked into Portside's storage when both are on one filesystem (copied otherwise), hashed,
+rerun, after a kill or not, finds done what is done and does the rest. A blob's bytes go over
+without passing through this process where the source can manage (distribution_tree.py's
+Placement: a hard link or a kernel copy between folders, a server-side copy between buckets of
+one S3 server), else streamed through it; either way they are hashed once in Portside's store
 and moved into place only if they match their digest. What cannot be imported (a link to no
 bytes, bytes that do not match their digest, a manifest Portside does not store, a manifest
 whose blobs are missing, a tag on no manifest) is reported and left out, as are blobs that no
@@ -17,17 +19,16 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Final
 
 from anyio import to_thread
 
 from portside.metadata.base import CacheStore
 from portside.registry import keys
-from portside.registry.distribution_tree import DistributionTree, RepositoryLinks
+from portside.registry.distribution_tree import DistributionTree, Placement, RepositoryLinks
 from portside.registry.errors import (
     DigestInvalid,
     ManifestBlobUnknown,
@@ -35,19 +36,16 @@ from portside.registry.errors import (
     NameInvalid,
 )
 from portside.registry.gc import Progress
-from portside.registry.ingest import check_digest, hash_file, receive, store
-from portside.registry.local_files import place
+from portside.registry.ingest import check_digest, hash_object, receive, store
 from portside.registry.manifest_store import ManifestStore
 from portside.registry.manifests import OCI_INDEX, OCI_MANIFEST, parse
 from portside.registry.names import Digest, is_tag, parse_name
-from portside.storage.base import BlobStore
+from portside.storage.base import BlobStore, NotFound
 
 # Blobs taken over at once: hashing runs in threads, so both cores stay busy.
 CONCURRENCY: Final = 4
 # A manifest bigger than this is no manifest Portside would take from a push either.
 MANIFEST_MAX: Final = 4 * 1024 * 1024
-# Bytes read at a time from a blob copied to a store without local files.
-CHUNK: Final = 4 * 1024 * 1024
 
 
 class Issue(StrEnum):
@@ -76,7 +74,8 @@ class Report:
     tags: int = 0
     taken: int = 0  # blobs whose bytes this run put in place
     taken_bytes: int = 0
-    copied: int = 0  # of those, copied because a hard link was not possible
+    copied: int = 0  # of those, not hard-linked
+    placements: dict[Placement, int] = field(default_factory=dict)  # how they went over
     problems: list[Problem] = field(default_factory=list)
 
     def of(self, issue: Issue) -> list[Problem]:
@@ -136,15 +135,15 @@ class DistributionImport:
 
     async def run(self) -> Report:
         """Import every repository of the tree, then report the blobs none links."""
-        repositories = self._tree.repositories()
+        repositories = await to_thread.run_sync(self._tree.repositories)
         self._progress.start("importing repositories", len(repositories))
         linked: set[str] = set()
         for name in repositories:
-            links = self._tree.links(name)
+            links = await to_thread.run_sync(self._tree.links, name)
             linked.update(str(d) for d in (*links.layers, *links.revisions))
             await self._repository(links)
             self._progress.advance()
-        for digest in self._tree.blobs():
+        for digest in await to_thread.run_sync(lambda: list(self._tree.blobs())):
             if str(digest) not in linked:
                 self._problem(Issue.ORPHAN, str(digest), "linked by no repository")
         return self._report
@@ -158,7 +157,7 @@ class DistributionImport:
             return
         report.repositories += 1
         for bad in links.bad:
-            report.problems.append(Problem(Issue.BAD_LINK, str(bad.path), bad.reason))
+            report.problems.append(Problem(Issue.BAD_LINK, bad.path, bad.reason))
         results = await asyncio.gather(*(self._link(name, d) for d in links.layers))
         readable = {str(d) for d, ok in zip(links.layers, results, strict=True) if ok}
         report.blobs += len(readable)
@@ -182,13 +181,11 @@ class DistributionImport:
         key = str(digest)
         if self._blobs.get(key) is False:
             return False
-        path = self._tree.blob_path(digest)
+        source, path = self._tree.source, self._tree.blob_path(digest)
+        size = source.size(path)
         try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            self._blobs[key] = self._problem(Issue.MISSING, key, f"no bytes at {path}")
-            return False
-        try:
+            if size is None:
+                raise NotFound(source.where(path))
             async with self._limit:
                 if not self._dry_run:
                     await store(
@@ -199,9 +196,10 @@ class DistributionImport:
                         lambda token: self._into.metadata.link_blob(name, key, size, token),
                     )
                 elif key not in self._blobs:
-                    check_digest(
-                        digest, await to_thread.run_sync(hash_file, path, digest.algorithm)
-                    )
+                    check_digest(digest, await source.digest(path, digest.algorithm))
+        except NotFound as error:  # gone since the tree was listed, or never there
+            self._blobs[key] = self._problem(Issue.MISSING, key, f"no bytes at {error}")
+            return False
         except DigestInvalid as error:
             self._blobs[key] = self._problem(Issue.CORRUPT, key, f"{error.detail}")
             return False
@@ -209,33 +207,35 @@ class DistributionImport:
         return True
 
     async def _take(self, digest: Digest, size: int) -> None:
-        """The blob's bytes into a temporary object (a hard link where the store has local
-        files), checked, then moved to the blob's key. DigestInvalid if they do not match."""
-        source = self._tree.blob_path(digest)
+        """The blob's bytes into a temporary object, checked, then moved to the blob's key.
+        DigestInvalid if they do not match, NotFound if they are gone."""
+        path = self._tree.blob_path(digest)
         temp = keys.upload_part(uuid.uuid4().hex, uuid.uuid4().hex)
         storage = self._into.storage
-        local = storage.local_path(temp)
         try:
-            if local is not None:
-                copied = await to_thread.run_sync(place, source, local, True)
-                actual = await to_thread.run_sync(hash_file, local, digest.algorithm)
-                check_digest(digest, actual)
+            placement = await self._tree.source.place(path, storage, temp)
+            if placement is None:
+                placement = Placement.STREAMED
+                await self._stream(path, temp, digest)
             else:
-                copied = True
-                await self._upload(source, temp, digest)
+                # What is checked is what becomes the blob: the copy, read once to hash it.
+                check_digest(digest, await hash_object(storage, temp, digest.algorithm))
             await storage.move(temp, keys.blob(digest))
         finally:
             await storage.delete(temp)  # gone already once moved
-        self._report.taken += 1
-        self._report.taken_bytes += size
-        self._report.copied += copied
+        report = self._report
+        report.taken += 1
+        report.taken_bytes += size
+        report.copied += placement is not Placement.LINKED
+        report.placements[placement] = report.placements.get(placement, 0) + 1
 
-    async def _upload(self, source: Path, temp: str, digest: Digest) -> None:
-        """To a store without local files (S3), read and written through, hashed on the way."""
+    async def _stream(self, path: str, temp: str, digest: Digest) -> None:
+        """Between a folder and a bucket, or buckets of two servers: read and written through,
+        hashed on the way."""
         hasher = hashlib.new(digest.algorithm)
         writer = await self._into.storage.writer(temp)
         try:
-            await receive(writer, _read_file(source), hasher)
+            await receive(writer, self._tree.source.open(path), hasher)
             check_digest(digest, hasher.hexdigest())
         except BaseException:
             await writer.cancel()
@@ -249,7 +249,7 @@ class DistributionImport:
         (bytes, media type) of those imported."""
         pending: dict[str, tuple[bytes, str | None, list[str]]] = {}
         for revision in revisions:
-            loaded = self._load_manifest(name, revision)
+            loaded = await self._load_manifest(name, revision)
             if loaded is not None:
                 pending[str(revision)] = loaded
         imported: dict[str, tuple[bytes, str | None]] = {}
@@ -266,18 +266,22 @@ class DistributionImport:
         self._report.manifests += len(imported)
         return imported
 
-    def _load_manifest(
+    async def _load_manifest(
         self, name: str, digest: Digest
     ) -> tuple[bytes, str | None, list[str]] | None:
         """A manifest's bytes, checked, its media type if it declares none, and its children."""
-        path = self._tree.blob_path(digest)
-        if not path.is_file():
-            self._problem(Issue.MISSING, name, f"manifest {digest}: no bytes at {path}")
-            return None
-        if path.stat().st_size > MANIFEST_MAX:
+        source, path = self._tree.source, self._tree.blob_path(digest)
+        size = source.size(path)
+        if size is not None and size > MANIFEST_MAX:
             self._problem(Issue.UNSUPPORTED, name, f"manifest {digest}: over {MANIFEST_MAX} bytes")
             return None
-        body = path.read_bytes()
+        try:
+            if size is None:
+                raise NotFound(source.where(path))
+            body = await to_thread.run_sync(source.read, path)
+        except NotFound as error:
+            self._problem(Issue.MISSING, name, f"manifest {digest}: no bytes at {error}")
+            return None
         if Digest.of(body, digest.algorithm) != digest:
             self._problem(Issue.CORRUPT, name, f"manifest {digest}: bytes do not match")
             return None
@@ -312,9 +316,3 @@ class DistributionImport:
         """Report it; False, for what it makes unimportable."""
         self._report.problems.append(Problem(issue, where, detail))
         return False
-
-
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as file:
-        while chunk := await to_thread.run_sync(file.read, CHUNK):
-            yield chunk

@@ -82,6 +82,7 @@ class S3BlobStore:
             secure=secure,
             path_style=path_style,
         )
+        self.endpoint = self.client.meta.endpoint_url
         self._bucket = Bucket(self.client, bucket, encrypt=encrypt, copy_part_size=copy_part_size)
         self._unfinished = UnfinishedObjects(self._bucket, part_size)
 
@@ -179,6 +180,14 @@ class S3BlobStore:
             raise NotFound(src) from None  # moved or deleted meanwhile by another request
         await self._unfinished.drop(target)
         await self._unfinished.discard(self._name(src))
+
+    async def copy_in(self, bucket: str, name: str, etag: str, size: int, key: str) -> None:
+        """Copy the object name (of size bytes, still at etag) of bucket, on this store's
+        server, to key, server-side: CopyObject, or a multipart copy above max_copy_size.
+        ClientError (PreconditionFailed, NoSuchKey, AccessDenied) if it cannot be read."""
+        target = self._name(key)
+        await self._bucket.copy(name, etag, target, size, self._max_copy_size, bucket)
+        await self._unfinished.drop(target)
 
     async def delete(self, key: str) -> None:
         """Objects under key, finished or not, and their multipart uploads, open or abandoned."""

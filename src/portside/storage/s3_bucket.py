@@ -174,28 +174,39 @@ class Bucket:
         )
         return (await self.run(put))["ETag"]
 
-    async def copy(self, source: str, etag: str, target: str, size: int, max_copy: int) -> None:
-        """Copy the object source, still at etag, to target: CopyObject up to max_copy bytes,
-        above it a multipart copy. Either way target appears whole or not at all, without the
-        source's metadata."""
+    async def copy(
+        self,
+        source: str,
+        etag: str,
+        target: str,
+        size: int,
+        max_copy: int,
+        source_bucket: str | None = None,
+    ) -> None:
+        """Copy the object source, still at etag, of source_bucket (by default this one, else
+        another of the same server) to target: CopyObject up to max_copy bytes, above it a
+        multipart copy. Either way target appears whole or not at all, without the source's
+        metadata."""
         if size > max_copy:
-            await self._copy_large(source, etag, target, size)
+            await self._copy_large(source, etag, target, size, source_bucket)
             return
         await self.run(
             lambda: self.client.copy_object(
                 Bucket=self.name,
                 Key=target,
-                CopySource={"Bucket": self.name, "Key": source},
+                CopySource={"Bucket": source_bucket or self.name, "Key": source},
                 CopySourceIfMatch=etag,
                 MetadataDirective="REPLACE",
                 **self._encryption,
             )
         )
 
-    async def _copy_large(self, source: str, etag: str, target: str, size: int) -> None:
+    async def _copy_large(
+        self, source: str, etag: str, target: str, size: int, source_bucket: str | None
+    ) -> None:
         upload_id = await self.create_upload(target)
         try:
-            parts = await self.copy_parts(source, etag, target, upload_id, size)
+            parts = await self.copy_parts(source, etag, target, upload_id, size, source_bucket)
             await self.complete(target, upload_id, parts)
         except BaseException:
             await self.abort(target, upload_id)
@@ -258,32 +269,39 @@ class Bucket:
         size: int,
         start: int = 0,
         limiter: anyio.CapacityLimiter | None = None,
+        source_bucket: str | None = None,
     ) -> str:
-        """Make part number of an upload from size bytes of source (still at etag) from start,
-        server-side. The part's ETag."""
+        """Make part number of an upload from size bytes of source (still at etag, in
+        source_bucket, by default this one) from start, server-side. The part's ETag."""
         copy = functools.partial(
             self.client.upload_part_copy,
             Bucket=self.name,
             Key=name,
             UploadId=upload_id,
             PartNumber=number,
-            CopySource={"Bucket": self.name, "Key": source},
+            CopySource={"Bucket": source_bucket or self.name, "Key": source},
             CopySourceIfMatch=etag,
             CopySourceRange=f"bytes={start}-{start + size - 1}",
         )
         return (await self.run(copy, limiter))["CopyPartResult"]["ETag"]
 
     async def copy_parts(
-        self, source: str, etag: str, name: str, upload_id: str, size: int
+        self,
+        source: str,
+        etag: str,
+        name: str,
+        upload_id: str,
+        size: int,
+        source_bucket: str | None = None,
     ) -> list[CompletedPartTypeDef]:
-        """Copy bytes [0, size) of source (still at etag) into the first parts of an upload,
-        server-side, several parts at a time."""
+        """Copy bytes [0, size) of source (still at etag, in source_bucket, by default this
+        one) into the first parts of an upload, server-side, several parts at a time."""
         limiter = anyio.CapacityLimiter(COPY_CONCURRENCY)
         etags: dict[int, str] = {}
 
         async def copy(number: int, start: int, end: int) -> None:
             etags[number] = await self.copy_part(
-                name, upload_id, number, source, etag, end - start, start, limiter
+                name, upload_id, number, source, etag, end - start, start, limiter, source_bucket
             )
 
         async with anyio.create_task_group() as group:
