@@ -24,6 +24,8 @@ class LogLine:
     method: str
     path: str
     status: str
+    received: int  # `$request_length`: the request's bytes, line, headers and body
+    sent: int  # `$bytes_sent`: the response's bytes
     upstream: str  # `$upstream_addr`: `A`, or `A, B` where nginx went on to the next instance
 
 
@@ -68,7 +70,8 @@ class Balancer:
             + f"error_log {self.error_log} warn;\n"
             + "events {\n    worker_connections 256;\n}\n"
             + "http {\n"
-            + "    log_format upstreams '$request_method $uri $status $upstream_addr';\n"
+            + "    log_format upstreams "
+            + "'$request_method $uri $status $request_length $bytes_sent $upstream_addr';\n"
             + f"    access_log {self.access_log} upstreams;\n"
             + temp_paths
             + "    upstream portside {\n"
@@ -136,7 +139,10 @@ class Balancer:
         with contextlib.suppress(FileNotFoundError):
             text = self.access_log.read_text(errors="replace")
             return [
-                LogLine(*line.split(" ", 3)) for line in text.splitlines() if line.count(" ") >= 3
+                LogLine(method, path, status, int(received), int(sent), upstream)
+                for line in text.splitlines()
+                if line.count(" ") >= 5
+                for method, path, status, received, sent, upstream in [line.split(" ", 5)]
             ]
         return []
 

@@ -39,9 +39,16 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 class Distribution:
     """`docker-registry serve` on a free loopback port, its storage and log under root. With
-    `username` and `password`, it asks for them (htpasswd with a bcrypt entry)."""
+    `username` and `password`, it asks for them (htpasswd with a bcrypt entry); with `storage`,
+    a storage driver's section (`{"s3": {...}}`) takes the place of the folder under root."""
 
-    def __init__(self, root: Path, username: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        username: str | None = None,
+        password: str | None = None,
+        storage: dict[str, object] | None = None,
+    ):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -49,6 +56,7 @@ class Distribution:
         self.url = f"http://{self.host}"
         self.username = username
         self.password = password
+        self.storage = storage or {"filesystem": {"rootdirectory": str(root / "storage")}}
         self.log_path = root / "registry.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,10 +64,7 @@ class Distribution:
         config: dict[str, object] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
-            "storage": {
-                "filesystem": {"rootdirectory": str(self.root / "storage")},
-                "delete": {"enabled": True},
-            },
+            "storage": {**self.storage, "delete": {"enabled": True}},
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
         }
         if self.username is not None and self.password is not None:
@@ -119,11 +124,14 @@ class Distribution:
 
 @contextlib.contextmanager
 def running_distribution(
-    root: Path, username: str | None = None, password: str | None = None
+    root: Path,
+    username: str | None = None,
+    password: str | None = None,
+    storage: dict[str, object] | None = None,
 ) -> Iterator[Distribution]:
     if DISTRIBUTION is None:
         pytest.skip("no docker-registry (Debian package docker-registry) on PATH")
-    registry = Distribution(root, username, password)
+    registry = Distribution(root, username, password, storage)
     try:
         registry.start()
         yield registry
