@@ -478,12 +478,16 @@ class RequestStore(Protocol):
         """Names of repositories holding at least one manifest, in lexical (code point) order
         after last, at most n of them."""
 
+    async def count_search_matches(self, query: str, cap: int) -> int:
+        """How many repositories search_repositories lists for query, counted no further than
+        cap + 1, so that no more matches than that are read."""
+
     async def search_repositories(
-        self, query: str, offset: int, limit: int | None
-    ) -> tuple[int, list[RepositorySummary]]:
+        self, query: str, after: str | None, limit: int
+    ) -> list[RepositorySummary]:
         """Repositories holding at least one manifest whose name or description contains query,
-        case-insensitively (an empty query matches all): how many there are, and at most limit
-        of them (None: all) after the first offset, in lexical (code point) order of name."""
+        case-insensitively, its characters literally (an empty query matches all): at most
+        limit of them after the name after, in lexical (code point) order of name."""
 
     async def list_referrers(
         self, repository: str, subject: str, artifact_type: str | None

@@ -16,10 +16,11 @@ from sqlalchemy import (
     case,
     exists,
     func,
-    or_,
     select,
     tuple_,
 )
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from portside.metadata.base import (
     BlobState,
@@ -28,7 +29,6 @@ from portside.metadata.base import (
     RepositoryRow,
     TagRow,
 )
-from portside.metadata.engine import Database
 from portside.metadata.statements import chunks, find_repository, utc
 from portside.metadata.tables import (
     blobs,
@@ -39,6 +39,7 @@ from portside.metadata.tables import (
     repository_blobs,
     tags,
 )
+from portside.metadata.text_search import SqlTextSearch, matching
 
 REPOSITORY_COLUMNS = (
     repositories.c.id,
@@ -58,7 +59,7 @@ def _has_manifest() -> ColumnElement[bool]:
     return exists().where(manifests.c.repository_id == repositories.c.id)
 
 
-class SqlBrowsing(Database):
+class SqlBrowsing(SqlTextSearch):
     def _code_points(self, column: ColumnElement[str]) -> ColumnElement[str]:
         """column compared by code point (SQLite compares bytes already)."""
         return column.collate("C") if self.engine.dialect.name == "postgresql" else column
@@ -74,31 +75,33 @@ class SqlBrowsing(Database):
     ) -> list[RepositoryRow]:
         if "\x00" in text:  # in no name or description; and PostgreSQL refuses it as text
             return []
-        query = select(*REPOSITORY_COLUMNS).where(_has_manifest()).limit(limit)
-        if text:
-            # lower() folds ASCII only on SQLite, all of Unicode on PostgreSQL; names are ASCII.
-            query = query.where(
-                or_(
-                    repositories.c.name.icontains(text, autoescape=True),
-                    repositories.c.description.icontains(text, autoescape=True),
-                )
-            )
-        if order is RepositoryOrder.NAME:
-            name = self._code_points(repositories.c.name)
-            query = query.order_by(name)
-            if after is not None:
-                query = query.where(name > after.name)
-        else:
-            by_size = order is RepositoryOrder.SIZE
-            column = repositories.c.size if by_size else repositories.c.pushed_at
-            query = query.where(column.is_not(None)).order_by(
-                column.desc(), repositories.c.id.desc()
-            )
-            if after is not None:
-                key = after.size if by_size else after.pushed_at
-                query = query.where(tuple_(column, repositories.c.id) < tuple_(key, after.id))
-        rows = await self._read(lambda conn: conn.execute(query).all())
-        return [_repository_row(row) for row in rows]
+
+        def run(conn: Connection) -> list[RepositoryRow]:
+            # Few matches of the text are sorted whole; else repositories walked in order.
+            few = self._few_matches(conn, text, *REPOSITORY_COLUMNS)
+            source: ReadOnlyColumnCollection[str, KeyedColumnElement[Any]]
+            if few is None:
+                query = select(*REPOSITORY_COLUMNS).where(matching(text))
+                source = repositories.c
+            else:
+                query = select(few)
+                source = few.c
+            query = query.limit(limit)
+            if order is RepositoryOrder.NAME:
+                name = self._code_points(source.name)
+                query = query.order_by(name)
+                if after is not None:
+                    query = query.where(name > after.name)
+            else:
+                by_size = order is RepositoryOrder.SIZE
+                column = source.size if by_size else source.pushed_at
+                query = query.where(column.is_not(None)).order_by(column.desc(), source.id.desc())
+                if after is not None:
+                    key = after.size if by_size else after.pushed_at
+                    query = query.where(tuple_(column, source.id) < tuple_(key, after.id))
+            return [_repository_row(row) for row in conn.execute(query)]
+
+        return await self._read(run)
 
     async def repository_row(self, name: str) -> RepositoryRow | None:
         query = select(*REPOSITORY_COLUMNS).where(repositories.c.name == name, _has_manifest())

@@ -3,13 +3,13 @@ descriptions, in the spec's lexical (code point) order."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, exists, select
 
 from portside.metadata.base import ARTIFACT_TYPE_MAX, Manifest, RepositorySummary
-from portside.metadata.engine import Database
 from portside.metadata.manifests import MANIFEST_COLUMNS, manifest_record
 from portside.metadata.statements import find_repository, utc
 from portside.metadata.tables import manifests, repositories, tags
+from portside.metadata.text_search import SqlTextSearch, matching
 
 
 def _before_nul(value: str) -> str:
@@ -19,7 +19,7 @@ def _before_nul(value: str) -> str:
     return value.partition("\x00")[0]
 
 
-class SqlListings(Database):
+class SqlListings(SqlTextSearch):
     def _lexical(self, column: ColumnElement[str]) -> ColumnElement[str]:
         """column ordered by code point, as the spec's "lexical" order is, whatever the locale
         of the database (SQLite compares bytes already)."""
@@ -59,50 +59,31 @@ class SqlListings(Database):
             query = query.limit(n)
         return await self._read(lambda conn: list(conn.scalars(query)))
 
-    def _summaries(self, query: str) -> Select[tuple[str, str | None]]:
-        """Repositories with a manifest, their descriptions, matching query, ordered by name."""
-        newest_description = (
-            select(manifests.c.description)
-            .where(
-                manifests.c.repository_id == repositories.c.id,
-                manifests.c.description.is_not(None),
-            )
-            .order_by(manifests.c.created_at.desc(), manifests.c.digest.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
-        summaries = (
-            select(repositories.c.name, newest_description.label("description"))
-            .where(has_manifest)
-            .subquery()
-        )
-        found = select(summaries.c.name, summaries.c.description).order_by(
-            self._lexical(summaries.c.name)
-        )
-        if query:
-            # lower() folds ASCII only on SQLite, all of Unicode on PostgreSQL; names are ASCII.
-            found = found.where(
-                or_(
-                    summaries.c.name.icontains(query, autoescape=True),
-                    summaries.c.description.icontains(query, autoescape=True),
-                )
-            )
-        return found
+    async def count_search_matches(self, query: str, cap: int) -> int:
+        if "\x00" in query:  # in no name or description; and PostgreSQL refuses it as text
+            return 0
+        return await self._read(lambda conn: self._count_matches(conn, query, cap))
 
     async def search_repositories(
-        self, query: str, offset: int, limit: int | None
-    ) -> tuple[int, list[RepositorySummary]]:
-        if "\x00" in query:  # in no name or description; and PostgreSQL refuses it as text
-            return 0, []
-        found = self._summaries(query)
-        counted = select(func.count()).select_from(found.order_by(None).subquery())
-        page = found.offset(offset).limit(limit)
+        self, query: str, after: str | None, limit: int
+    ) -> list[RepositorySummary]:
+        if "\x00" in query or limit == 0:
+            return []
 
-        def run(conn: Connection) -> tuple[int, list[RepositorySummary]]:
-            total = conn.scalar(counted) or 0
-            rows = conn.execute(page).all()
-            return total, [RepositorySummary(row.name, row.description) for row in rows]
+        def run(conn: Connection) -> list[RepositorySummary]:
+            few = self._few_matches(conn, query, repositories.c.name, repositories.c.description)
+            if few is None:
+                found = select(repositories.c.name, repositories.c.description).where(
+                    matching(query)
+                )
+                name = self._lexical(repositories.c.name)
+            else:
+                found = select(few.c.name, few.c.description)
+                name = self._lexical(few.c.name)
+            found = found.order_by(name).limit(limit)
+            if after is not None:
+                found = found.where(name > _before_nul(after))
+            return [RepositorySummary(row.name, row.description) for row in conn.execute(found)]
 
         return await self._read(run)
 

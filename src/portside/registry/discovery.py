@@ -17,6 +17,10 @@ from portside.registry.names import Digest
 PAGE_MAX: Final = 10_000
 # Names read at a time while filling a catalog page with repositories the caller may see.
 CATALOG_BATCH: Final = 1_000
+# The most matches a search counts and lists: a total past it costs a read of every match.
+SEARCH_CAP: Final = 1_000
+# Matches read at a time while counting those the caller may see.
+SEARCH_BATCH: Final = SEARCH_CAP + 1
 
 # Whether the caller may see (pull) a repository, by name.
 Visible = Callable[[str], bool]
@@ -31,7 +35,7 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class SearchResults:
-    # How many repositories match in all, and those of the page asked for.
+    # How many repositories match (at most SEARCH_CAP), and those of the page asked for.
     total: int
     items: list[RepositorySummary]
 
@@ -99,13 +103,25 @@ class Discovery:
         """Repositories whose name or description contains query, ignoring case, in lexical
         order: page (from 1) of those visible passes, page_size to a page.
 
-        visible runs here over every repository the query matches (repository permissions are
-        patterns, not SQL), so a search with it reads all matching names: fine up to some tens
-        of thousands of repositories."""
+        Only the first SEARCH_CAP matches (visible ones) are counted and listed, so that a
+        page costs the same whatever the registry's size; a query matching more reports
+        SEARCH_CAP (clients show the results, not the count). visible runs here (repository
+        permissions are patterns, not SQL) over matches read in name order a batch at a time,
+        until SEARCH_CAP + 1 of them are visible or no match is left."""
         offset = (page - 1) * page_size
+        end = min(offset + page_size, SEARCH_CAP)
         if visible is None:
-            total, items = await self._metadata.search_repositories(query, offset, page_size)
-            return SearchResults(total, items)
-        _, found = await self._metadata.search_repositories(query, 0, None)
-        shown = [summary for summary in found if visible(summary.name)]
-        return SearchResults(len(shown), shown[offset : offset + page_size])
+            total = await self._metadata.count_search_matches(query, SEARCH_CAP)
+            found = (
+                await self._metadata.search_repositories(query, None, end) if end > offset else []
+            )
+            return SearchResults(min(total, SEARCH_CAP), found[offset:])
+        shown: list[RepositorySummary] = []
+        last: str | None = None
+        while len(shown) <= SEARCH_CAP:
+            batch = await self._metadata.search_repositories(query, last, SEARCH_BATCH)
+            shown += [summary for summary in batch if visible(summary.name)]
+            if len(batch) < SEARCH_BATCH:
+                break
+            last = batch[-1].name
+        return SearchResults(min(len(shown), SEARCH_CAP), shown[offset:end])
