@@ -731,8 +731,8 @@ class MetadataStoreContract(PolicyStoreContract):
         await put(store, image("team/tools", "d"), [], "1")
 
         async def names(query: str) -> list[str]:
-            total, found = await store.search_repositories(query, 0, 100)
-            assert total == len(found)
+            found = await store.search_repositories(query, None, 100)
+            assert await store.count_search_matches(query, 100) == len(found)
             return [summary.name for summary in found]
 
         assert await names("server") == ["library/nginx", "team/apache"]
@@ -742,27 +742,67 @@ class MetadataStoreContract(PolicyStoreContract):
         assert await names("a database") == ["team/postgres"]
         assert await names("nothing like it") == []
         assert await names("") == ["library/nginx", "team/apache", "team/postgres", "team/tools"]
-        total, found = await store.search_repositories("nginx", 0, 10)
-        assert (total, found) == (1, [RepositorySummary("library/nginx", "Web Server")])
-        _, [tools] = await store.search_repositories("tools", 0, 10)
-        assert tools == RepositorySummary("team/tools", None)
+        assert await names("X") == ["library/nginx"]
+        assert await names("Db") == []
+        assert await store.search_repositories("nginx", None, 10) == [
+            RepositorySummary("library/nginx", "Web Server")
+        ]
+        assert await store.search_repositories("tools", None, 10) == [
+            RepositorySummary("team/tools", None)
+        ]
 
     async def test_search_takes_wildcards_literally(self, store: MetadataStore) -> None:
         await put(store, image("a_b", "1", description="100% pure"), [], "1")
         await put(store, image("axb", "2", description="1000 pure"), [], "1")
         await put(store, image("a/b", "3", description="back\\slash"), [], "1")
+        await put(store, image("ayb", "4", description="10%% pure"), [], "1")
         for query, expected in [
             ("a_b", ["a_b"]),
             ("_", ["a_b"]),
-            ("0%", ["a_b"]),
-            ("%", ["a_b"]),
+            ("0%", ["a_b", "ayb"]),
+            ("0% p", ["a_b"]),
+            ("%", ["a_b", "ayb"]),
+            ("%%", ["ayb"]),
             ("a/b", ["a/b"]),
             ("/", ["a/b"]),
             ("\\", ["a/b"]),
+            ("k\\s", ["a/b"]),
             ("a\x00", []),
+            ("a\x00b", []),
         ]:
-            _, found = await store.search_repositories(query, 0, 10)
+            found = await store.search_repositories(query, None, 10)
             assert [summary.name for summary in found] == expected, query
+            assert await store.count_search_matches(query, 10) == len(expected), query
+
+    async def test_search_takes_index_syntax_literally(self, store: MetadataStore) -> None:
+        """What a full-text index would read as operators (quotes, *, NEAR, ^, AND, columns)
+        is text to find like any other."""
+        described = 'say "hi" * NEAR(a b) ^x OR y: z - AND: "'
+        await put(store, image("team/quoted", "1", description=described), [], "1")
+        await put(store, image("team/plain", "2", description="say hi to NEAR a b"), [], "1")
+        await put(store, image("team/ünïcode", "3", description="Grüße ✓ 日本語"), [], "1")
+        for query, expected in [
+            ('"hi"', ["team/quoted"]),
+            ('"', ["team/quoted"]),
+            ('""', []),
+            ("* NEAR(", ["team/quoted"]),
+            ("NEAR", ["team/plain", "team/quoted"]),
+            ("NEAR(a b)", ["team/quoted"]),
+            ("^x OR", ["team/quoted"]),
+            ("y: z", ["team/quoted"]),
+            ("description:", []),
+            ("name:team", []),
+            ("- AND:", ["team/quoted"]),
+            ("hi AND b", []),
+            ("ünï", ["team/ünïcode"]),
+            ("ße ✓ 日本", ["team/ünïcode"]),
+            ("日本語", ["team/ünïcode"]),
+            ("x" * 5000, []),
+            ("say" * 2000, []),
+        ]:
+            found = await store.search_repositories(query, None, 10)
+            assert [summary.name for summary in found] == expected, query
+            assert await store.count_search_matches(query, 10) == len(expected), query
 
     async def test_search_lists_only_repositories_holding_a_manifest(
         self, store: MetadataStore
@@ -772,29 +812,43 @@ class MetadataStoreContract(PolicyStoreContract):
         await store.create_upload("a" * 32, "team/upload-only")
         await put(store, image("team/deleted", "m", description="gone"), [], "latest")
         await store.delete_manifest("team/deleted", digest("m"))
-        assert await store.search_repositories("", 0, 10) == (
-            1,
-            [RepositorySummary("team/app", None)],
-        )
-        assert await store.search_repositories("gone", 0, 10) == (0, [])
+        for query in ["", "team", "te", "only", "deleted"]:
+            found = await store.search_repositories(query, None, 10)
+            expected = [RepositorySummary("team/app", None)] if "team".startswith(query) else []
+            assert found == expected, query
+            assert await store.count_search_matches(query, 10) == len(expected), query
+        assert await store.search_repositories("gone", None, 10) == []
 
-    async def test_search_pages_in_lexical_order_with_the_total(self, store: MetadataStore) -> None:
+    async def test_search_pages_in_lexical_order(self, store: MetadataStore) -> None:
         names = ["a", "a-b", "a.b", "a0/x", "a_b/x", "a/b", "a/b/c", "ab", "z9", "B", "_"]
         for name in names:
             await put(store, image(name, "m"), [], "latest")
         expected = sorted(names)
         pages: list[str] = []
-        for offset in range(0, len(names), 4):
-            total, found = await store.search_repositories("", offset, 4)
-            assert total == len(names)
+        last: str | None = None
+        while found := await store.search_repositories("", last, 4):
+            assert len(found) <= 4
             pages += [summary.name for summary in found]
+            last = found[-1].name
         assert pages == expected
-        assert await store.search_repositories("", len(names), 4) == (len(names), [])
-        assert await store.search_repositories("", 1000, 4) == (len(names), [])
-        total, found = await store.search_repositories("a", 2, 3)
-        matching = [name for name in expected if "a" in name.lower()]
-        assert total == len(matching)
-        assert [summary.name for summary in found] == matching[2:5]
+        assert await store.search_repositories("", "z9", 4) == []
+        assert await store.search_repositories("", "a\x00", 2) == [
+            RepositorySummary(name, None) for name in expected[expected.index("a") + 1 :][:2]
+        ]
+        assert await store.search_repositories("", None, 0) == []
+        found = await store.search_repositories("A", "a.b", 3)
+        matching = [name for name in expected if "a" in name.lower() and name > "a.b"]
+        assert [summary.name for summary in found] == matching[:3]
+
+    async def test_search_counts_up_to_one_past_the_cap(self, store: MetadataStore) -> None:
+        for n in range(6):
+            await put(store, image(f"team/app{n}", "m", description=f"about {n}"), [], "1")
+        await put(store, image("other", "m"), [], "1")
+        for query, matching in [("team/app", 6), ("app", 6), ("ap", 6), ("", 7), ("bout 3", 1)]:
+            assert await store.count_search_matches(query, 2) == min(matching, 3), query
+            assert await store.count_search_matches(query, 6) == min(matching, 7), query
+            assert await store.count_search_matches(query, 100) == matching, query
+            assert await store.count_search_matches(query, 0) == min(matching, 1), query
 
     async def test_search_description_is_the_newest_manifests(self, store: MetadataStore) -> None:
         """Newest is the latest pushed (created_at) manifest that has a description; pointing a
@@ -803,30 +857,42 @@ class MetadataStoreContract(PolicyStoreContract):
         await put(store, first, [], "latest")
         await put(store, image("team/app", "second", description="second"), [], "latest")
         await put(store, image("team/app", "undescribed"), [], "latest")
-        assert await store.search_repositories("", 0, 10) == (
-            1,
-            [RepositorySummary("team/app", "second")],
-        )
+        assert await store.search_repositories("", None, 10) == [
+            RepositorySummary("team/app", "second")
+        ]
         await put(store, first, [], "latest")  # pushed again: the record is the same
-        assert await store.search_repositories("first", 0, 10) == (0, [])
-        _, [summary] = await store.search_repositories("", 0, 10)
+        assert await store.search_repositories("first", None, 10) == []
+        [summary] = await store.search_repositories("", None, 10)
         assert summary.description == "second"
         await store.delete_manifest("team/app", digest("second"))
-        _, [summary] = await store.search_repositories("", 0, 10)
+        [summary] = await store.search_repositories("", None, 10)
         assert summary.description == "first"
-        assert await store.search_repositories("second", 0, 10) == (0, [])
+        assert await store.search_repositories("second", None, 10) == []
 
-    async def test_search_without_a_limit_lists_every_match_after_the_offset(
+    async def test_search_finds_a_repository_by_its_description_as_it_changes(
         self, store: MetadataStore
     ) -> None:
-        names = [f"{team}/app{n}" for n in range(5) for team in ("public", "secret")]
-        for name in names:
-            await put(store, image(name, "m", description=f"about {name}"), [], "1")
-        total, found = await store.search_repositories("", 0, None)
-        assert total == len(names)
-        assert found == [RepositorySummary(name, f"about {name}") for name in sorted(names)]
-        total, found = await store.search_repositories("app3", 1, None)
-        assert (total, [summary.name for summary in found]) == (2, ["secret/app3"])
+        """Through the index: a newer manifest's description replaces the older one's, and
+        deleting it brings the older one back; a deleted repository is found no more."""
+
+        async def found(query: str) -> list[str]:
+            count = await store.count_search_matches(query, 10)
+            names = [summary.name for summary in await store.search_repositories(query, None, 10)]
+            assert count == len(names), query
+            return names
+
+        await put(store, image("team/other", "o", description="unrelated words"), [], "1")
+        await put(store, image("team/app", "old", description="Alpha Centauri"), [], "1")
+        assert await found("alpha cent") == ["team/app"]
+        await put(store, image("team/app", "new", description="Betelgeuse"), [], "2")
+        assert await found("alpha cent") == []
+        assert await found("TELGEU") == ["team/app"]
+        await store.delete_manifest("team/app", digest("new"))
+        assert await found("alpha cent") == ["team/app"]
+        assert await found("telgeu") == []
+        await store.delete_manifest("team/app", digest("old"))
+        assert await found("alpha cent") == []
+        assert await found("team/") == ["team/other"]
 
     # reservations: how a writer stores bytes that no collector can take away
 
