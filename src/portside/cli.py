@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from portside.registry.verify import Report
 
 log = logging.getLogger("portside")
+_T = TypeVar("_T")
 
 # Connections the kernel queues for a worker that has not accepted them yet (capped by the
 # net.core.somaxconn sysctl).
@@ -213,7 +214,7 @@ def _listen_address(host: str, port: int) -> contextlib.AbstractContextManager[o
 
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        lock.bind(f"\0portside-listen {host} {port}")
+        lock.bind(_listen_lock(host, port))
     except OSError:
         lock.close()
         refuse("address already in use (another portside server is starting or serving there)")
@@ -235,6 +236,11 @@ def _listen_address(host: str, port: int) -> contextlib.AbstractContextManager[o
                     refuse("address already in use (another server is listening there)")
                 refuse((error.strerror or str(error)).lower())
     return contextlib.closing(lock)
+
+
+def _listen_lock(host: str, port: int) -> str:
+    """The abstract unix socket a server holds while it serves on host:port."""
+    return f"\0portside-listen {host} {port}"
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:
@@ -851,6 +857,116 @@ def token_revoke(config_file: str | None, flavor: str | None, name: str) -> None
     if not asyncio.run(housekeeping.revoke_token(_ready(config_file, flavor), name)):
         raise click.ClickException(f"no robot token named {name!r}")
     click.echo(f"revoked robot${name}")
+
+
+# The metadata schema ----------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The metadata database's schema: which revision it is at, and the way back to an older
+    one before an older Portside is installed again (README: Upgrading)."""
+
+
+@db.command("current")
+@config_option
+@flavor_option
+def db_current(config_file: str | None, flavor: str | None) -> None:
+    """Print the revision the metadata database is at, and this version's newest."""
+    from portside.metadata import migrate
+
+    url = _schema_database(_load(config_file, flavor))
+    at = _database_call(lambda: migrate.current(url))
+    click.echo(f"{at or 'none (never migrated)'}; this version's newest: {_head()}")
+
+
+@db.command("history")
+def db_history() -> None:
+    """List the revisions this version knows, oldest first: what each one adds."""
+    from portside.metadata import migrate
+
+    for revision in migrate.history():
+        click.echo(f"{revision.revision}  {revision.summary}")
+
+
+@db.command("downgrade")
+@config_option
+@flavor_option
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def db_downgrade(config_file: str | None, flavor: str | None, revision: str, yes: bool) -> None:
+    """Take the metadata schema back to REVISION (see `portside db history`), the newest an
+    older Portside knows, before installing that version again. What the older schema has no
+    place for is dropped (robot tokens, the audit log, pull times... as the revisions after
+    REVISION list them). Stop every instance first: a server of this version migrates it up
+    again at start."""
+    from portside.metadata import migrate
+
+    settings = _load(config_file, flavor)
+    if _serving(settings.host, settings.port):
+        raise click.ClickException(
+            f"a portside server is serving on {settings.listen} with this machine's network: "
+            "stop it (and every other instance) first"
+        )
+    url = _schema_database(settings)
+    at = _database_call(lambda: migrate.current(url))
+    dropped = [r for r in migrate.history() if _between(r.revision, revision, at)]
+    if not yes:
+        for later in dropped:
+            click.echo(f"undo {later.revision}  {later.summary}", err=True)
+        click.echo("stop every instance first; this does not see those on other machines", err=True)
+        click.confirm(f"Downgrade the metadata schema from {at} to {revision}?", abort=True)
+    try:
+        _database_call(lambda: migrate.downgrade(url, revision))
+    except migrate.UnknownRevision as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"the metadata schema is at {revision}: install the Portside version it belongs to")
+
+
+def _schema_database(settings: Settings) -> str:
+    """The metadata database's URL, made the service's when run as root; refused in one line
+    if it names a SQLite file that is not there (rather than made empty)."""
+    from portside.server import ownership
+
+    database = ownership.sqlite_file(settings.metadata_url)
+    if database is not None and not database.exists():
+        raise click.ClickException(f"no metadata database at {database}")
+    try:
+        ownership.prepare_database(settings)
+    except ownership.OwnerUnclear as error:
+        raise click.ClickException(str(error)) from None
+    return settings.metadata_url
+
+
+def _between(revision: str, low: str, high: str | None) -> bool:
+    """Whether revision is above low and at most high (revisions are numbered in order)."""
+    return high is not None and low < revision <= high
+
+
+def _head() -> str:
+    from portside.metadata import migrate
+
+    return migrate.history()[-1].revision
+
+
+def _serving(host: str, port: int) -> bool:
+    """Whether a portside server on this machine holds the listen lock of host:port."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(_listen_lock(host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _database_call(call: Callable[[], _T]) -> _T:
+    """call's result; a database that cannot be reached is one line, not a traceback."""
+    from portside.metadata.engine import DatabaseError
+
+    try:
+        return call()
+    except DatabaseError as error:
+        raise click.ClickException(f"cannot reach the metadata database: {error.orig}") from None
 
 
 # Verify, back up, restore, import ---------------------------------------------------------------

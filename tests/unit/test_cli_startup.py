@@ -29,7 +29,7 @@ print(json.dumps(loaded), file=sys.stderr)
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["--version"], ["sync", "--help"], ["user", "add", "--help"]],
+    [["--help"], ["--version"], ["sync", "--help"], ["db", "--help"], ["user", "add", "--help"]],
 )
 def test_help_loads_nothing_heavy(args: list[str]) -> None:
     done = subprocess.run(
