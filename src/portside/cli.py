@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -1262,6 +1263,11 @@ def _duration(_context: click.Context, _parameter: click.Parameter, value: str |
 )
 @click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for the upstream.")
 @click.option("--every", callback=_duration, help="Run again this long after each run: 1h, 30m.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List what would be copied (tags, manifests, how many blobs and bytes); change nothing.",
+)
 def sync(
     config_file: str | None,
     flavor: str | None,
@@ -1274,27 +1280,34 @@ def sync(
     password_stdin: bool,
     ca_file: str | None,
     every: Any,
+    dry_run: bool,
 ) -> None:
     """Copy REPOSITORIES (names, or patterns such as team/* matched against the catalog) from
-    the registry at URL, fetching only what is missing. Safe while Portside serves. Exit status
-    1 if anything could not be copied."""
+    the registry at URL, with the referrers of their manifests (signatures, SBOMs), fetching
+    only what is missing. Safe while Portside serves. Exit status 1 if anything could not be
+    copied."""
     from portside.registry.tag_filter import InvalidFilter, TagFilter
 
     try:
         tags = TagFilter.parse(tag_patterns, versions)
     except InvalidFilter as error:
         raise click.BadParameter(str(error)) from None
+    if dry_run and every is not None:
+        raise click.UsageError("a dry run runs once: give --dry-run or --every")
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     password = password or os.environ.get("PORTSIDE_SYNC_PASSWORD")
     settings = _load(config_file, flavor)
+    run = _SyncRun(url, repositories, tags, prefix, username, password, ca_file)
+    if dry_run:
+        with _registry_as_it_is(settings) as (storage, metadata_url):
+            failures = asyncio.run(_sync(run, storage, metadata_url, dry_run=True))
+        sys.exit(1 if failures else 0)
     if settings.storage == "local":
         Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
     _migrate(settings.metadata_url)
     _open_registry(settings)
     while True:
-        failures = asyncio.run(
-            _sync(settings, url, repositories, tags, prefix, username, password, ca_file)
-        )
+        failures = asyncio.run(_sync(run, _storage(settings), settings.metadata_url))
         if every is None:
             break
         time.sleep(every.total_seconds())
@@ -1302,43 +1315,86 @@ def sync(
         sys.exit(1)
 
 
-async def _sync(
-    settings: Settings,
-    url: str,
-    repositories: tuple[str, ...],
-    tags: Any,
-    prefix: str,
-    username: str | None,
-    password: str | None,
-    ca_file: str | None,
-) -> int:
-    """One run, reported on standard output; how many failures."""
+@dataclasses.dataclass(frozen=True)
+class _SyncRun:
+    """What `portside sync` copies, and from where."""
+
+    url: str
+    repositories: tuple[str, ...]
+    tags: Any
+    prefix: str
+    username: str | None
+    password: str | None
+    ca_file: str | None
+
+
+@contextlib.contextmanager
+def _registry_as_it_is(settings: Settings) -> Iterator[tuple[Any, str]]:
+    """For a dry run: the registry's storage and metadata URL to read, left as they are (not
+    made, not migrated); where there is no registry yet, an empty one in a temporary folder."""
+    from portside.metadata import migrate
+    from portside.server import ownership
+    from portside.storage.filesystem import FilesystemBlobStore
+
+    database = ownership.sqlite_file(settings.metadata_url)
+    absent = database is not None and not database.exists()
+    if settings.storage == "local" and not Path(settings.storage_path).is_dir():
+        absent = True
+    at = None if absent else _database_call(lambda: migrate.current(settings.metadata_url))
+    if at is not None:
+        if at != _head():
+            raise click.ClickException(
+                f"the metadata database is at revision {at}, this version's is {_head()}: a "
+                "sync without --dry-run (or serve) migrates it"
+            )
+        yield _storage(settings), settings.metadata_url
+        return
+    with tempfile.TemporaryDirectory(prefix="portside-dry-run-") as empty:
+        url = f"sqlite:///{empty}/registry.db"
+        _migrate(url)
+        yield FilesystemBlobStore(Path(empty)), url
+
+
+async def _sync(run: _SyncRun, storage: Any, metadata_url: str, *, dry_run: bool = False) -> int:
+    """One run, reported on standard output (a dry run lists what it would copy); how many
+    failures."""
     from portside.metadata.sql import SqlMetadataStore
     from portside.registry.sync import Sync
     from portside.upstream import Upstream
     from portside.upstream.errors import UpstreamError
 
     try:
-        upstream = Upstream(url, username=username, password=password, ca_file=ca_file)
+        upstream = Upstream(
+            run.url, username=run.username, password=run.password, ca_file=run.ca_file
+        )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="URL") from None
-    metadata = SqlMetadataStore(settings.metadata_url)
+    metadata = SqlMetadataStore(metadata_url)
     try:
         with _progress() as bar:
-            run = Sync(upstream, _storage(settings), metadata, prefix, bar)
+            sync = Sync(upstream, storage, metadata, run.prefix, bar, dry_run=dry_run)
             try:
-                names = await run.repositories(repositories)
+                names = await sync.repositories(run.repositories)
             except UpstreamError as error:
-                raise click.ClickException(f"cannot list {url}'s repositories: {error}") from None
-            report = await run.sync(names, tags)
+                raise click.ClickException(
+                    f"cannot list {run.url}'s repositories: {error}"
+                ) from None
+            report = await sync.sync(names, run.tags)
     finally:
         await metadata.close()
         await upstream.aclose()
     for failure in report.failures:
         click.echo(f"failed: {failure}", err=True)
+    if dry_run:
+        for repository, tag, digest in report.tagged:
+            click.echo(f"tag {repository}:{tag} {digest}")
+        for repository, digest in report.copied:
+            click.echo(f"manifest {repository}@{digest}")
     click.echo(
-        f"synced {report.repositories:,} repositories, {report.tags:,} tags "
-        f"({report.unchanged:,} unchanged): fetched {report.manifests:,} manifests and "
-        f"{report.blobs:,} blobs ({report.bytes:,} bytes)"
+        f"{'would sync' if dry_run else 'synced'} {report.repositories:,} repositories, "
+        f"{report.tags:,} tags ({report.unchanged:,} unchanged): "
+        f"{'would fetch' if dry_run else 'fetched'} {report.manifests:,} manifests "
+        f"({report.referrers:,} of them referrers) and {report.blobs:,} blobs "
+        f"({report.bytes:,} bytes)"
     )
     return len(report.failures)

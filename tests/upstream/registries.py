@@ -221,3 +221,40 @@ def push_image(
     )
     assert answer.status_code == 201, answer.text
     return PushedImage(repository, tag, manifest, digest_of(manifest), config, layers)
+
+
+def push_artifact(
+    client: httpx.Client, repository: str, subject: bytes, artifact_type: str
+) -> bytes:
+    """A signature- or SBOM-like artifact (an image manifest with artifactType, one small random
+    layer) whose subject is the manifest `subject`, pushed by digest; its manifest."""
+    empty, payload = b"{}", secrets.token_bytes(64)
+    for blob in (empty, payload):
+        push_blob(client, repository, blob)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": digest_of(empty),
+                "size": len(empty),
+            },
+            "layers": [
+                {"mediaType": artifact_type, "digest": digest_of(payload), "size": len(payload)}
+            ],
+            "subject": {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest_of(subject),
+                "size": len(subject),
+            },
+        }
+    ).encode()
+    answer = client.put(
+        f"/v2/{repository}/manifests/{digest_of(manifest)}",
+        content=manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert answer.status_code == 201, answer.text
+    return manifest

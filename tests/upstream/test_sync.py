@@ -1,8 +1,11 @@
-"""`portside sync` (registry/sync.py) from a real distribution behind htpasswd into a registry
-in-process: the chosen repositories and tags arrive whole, and a second run fetches nothing."""
+"""`portside sync` (registry/sync.py) from a real distribution behind htpasswd, and from another
+Portside, into a registry in-process: the chosen repositories and tags arrive whole with their
+referrers, a second run fetches nothing, and a dry run counts what a run fetches and stores
+nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -11,7 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from e2e.server import PortsideServer
+from portside.cli import main
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.metadata.sql import SqlMetadataStore
@@ -20,8 +26,19 @@ from portside.registry.tag_filter import TagFilter
 from portside.server.app import create_app
 from portside.storage.filesystem import FilesystemBlobStore
 
-from .conftest import UpstreamFactory
-from .registries import Distribution, PushedImage, digest_of, push_image
+from .conftest import PULLER, UpstreamFactory, pusher_client
+from .registries import (
+    OCI_MANIFEST,
+    Distribution,
+    PushedImage,
+    digest_of,
+    push_artifact,
+    push_image,
+)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+SBOM = "application/spdx+json"
+SIGNATURE = "application/vnd.example.signature"
 
 
 @dataclass
@@ -47,8 +64,40 @@ async def local(tmp_path: Path) -> AsyncIterator[Local]:
 
 
 def fetched(distribution: Distribution, kind: str) -> int:
-    """GETs of manifests or blobs in the upstream's access log (HEADs aside)."""
-    return len(re.findall(rf'"GET /v2/\S+/{kind}/\S+ HTTP', distribution.log_text()))
+    """GETs of manifests or blobs in the upstream's access log that answered them (HEADs and
+    404s, such as a lookup of a referrers tag nobody pushed, aside)."""
+    found = re.findall(rf'"GET /v2/\S+/{kind}/\S+ HTTP/[\d.]+" 20[06] ', distribution.log_text())
+    return len(found)
+
+
+def tag_referrers(
+    client: httpx.Client, repository: str, subject: str, artifacts: list[bytes]
+) -> None:
+    """What oras and cosign do where a registry has no referrers API: the subject's referrers
+    listed in an index under the tag sha256-<hex> (the referrers tag schema)."""
+    entries = [
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest_of(artifact),
+            "size": len(artifact),
+            "artifactType": json.loads(artifact)["artifactType"],
+        }
+        for artifact in artifacts
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    answer = client.put(
+        f"/v2/{repository}/manifests/{subject.replace(':', '-')}",
+        content=index.encode(),
+        headers={"Content-Type": OCI_INDEX},
+    )
+    assert answer.status_code == 201, answer.text
+
+
+async def referrers_here(client: httpx.AsyncClient, name: str, digest: str) -> list[str]:
+    """What the registry's own referrers API lists for digest."""
+    response = await client.get(f"/v2/{name}/referrers/{digest}")
+    assert response.status_code == 200, response.text
+    return sorted(entry["digest"] for entry in response.json()["manifests"])
 
 
 async def assert_pulls(client: httpx.AsyncClient, name: str, image: PushedImage) -> None:
@@ -130,3 +179,136 @@ async def test_a_moved_tag_fetches_only_what_is_new(
 
     assert (report.manifests, report.blobs) == (1, 2)  # the new config and layer, not the base
     await assert_pulls(local.client, name, moved)
+
+
+async def test_referrers_come_along_from_the_referrers_tag_schema(
+    distribution_htpasswd: Distribution, make_upstream: UpstreamFactory, local: Local
+) -> None:
+    """distribution 2.8 has no referrers API: the referrers are found under sha256-<hex> tags,
+    which the tag filter leaves out, and listed by this registry's own API; a referrer attached
+    later comes at the next run, alone."""
+    name = f"sync-{secrets.token_hex(4)}/signed"
+    with httpx.Client(
+        base_url=distribution_htpasswd.url, auth=distribution_htpasswd.auth
+    ) as client:
+        image = push_image(client, name, "1.0.0")
+        sbom = push_artifact(client, name, image.manifest, SBOM)
+        signature = push_artifact(client, name, sbom, SIGNATURE)  # of the SBOM
+        tag_referrers(client, name, image.digest, [sbom])
+        tag_referrers(client, name, digest_of(sbom), [signature])
+        username, password = distribution_htpasswd.auth or ("", "")
+        run = Sync(
+            make_upstream(distribution_htpasswd.url, username=username, password=password),
+            local.storage,
+            local.metadata,
+        )
+
+        report = await run.sync([name], TagFilter.parse(("1.*",), None))
+
+        assert report.failures == []
+        assert (report.tags, report.manifests, report.referrers) == (1, 3, 2)
+        assert await referrers_here(local.client, name, image.digest) == [digest_of(sbom)]
+        assert await referrers_here(local.client, name, digest_of(sbom)) == [digest_of(signature)]
+        copied = await local.client.get(f"/v2/{name}/manifests/{digest_of(signature)}")
+        assert copied.content == signature
+        listed = await local.client.get(f"/v2/{name}/tags/list")
+        assert listed.json()["tags"] == ["1.0.0"]
+
+        later = push_artifact(client, name, image.manifest, SIGNATURE)
+        tag_referrers(client, name, image.digest, [sbom, later])
+
+    again = await run.sync([name], TagFilter.parse(("1.*",), None))
+
+    assert (again.unchanged, again.manifests, again.referrers, again.blobs) == (1, 1, 1, 1)
+    assert await referrers_here(local.client, name, image.digest) == sorted(
+        [digest_of(sbom), digest_of(later)]
+    )
+
+
+async def test_referrers_come_along_from_the_referrers_api(
+    portside_token: PortsideServer, make_upstream: UpstreamFactory, local: Local
+) -> None:
+    """Another Portside answers the referrers API, behind its token service."""
+    repository = f"sync-{secrets.token_hex(4)}/app"
+    with pusher_client(portside_token, repository) as client:
+        image = push_image(client, repository, "v1")
+        sbom = push_artifact(client, repository, image.manifest, SBOM)
+    upstream = make_upstream(portside_token.url, username=PULLER[0], password=PULLER[1])
+
+    report = await Sync(upstream, local.storage, local.metadata).sync(
+        [repository], TagFilter.parse((), None)
+    )
+
+    assert report.failures == []
+    assert (report.manifests, report.referrers) == (2, 1)
+    assert await referrers_here(local.client, repository, image.digest) == [digest_of(sbom)]
+
+
+async def test_a_dry_run_counts_what_a_run_fetches_and_stores_nothing(
+    distribution_htpasswd: Distribution, make_upstream: UpstreamFactory, local: Local
+) -> None:
+    name = f"sync-{secrets.token_hex(4)}/app"
+    base = secrets.token_bytes(3000)
+    with httpx.Client(
+        base_url=distribution_htpasswd.url, auth=distribution_htpasswd.auth
+    ) as client:
+        first = push_image(client, name, "1.0.0", (base, secrets.token_bytes(100)))
+        push_image(client, name, "1.1.0", (base,))
+        sbom = push_artifact(client, name, first.manifest, SBOM)
+        tag_referrers(client, name, first.digest, [sbom])
+    username, password = distribution_htpasswd.auth or ("", "")
+
+    def sync(dry_run: bool) -> Sync:
+        upstream = make_upstream(distribution_htpasswd.url, username=username, password=password)
+        return Sync(upstream, local.storage, local.metadata, dry_run=dry_run)
+
+    dry = await sync(dry_run=True).sync([name], TagFilter.parse((), ">=1"))
+
+    assert dry.failures == []
+    assert await local.metadata.get_manifest(name, "1.0.0") is None
+    assert await local.metadata.blob_size(digest_of(base)) is None
+    assert not (local.storage.root / "blobs").exists() or not any(
+        (local.storage.root / "blobs").rglob("*")
+    )
+    real = await sync(dry_run=False).sync([name], TagFilter.parse((), ">=1"))
+    assert real.failures == []
+    assert (dry.manifests, dry.referrers, dry.blobs, dry.bytes) == (
+        real.manifests,
+        real.referrers,
+        real.blobs,
+        real.bytes,
+    )
+    # the images' 2 configs and 2 layers (one shared), the SBOM's config and layer
+    assert (dry.manifests, dry.referrers, dry.blobs) == (3, 1, 6)
+    assert sorted(dry.tagged) == sorted(real.tagged)
+    assert sorted(dry.copied) == sorted(real.copied)
+
+
+def test_the_dry_run_command_lists_what_it_would_copy_and_makes_nothing(
+    distribution_htpasswd: Distribution, tmp_path: Path
+) -> None:
+    name = f"sync-{secrets.token_hex(4)}/app"
+    with httpx.Client(
+        base_url=distribution_htpasswd.url, auth=distribution_htpasswd.auth
+    ) as client:
+        image = push_image(client, name, "2.0.0")
+    storage = tmp_path / "registry"
+    config = tmp_path / "config.yml"
+    config.write_text(f"dev:\n  storage_path: {storage}\n")
+    username, password = distribution_htpasswd.auth or ("", "")
+    args = ["sync", "--config", str(config), "--username", username]
+
+    result = CliRunner().invoke(
+        main,
+        [*args, "--dry-run", distribution_htpasswd.url, name],
+        env={"PORTSIDE_SYNC_PASSWORD": password},
+    )
+    refused = CliRunner().invoke(main, [*args, "--dry-run", "--every", "1h", "http://x", name])
+
+    assert result.exit_code == 0, result.output
+    assert f"tag {name}:2.0.0 {image.digest}\n" in result.output
+    assert f"manifest {name}@{image.digest}\n" in result.output
+    assert "would fetch 1 manifests (0 of them referrers) and 2 blobs" in result.output
+    assert not storage.exists()
+    assert refused.exit_code == 2
+    assert "a dry run runs once" in refused.output
