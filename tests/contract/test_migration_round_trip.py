@@ -103,8 +103,7 @@ def kept_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
         with engine.connect() as conn:
             return {
                 table: sorted(
-                    tuple(row)
-                    for row in conn.execute(text(f"SELECT {columns} FROM {table}"))  # noqa: S608
+                    tuple(row) for row in conn.execute(text(f"SELECT {columns} FROM {table}"))
                 )
                 for table, columns in KEPT.items()
             }
