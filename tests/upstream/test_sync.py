@@ -213,6 +213,8 @@ async def test_referrers_come_along_from_the_referrers_tag_schema(
         assert copied.content == signature
         listed = await local.client.get(f"/v2/{name}/tags/list")
         assert listed.json()["tags"] == ["1.0.0"]
+        # once: after the 404, the run asks the tag schema only
+        assert distribution_htpasswd.log_text().count(f"GET /v2/{name}/referrers/") == 1
 
         later = push_artifact(client, name, image.manifest, SIGNATURE)
         tag_referrers(client, name, image.digest, [sbom, later])

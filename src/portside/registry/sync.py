@@ -90,6 +90,9 @@ class Sync:
         self._progress = progress or _Silent()
         self._dry_run = dry_run
         self._walked: set[tuple[str, str]] = set()  # (repository here, digest) asked for referrers
+        # The spec forbids a registry with the referrers API to answer it 404: after one 404,
+        # the run asks the referrers tag schema only.
+        self._without_api = False
         # A dry run's stand-in for what it would have stored: manifests by repository here and
         # digest, and the blobs it counted as fetched.
         self._planned: dict[tuple[str, str], FetchedManifest] = {}
@@ -105,6 +108,7 @@ class Sync:
     async def sync(self, repositories: Sequence[str], tags: TagFilter) -> Report:
         report = Report()
         self._walked.clear()  # referrers attached since the last run are looked for again
+        self._without_api = False  # the upstream may have been upgraded since
         for name in repositories:
             try:
                 await self._repository(name, tags, report)
@@ -181,8 +185,9 @@ class Sync:
     async def _referrers(self, name: str, digest: str) -> list[str]:
         """The digests of the manifests whose subject is digest: from the referrers API, else
         from the referrers tag schema's index; none if neither has any."""
-        index = await self._upstream.referrers(name, digest)
+        index = None if self._without_api else await self._upstream.referrers(name, digest)
         if index is None:
+            self._without_api = True
             try:
                 index = (await self._upstream.get_manifest(name, referrers_tag(digest))).content
             except UpstreamNotFound:
