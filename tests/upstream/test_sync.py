@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from e2e.server import PortsideServer
 from portside.cli import main
 from portside.config.settings import Settings
-from portside.metadata.migrate import upgrade
+from portside.metadata.migrate import current, downgrade, history, upgrade
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.sync import Sync
 from portside.registry.tag_filter import TagFilter
@@ -314,3 +314,40 @@ def test_the_dry_run_command_lists_what_it_would_copy_and_makes_nothing(
     assert not storage.exists()
     assert refused.exit_code == 2
     assert "a dry run runs once" in refused.output
+
+
+def test_the_dry_run_command_reads_a_registry_as_it_is(
+    distribution_htpasswd: Distribution, tmp_path: Path
+) -> None:
+    """It lists only what the registry lacks, and migrates nothing: a database at an older
+    revision is refused."""
+    name = f"sync-{secrets.token_hex(4)}/app"
+    with httpx.Client(
+        base_url=distribution_htpasswd.url, auth=distribution_htpasswd.auth
+    ) as client:
+        push_image(client, name, "1.0.0")
+        newer = push_image(client, name, "1.1.0")
+    config = tmp_path / "config.yml"
+    config.write_text(f"dev:\n  storage_path: {tmp_path / 'registry'}\n")
+    username, password = distribution_htpasswd.auth or ("", "")
+    env = {"PORTSIDE_SYNC_PASSWORD": password}
+    args = ["sync", "--config", str(config), "--username", username]
+    first = CliRunner().invoke(
+        main, [*args, "--tags", "1.0.0", distribution_htpasswd.url, name], env=env
+    )
+    assert first.exit_code == 0, first.output
+    database = f"sqlite:///{tmp_path / 'registry' / 'registry.db'}"
+
+    dry = CliRunner().invoke(main, [*args, "--dry-run", distribution_htpasswd.url, name], env=env)
+    downgrade(database, history()[-2].revision)
+    older = CliRunner().invoke(main, [*args, "--dry-run", distribution_htpasswd.url, name], env=env)
+
+    assert dry.exit_code == 0, dry.output
+    assert [line for line in dry.output.splitlines() if line.startswith(("tag", "manifest"))] == [
+        f"tag {name}:1.1.0 {newer.digest}",
+        f"manifest {name}@{newer.digest}",
+    ]
+    assert "2 tags (1 unchanged)" in dry.output
+    assert older.exit_code == 1
+    assert f"the metadata database is at revision {history()[-2].revision}" in older.output
+    assert current(database) == history()[-2].revision
