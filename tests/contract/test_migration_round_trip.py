@@ -32,6 +32,9 @@ KEPT = {
     "tags": "repository_id, name, digest, updated_at",
 }
 
+# What 0010 keeps by triggers, and makes again from the tables when it is applied anew.
+SUMMARIES = {"repositories": "name, size, pushed_at, description"}
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
@@ -97,7 +100,7 @@ def manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
     ).encode()
 
 
-def kept_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+def kept_rows(url: str, kept: dict[str, str] = KEPT) -> dict[str, list[tuple[Any, ...]]]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
@@ -105,7 +108,7 @@ def kept_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
                 table: sorted(
                     tuple(row) for row in conn.execute(text(f"SELECT {columns} FROM {table}"))
                 )
-                for table, columns in KEPT.items()
+                for table, columns in kept.items()
             }
     finally:
         engine.dispose()
@@ -120,6 +123,7 @@ async def test_every_migration_goes_down_to_the_first_and_up_again(
     await push(database_url, tmp_path, "team/web", "v1", b"second")
     before = kept_rows(database_url)
     assert all(before.values())
+    summaries = kept_rows(database_url, SUMMARIES)
 
     for revision in reversed(revisions[:-1]):
         migrate.downgrade(database_url, revision)
@@ -129,7 +133,15 @@ async def test_every_migration_goes_down_to_the_first_and_up_again(
 
     assert migrate.current(database_url) == revisions[-1]
     assert kept_rows(database_url) == before
-    await push(database_url, tmp_path, "team/app", "v2", b"third")  # triggers and all, again
+    assert kept_rows(database_url, SUMMARIES) == summaries  # made again from the tables
+    await push(database_url, tmp_path, "team/app", "v2", b"third")
+
+    def size(rows: dict[str, list[tuple[Any, ...]]]) -> int:
+        return int(next(row[1] for row in rows["repositories"] if row[0] == "team/app"))
+
+    # The triggers are back: the new blobs and manifests count in the repository's size, as
+    # much as the first push's did (seeds of one length make blobs and manifests of one size).
+    assert size(kept_rows(database_url, SUMMARIES)) == 2 * size(summaries)
 
 
 def test_a_downgrade_names_what_it_cannot_do(database_url: str) -> None:
