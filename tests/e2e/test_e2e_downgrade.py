@@ -14,9 +14,12 @@ from portside.metadata.migrate import history, upgrade
 from .server import FLAVOR, PORTSIDE, PortsideServer
 
 
-def portside(server: PortsideServer, *args: str) -> subprocess.CompletedProcess[str]:
+def portside(
+    server: PortsideServer, *args: str, answer: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(PORTSIDE), *args, "--config", str(server.config_path), "--flavor", FLAVOR],
+        input=answer,
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,8 +70,14 @@ def test_what_downgrade_cannot_do_is_one_line(tmp_path: Path) -> None:
     upgrade(f"sqlite:///{database}")
     unknown = portside(server, "db", "downgrade", "12", "--yes")
     at_head = portside(server, "db", "downgrade", head, "--yes")
+    declined = portside(server, "db", "downgrade", "0001", answer="n\n")
 
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("Error: no revision '12': this version has 0001, ")
     assert unknown.stderr.endswith(f", {head}\n")
     assert at_head.stderr == f"Error: the database is at {head}, not above {head}\n"
+    assert declined.returncode == 1
+    assert "undo 0002  Manifest descriptions" in declined.stderr
+    assert f"undo {head}  " in declined.stderr
+    assert "Aborted!" in declined.stderr
+    assert portside(server, "db", "current").stdout.startswith(f"{head};")
