@@ -289,10 +289,10 @@ class MetadataStoreContract(PolicyStoreContract):
         token = await reserve(store, manifest.digest, manifest.size)
         await store.put_cached_manifest(manifest, [], None, token, datetime.now(UTC))
 
-        deleted = await store.delete_manifests("hub/d", [manifest.digest], future(), True)
+        deleted = await store.delete_manifests({"hub/d": [manifest.digest]}, future(), True)
         deleted_again = await store.delete_manifest("hub/d", manifest.digest)
 
-        assert deleted == [manifest.digest]
+        assert deleted == {"hub/d": [manifest.digest]}
         assert not deleted_again
         assert await store.expired_cached_manifests(future(), 10) == []
 
@@ -1073,11 +1073,11 @@ class MetadataStoreContract(PolicyStoreContract):
         template = AuditEntry(datetime.now(UTC), "gc-delete", "gc")
 
         deleted = await store.delete_manifests(
-            "team/app", [digest("old"), digest("older")], future(), True, template
+            {"team/app": [digest("old"), digest("older")]}, future(), True, template
         )
 
         found = await store.audit_entries(AuditQuery(action="gc-delete"))
-        assert sorted(r.entry.digest for r in found if r.entry.digest) == deleted
+        assert sorted(r.entry.digest for r in found if r.entry.digest) == deleted["team/app"]
         assert {r.entry.repository for r in found} == {"team/app"}
 
     # garbage collection
@@ -1252,46 +1252,60 @@ class MetadataStoreContract(PolicyStoreContract):
                 "old index child",
             )
         }
-        assert await store.delete_manifests("team/app", candidates, past(), True) == []
-        deleted = await store.delete_manifests("team/app", candidates, future(), True)
-        assert deleted == sorted(
-            digest(name)
-            for name in ("orphan", "loose", "orphan referrer", "old index", "old index child")
-        )
+        await put(store, image("team/other", "orphan"), [], None)
+        await put(store, image("team/other", "tagged"), [], "latest")
+        # One call for both repositories: what stays is decided per repository.
+        garbage = {"team/app": candidates, "team/other": {digest("orphan"), digest("tagged")}}
+        assert await store.delete_manifests(garbage, past(), True) == {}
+        deleted = await store.delete_manifests(garbage, future(), True)
+        assert deleted == {
+            "team/app": sorted(
+                digest(name)
+                for name in ("orphan", "loose", "orphan referrer", "old index", "old index child")
+            ),
+            "team/other": [digest("orphan")],
+        }
         for name in ("orphan", "old index", "old index child"):
             assert await store.get_manifest("team/app", digest(name)) is None
             assert await store.linked_blob_size("team/app", digest(name)) is None
         for name in ("tagged", "child", "index", "referrer"):
             assert await store.get_manifest("team/app", digest(name)) is not None
-        assert await store.delete_manifests("team/app", [digest("referrer")], future(), False) == [
-            digest("referrer")
-        ]
-        assert await store.delete_manifests("absent", candidates, future(), True) == []
-        assert await store.delete_dangling_tags("team/app") == []
+        referrer_only = {"team/app": [digest("referrer")]}
+        assert await store.delete_manifests(referrer_only, future(), False) == referrer_only
+        assert await store.delete_manifests({"absent": candidates}, future(), True) == {}
+        assert await store.delete_dangling_tags(["team/app", "team/other", "absent"]) == {}
         assert await store.list_tags("team/app", None, None) == ["1.0", "latest"]
 
     async def test_delete_manifests_drops_their_references(self, store: MetadataStore) -> None:
         await link(store, "team/app", digest("layer"), 10)
         await put(store, image("team/app", "m"), [blob("layer")], None)
-        assert await store.delete_links("team/app", [digest("layer")], future()) == []
-        await store.delete_manifests("team/app", [digest("m")], future(), True)
-        assert await store.delete_links("team/app", [digest("layer")], future()) == [
-            digest("layer")
-        ]
+        assert await store.delete_links({"team/app": [digest("layer")]}, future()) == {}
+        await store.delete_manifests({"team/app": [digest("m")]}, future(), True)
+        assert await store.delete_links({"team/app": [digest("layer")]}, future()) == {
+            "team/app": [digest("layer")]
+        }
         assert await store.linked_blob_size("team/app", digest("layer")) is None
 
     async def test_delete_links_keeps_what_a_manifest_needs(self, store: MetadataStore) -> None:
         for name in ("config", "loose", "young"):
             await link(store, "team/app", digest(name), 10)
-        await link(store, "team/other", digest("loose"), 10)
+        for name in ("loose", "config", "stray"):
+            await link(store, "team/other", digest(name), 10)
         await put(store, image("team/app", "m"), [blob("config")], None)
+        # In team/other it is "loose" that a manifest references: links are judged per
+        # repository, though one call covers both.
+        await put(store, image("team/other", "n"), [blob("loose")], None)
         wanted = [digest(name) for name in ("config", "loose", "m", "absent")]
-        assert await store.delete_links("team/app", wanted, past()) == []
-        assert await store.delete_links("team/app", wanted, future()) == [digest("loose")]
+        links = {"team/app": wanted, "team/other": [*wanted, digest("stray")]}
+        assert await store.delete_links(links, past()) == {}
+        assert await store.delete_links(links, future()) == {
+            "team/app": [digest("loose")],
+            "team/other": sorted([digest("config"), digest("stray")]),
+        }
         assert await store.linked_blob_size("team/app", digest("loose")) is None
         assert await store.linked_blob_size("team/other", digest("loose")) == 10
         assert await store.linked_blob_size("team/app", digest("young")) == 10
-        assert await store.delete_links("absent", wanted, future()) == []
+        assert await store.delete_links({"absent": wanted}, future()) == {}
 
     async def test_mark_blobs_marks_only_blobs_nothing_uses(self, store: MetadataStore) -> None:
         for name in ("linked", "referenced", "reserved", "garbage"):
@@ -1409,8 +1423,8 @@ class MetadataStoreContract(PolicyStoreContract):
             def push(manifest: Manifest, references: list[Reference], token: str) -> Call[None]:
                 return lambda: store.put_manifest(manifest, references, "latest", token)
 
-            def collector(layer: str) -> Call[list[str]]:
-                return lambda: other_store.delete_links("team/app", [layer], future())
+            def collector(layer: str) -> Call[dict[str, list[str]]]:
+                return lambda: other_store.delete_links({"team/app": [layer]}, future())
 
             calls: list[Call[Any]] = [push(manifest, references, token), collector(layer)]
             _, errors = in_workers(calls if round_ % 2 else calls[::-1])
@@ -1433,8 +1447,8 @@ class MetadataStoreContract(PolicyStoreContract):
             def tag(manifest: Manifest, tag: str, token: str) -> Call[None]:
                 return lambda: store.put_manifest(manifest, [], tag, token)
 
-            def collector(digest: str) -> Call[list[str]]:
-                return lambda: other_store.delete_manifests("team/app", [digest], future(), True)
+            def collector(digest: str) -> Call[dict[str, list[str]]]:
+                return lambda: other_store.delete_manifests({"team/app": [digest]}, future(), True)
 
             calls: list[Call[Any]] = [
                 tag(manifest, f"v{round_}", token),

@@ -53,15 +53,15 @@ class Metadata:
         ]
 
     async def delete_manifests(
-        self, repository: str, digests: Collection[str], *_: Any
-    ) -> list[str]:
-        return sorted(digests)
+        self, garbage: Mapping[str, Collection[str]], *_: Any
+    ) -> dict[str, list[str]]:
+        return {name: sorted(digests) for name, digests in garbage.items()}
 
     async def dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
         return {}
 
-    async def delete_dangling_tags(self, repository: str) -> list[str]:
-        return []
+    async def delete_dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
+        return {}
 
     async def unreferenced_links(
         self, repositories: Collection[str], before: datetime
@@ -69,9 +69,9 @@ class Metadata:
         return {name: [digest(2, int(name[1:]))] for name in repositories}
 
     async def delete_links(
-        self, repository: str, digests: Collection[str], _: datetime
-    ) -> list[str]:
-        return sorted(digests)
+        self, links: Mapping[str, Collection[str]], _: datetime
+    ) -> dict[str, list[str]]:
+        return {name: sorted(digests) for name, digests in links.items()}
 
     async def drop_reservations(self, before: datetime) -> int:
         return 0

@@ -655,27 +655,30 @@ class CollectorStore(LeaseStore, Protocol):
 
     async def delete_manifests(
         self,
-        repository: str,
-        digests: Collection[str],
+        garbage: Mapping[str, Collection[str]],
         before: datetime,
         keep_referrers: bool,
         audit: AuditEntry | None = None,
-    ) -> list[str]:
-        """Delete those of digests in repository that are still garbage, with their references
-        and the links of their own digests; the digests deleted. Garbage: created before
-        `before`, untagged, no child of a manifest that stays, and, with keep_referrers, no
-        referrer of a manifest that stays (referrers follow their subject). With audit, an
-        entry like it, with the repository and digest, for each deletion, in its transaction."""
+    ) -> dict[str, list[str]]:
+        """Delete, in one transaction, those of each repository's digests (garbage: repository
+        to digests) that are still garbage there, with their references and the links of their
+        own digests; the digests deleted, by repository (only those with some), in digest
+        order. Garbage: created before `before`, untagged, no child of a manifest that stays,
+        and, with keep_referrers, no referrer of a manifest that stays (referrers follow their
+        subject). With audit, an entry like it, with the repository and digest, for each
+        deletion, in its transaction."""
 
-    async def delete_dangling_tags(self, repository: str) -> list[str]:
-        """Delete the tags in repository that point at no manifest; their names."""
+    async def delete_dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
+        """Delete, in one transaction, the tags in these repositories that point at no
+        manifest; their names by repository (only those with some), in order."""
 
     async def delete_links(
-        self, repository: str, digests: Collection[str], before: datetime
-    ) -> list[str]:
-        """Unlink those of digests from repository whose links were made before `before`, that
-        no manifest of the repository references and that are no manifest there; the digests
-        unlinked."""
+        self, links: Mapping[str, Collection[str]], before: datetime
+    ) -> dict[str, list[str]]:
+        """Unlink, in one transaction, those of each repository's digests (links: repository to
+        digests) whose links were made before `before`, that no manifest of the repository
+        references and that are no manifest there; the digests unlinked, by repository (only
+        those with some), in digest order."""
 
     async def drop_reservations(self, before: datetime) -> int:
         """End the reservations made before `before` (their writers died or took too long)."""

@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Table,
     and_,
+    bindparam,
     delete,
     exists,
     or_,
@@ -36,7 +38,8 @@ from portside.metadata.base import (
 )
 from portside.metadata.engine import Database
 from portside.metadata.journal import like, write_audit
-from portside.metadata.statements import chunks, find_repository, insert_missing, now, utc
+from portside.metadata.pairs import Pair, by_name, pair_chunks, pairs, pairs_of, repository_ids
+from portside.metadata.statements import CHUNK, chunks, insert_missing, now, utc
 from portside.metadata.tables import (
     blob_reservations,
     blobs,
@@ -66,57 +69,123 @@ def _matching(
 
 def _lock_older(
     conn: Connection,
+    table: Table,
     digest: ColumnElement[str],
     created_at: ColumnElement[datetime],
-    where: ColumnElement[bool],
-    digests: Collection[str],
+    rows: Collection[Pair],
     before: datetime,
-) -> set[str]:
-    """The digests among digests whose rows (where) were created before `before`, locked for this
-    transaction; rows a concurrent writer holds are skipped, not waited for."""
-    found: set[str] = set()
-    for chunk in chunks(digests):
+) -> set[Pair]:
+    """Those of rows (repository id, digest) whose rows in table were created before `before`,
+    locked for this transaction; rows a concurrent writer holds are skipped, not waited for."""
+    found: set[Pair] = set()
+    for chunk in pair_chunks(rows):
+        wanted = pairs(conn, chunk)
         found.update(
-            conn.scalars(
-                select(digest)
-                .where(where, digest.in_(chunk), created_at < before)
-                .order_by(digest)
-                .with_for_update(skip_locked=True)
+            (repository_id, found_digest)
+            for repository_id, found_digest in conn.execute(
+                select(table.c.repository_id, digest)
+                .join(
+                    wanted,
+                    and_(
+                        table.c.repository_id == wanted.c.repository_id,
+                        digest == wanted.c.digest,
+                    ),
+                )
+                .where(created_at < before)
+                .order_by(table.c.repository_id, digest)
+                .with_for_update(skip_locked=True, of=table)
             )
         )
     return found
 
 
-def _still_needed(
-    conn: Connection, repository_id: int, candidates: set[str], keep_referrers: bool
-) -> set[str]:
-    """The candidates that a manifest outside them needs, or that are tagged."""
-    needed = _matching(conn, tags.c.digest, candidates, tags.c.repository_id == repository_id)
-    parents: list[tuple[str, str]] = []
-    for chunk in chunks(candidates):
-        parents += conn.execute(
-            select(manifest_references.c.digest, manifest_references.c.manifest_digest).where(
-                manifest_references.c.repository_id == repository_id,
-                manifest_references.c.kind == ReferenceKind.MANIFEST,
-                manifest_references.c.digest.in_(chunk),
-            )
-        ).all()
-    needed |= {child for child, parent in parents if parent not in candidates}
-    if keep_referrers:
-        subjects: list[tuple[str, str]] = []
-        for chunk in chunks(candidates):
-            subjects += conn.execute(
-                select(manifests.c.digest, manifests.c.subject).where(
-                    manifests.c.repository_id == repository_id,
-                    manifests.c.digest.in_(chunk),
-                    manifests.c.subject.is_not(None),
-                )
-            ).all()
-        outside = {subject for _, subject in subjects if subject not in candidates}
-        kept = _matching(
-            conn, manifests.c.digest, outside, manifests.c.repository_id == repository_id
+def _held(
+    conn: Connection,
+    table: Table,
+    digest: ColumnElement[str],
+    rows: Collection[Pair],
+    *,
+    by_digest: bool = False,
+) -> set[Pair]:
+    """Those of rows (repository id, digest) that table holds. by_digest: looked up through the
+    digest's index, not by repository_id, the leading column of the primary key, which would
+    walk every row of the repository (manifest_references)."""
+    repository_id = table.c.repository_id + 0 if by_digest else table.c.repository_id
+    found: set[Pair] = set()
+    for chunk in pair_chunks(rows):
+        wanted = pairs(conn, chunk)
+        held = exists().where(repository_id == wanted.c.repository_id, digest == wanted.c.digest)
+        query = select(wanted.c.repository_id, wanted.c.digest).where(held)
+        found.update(
+            (repository_id, found_digest) for repository_id, found_digest in conn.execute(query)
         )
-        needed |= {referrer for referrer, subject in subjects if subject in kept}
+    return found
+
+
+def _delete(
+    conn: Connection, table: Table, digest: ColumnElement[str], rows: Collection[Pair]
+) -> None:
+    """Delete the rows of table with these (repository id, digest): one statement, run for all."""
+    if rows:
+        conn.execute(
+            delete(table).where(
+                table.c.repository_id == bindparam("pair_repository"),
+                digest == bindparam("pair_digest"),
+            ),
+            [{"pair_repository": r, "pair_digest": d} for r, d in sorted(rows)],
+        )
+
+
+def _still_needed(conn: Connection, candidates: set[Pair], keep_referrers: bool) -> set[Pair]:
+    """The candidates (repository id, manifest digest) that a manifest outside them needs, or
+    that are tagged."""
+    needed = _held(conn, tags, tags.c.digest, candidates)
+    r = manifest_references.c
+    for chunk in pair_chunks(candidates):
+        wanted = pairs(conn, chunk)
+        parents = conn.execute(
+            select(r.repository_id, r.digest, r.manifest_digest)
+            .join(
+                wanted,
+                # `+ 0`: by digest (a manifest has few parents), as _held's by_digest.
+                and_(r.repository_id + 0 == wanted.c.repository_id, r.digest == wanted.c.digest),
+            )
+            .where(r.kind == ReferenceKind.MANIFEST)
+        )
+        needed |= {
+            (repository_id, child)
+            for repository_id, child, parent in parents
+            if (repository_id, parent) not in candidates
+        }
+    if keep_referrers:
+        subjects: list[tuple[int, str, str]] = []
+        for chunk in pair_chunks(candidates):
+            wanted = pairs(conn, chunk)
+            query = (
+                select(manifests.c.repository_id, manifests.c.digest, manifests.c.subject)
+                .join(
+                    wanted,
+                    and_(
+                        manifests.c.repository_id == wanted.c.repository_id,
+                        manifests.c.digest == wanted.c.digest,
+                    ),
+                )
+                .where(manifests.c.subject.is_not(None))
+            )
+            subjects += [
+                (found, referrer, subject) for found, referrer, subject in conn.execute(query)
+            ]
+        outside = {
+            (repository_id, subject)
+            for repository_id, _, subject in subjects
+            if (repository_id, subject) not in candidates
+        }
+        kept = _held(conn, manifests, manifests.c.digest, outside)
+        needed |= {
+            (repository_id, referrer)
+            for repository_id, referrer, subject in subjects
+            if (repository_id, subject) in kept
+        }
     return needed & candidates
 
 
@@ -176,103 +245,66 @@ class SqlCollection(Database):
 
     async def delete_manifests(
         self,
-        repository: str,
-        digests: Collection[str],
+        garbage: Mapping[str, Collection[str]],
         before: datetime,
         keep_referrers: bool,
         audit: AuditEntry | None = None,
-    ) -> list[str]:
+    ) -> dict[str, list[str]]:
         before = before.astimezone(UTC)
 
-        def run(conn: Connection) -> list[str]:
-            repository_id = find_repository(conn, repository)
-            if repository_id is None:
-                return []
-            here = manifests.c.repository_id == repository_id
-            candidates = _lock_older(
-                conn, manifests.c.digest, manifests.c.created_at, here, digests, before
-            )
+        def run(conn: Connection) -> dict[str, list[str]]:
+            names, wanted = pairs_of(conn, garbage)
+            m = manifests.c
+            candidates = _lock_older(conn, manifests, m.digest, m.created_at, wanted, before)
             # Keeping one candidate may make it need others (its children, its referrers).
-            while needed := _still_needed(conn, repository_id, candidates, keep_referrers):
+            while needed := _still_needed(conn, candidates, keep_referrers):
                 candidates -= needed
-            for chunk in chunks(candidates):
-                conn.execute(delete(manifests).where(here, manifests.c.digest.in_(chunk)))
-                conn.execute(
-                    delete(manifest_references).where(
-                        manifest_references.c.repository_id == repository_id,
-                        manifest_references.c.manifest_digest.in_(chunk),
-                    )
-                )
-                conn.execute(
-                    delete(repository_blobs).where(
-                        repository_blobs.c.repository_id == repository_id,
-                        repository_blobs.c.digest.in_(chunk),
-                    )
-                )
-                conn.execute(
-                    delete(cached_manifests).where(
-                        cached_manifests.c.repository_id == repository_id,
-                        cached_manifests.c.digest.in_(chunk),
-                    )
-                )
-            deleted = sorted(candidates)
-            write_audit(conn, like(audit, repository, deleted))
+            _delete(conn, manifests, m.digest, candidates)
+            _delete(conn, manifest_references, manifest_references.c.manifest_digest, candidates)
+            _delete(conn, repository_blobs, repository_blobs.c.digest, candidates)
+            _delete(conn, cached_manifests, cached_manifests.c.digest, candidates)
+            deleted = by_name(names, candidates)
+            for repository, digests in deleted.items():
+                write_audit(conn, like(audit, repository, digests))
             return deleted
 
         return await self._collect(run)
 
-    async def delete_dangling_tags(self, repository: str) -> list[str]:
-        def run(conn: Connection) -> list[str]:
-            repository_id = find_repository(conn, repository)
-            if repository_id is None:
-                return []
+    async def delete_dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
+        def run(conn: Connection) -> dict[str, list[str]]:
+            names = repository_ids(conn, repositories)
             has_manifest = exists().where(
                 manifests.c.repository_id == tags.c.repository_id,
                 manifests.c.digest == tags.c.digest,
             )
-            dangling = list(
-                conn.scalars(
+            ids = sorted(names)
+            dangling: list[tuple[int, str]] = []
+            for start in range(0, len(ids), CHUNK):
+                dangling += conn.execute(
                     delete(tags)
-                    .where(tags.c.repository_id == repository_id, ~has_manifest)
-                    .returning(tags.c.name)
+                    .where(tags.c.repository_id.in_(ids[start : start + CHUNK]), ~has_manifest)
+                    .returning(tags.c.repository_id, tags.c.name)
                 )
-            )
-            return sorted(dangling)
+            return by_name(names, dangling)
 
         return await self._collect(run)
 
     async def delete_links(
-        self, repository: str, digests: Collection[str], before: datetime
-    ) -> list[str]:
+        self, links: Mapping[str, Collection[str]], before: datetime
+    ) -> dict[str, list[str]]:
         before = before.astimezone(UTC)
 
-        def run(conn: Connection) -> list[str]:
-            repository_id = find_repository(conn, repository)
-            if repository_id is None:
-                return []
-            here = repository_blobs.c.repository_id == repository_id
+        def run(conn: Connection) -> dict[str, list[str]]:
+            names, wanted = pairs_of(conn, links)
+            rb = repository_blobs.c
             candidates = _lock_older(
-                conn,
-                repository_blobs.c.digest,
-                repository_blobs.c.created_at,
-                here,
-                digests,
-                before,
+                conn, repository_blobs, rb.digest, rb.created_at, wanted, before
             )
-            candidates -= _matching(
-                conn,
-                manifest_references.c.digest,
-                candidates,
-                manifest_references.c.repository_id == repository_id,
-            )
-            candidates -= _matching(
-                conn, manifests.c.digest, candidates, manifests.c.repository_id == repository_id
-            )
-            for chunk in chunks(candidates):
-                conn.execute(
-                    delete(repository_blobs).where(here, repository_blobs.c.digest.in_(chunk))
-                )
-            return sorted(candidates)
+            r = manifest_references.c
+            candidates -= _held(conn, manifest_references, r.digest, candidates, by_digest=True)
+            candidates -= _held(conn, manifests, manifests.c.digest, candidates)
+            _delete(conn, repository_blobs, rb.digest, candidates)
+            return by_name(names, candidates)
 
         return await self._collect(run)
 

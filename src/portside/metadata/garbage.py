@@ -31,6 +31,7 @@ from portside.metadata.base import (
     ReferenceKind,
 )
 from portside.metadata.engine import Database
+from portside.metadata.pairs import repository_ids
 from portside.metadata.statements import chunks, find_repository, now, utc
 from portside.metadata.tables import (
     blob_reservations,
@@ -42,17 +43,6 @@ from portside.metadata.tables import (
     tags,
     uploads,
 )
-
-
-def _ids(conn: Connection, names: Collection[str]) -> dict[int, str]:
-    """The ids of those of the repositories that exist, to their names."""
-    found: dict[int, str] = {}
-    for chunk in chunks(names):
-        rows = conn.execute(
-            select(repositories.c.id, repositories.c.name).where(repositories.c.name.in_(chunk))
-        )
-        found.update((row.id, row.name) for row in rows)
-    return found
 
 
 def _stays(manifest: NamedFromClause, before: datetime) -> ColumnElement[bool]:
@@ -95,7 +85,7 @@ class SqlGarbage(Database):
         before = before.astimezone(UTC)
 
         def run(conn: Connection) -> list[ManifestCandidate]:
-            names = _ids(conn, repositories)
+            names = repository_ids(conn, repositories)
             m, subject, parent = (manifests.alias(alias) for alias in ("m", "s", "p"))
             r = manifest_references
             tagged = exists().where(
@@ -139,7 +129,7 @@ class SqlGarbage(Database):
 
     async def dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
         def run(conn: Connection) -> dict[str, list[str]]:
-            names = _ids(conn, repositories)
+            names = repository_ids(conn, repositories)
             has_manifest = exists().where(
                 manifests.c.repository_id == tags.c.repository_id,
                 manifests.c.digest == tags.c.digest,
@@ -161,7 +151,7 @@ class SqlGarbage(Database):
         before = before.astimezone(UTC)
 
         def run(conn: Connection) -> dict[str, list[str]]:
-            names = _ids(conn, repositories)
+            names = repository_ids(conn, repositories)
             # A set difference, not NOT EXISTS per link: a link to a layer every repository
             # shares would look its references up among all of that layer's.
             linked = select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(

@@ -71,8 +71,9 @@ order), and checks what storage holds against the records SCAN_BATCH objects at 
 holds at once is a page's garbage: manifests that a chain of untagged candidates could keep are
 decided together per repository, so the largest repository's garbage manifests are held whole.
 A dry run deletes nothing, so it also holds what it would remove (the links and references that
-go), to count the blobs those removals free. The deletions of a page's repositories run
-CONCURRENT at a time: on SQLite the writer thread commits them together, with one fsync.
+go), to count the blobs those removals free. A page's garbage manifests go in one transaction,
+and so do its dangling tags and its unreferenced links: each statement of it (lock, re-check,
+delete) covers the whole page, not one repository.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, Protocol, TypeVar
+from typing import Final, Literal, Protocol
 
 from portside.metadata.base import (
     MARK_TTL,
@@ -114,11 +115,8 @@ LEASE_TTL: Final = timedelta(minutes=10)
 BATCH: Final = 100  # blobs marked (then deleted, then forgotten) at a time
 REPOSITORY_PAGE: Final = 500  # repositories planned and cleaned at a time
 SCAN_BATCH: Final = 1000  # storage objects checked against the records at a time
-CONCURRENT: Final = 16  # a page's deletions in flight at once
 CACHE_SCAN_MAX: Final = 1000  # cached manifests expired per query
 POLL: Final = 60.0  # how often a background collector asks whether a run is due, in seconds
-
-T = TypeVar("T")
 
 Untagged = Literal["keep", "collect"]
 
@@ -250,14 +248,6 @@ async def _batches(
             batch = []
     if batch:
         yield batch
-
-
-async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
-    """Await the calls CONCURRENT at a time, in order."""
-    pending, results = list(calls), []
-    for start in range(0, len(pending), CONCURRENT):
-        results += await asyncio.gather(*pending[start : start + CONCURRENT])
-    return results
 
 
 def default_holder() -> str:
@@ -400,22 +390,20 @@ class Collector:
         cutoff, expiry = now - self._policy.grace_period, now - self._policy.upload_expiry
         metadata, done = self._metadata, Summary()
         async for page in self._repository_pages(progress):
-            garbage = await self._garbage_manifests(page, cutoff)
-            audit = self._audit_entry(now, lease, "unreferenced")
-            deleted = await _each(
-                metadata.delete_manifests(name, [c.digest for c in found], cutoff, True, audit)
-                for name, found in garbage.items()
-            )
-            done.manifests += sum(map(len, deleted))
-            dangling = await metadata.dangling_tags(page)
-            done.tags += sum(map(len, await _each(map(metadata.delete_dangling_tags, dangling))))
+            # Each kind of the page's garbage goes in one transaction, by one set of statements.
+            if garbage := await self._garbage_manifests(page, cutoff):
+                audit = self._audit_entry(now, lease, "unreferenced")
+                doomed = {name: [c.digest for c in found] for name, found in garbage.items()}
+                deleted = await metadata.delete_manifests(doomed, cutoff, True, audit)
+                done.manifests += sum(map(len, deleted.values()))
+            if dangling := await metadata.dangling_tags(page):
+                untagged = await metadata.delete_dangling_tags(list(dangling))
+                done.tags += sum(map(len, untagged.values()))
             await self._checkpoint("manifests")
             # Read after the manifests went: the links only they referenced are unreferenced now.
-            links = await metadata.unreferenced_links(page, cutoff)
-            unlinked = await _each(
-                metadata.delete_links(name, digests, cutoff) for name, digests in links.items()
-            )
-            done.links += sum(map(len, unlinked))
+            if links := await metadata.unreferenced_links(page, cutoff):
+                unlinked = await metadata.delete_links(links, cutoff)
+                done.links += sum(map(len, unlinked.values()))
             await self._checkpoint("links")
             await lease.keep()
         done.reservations = await metadata.drop_reservations(expiry)

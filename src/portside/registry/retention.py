@@ -167,7 +167,7 @@ class Retention:
             digests = {r.tag.digest for r in done if r.repository == repository}
             if digests:
                 audit = self._entry(now, {"reason": "untagged by retention"})
-                await self._metadata.delete_manifests(repository, digests, now, True, audit)
+                await self._metadata.delete_manifests({repository: digests}, now, True, audit)
             if keep_going is not None:
                 await keep_going()
         return done
