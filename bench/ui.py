@@ -34,8 +34,6 @@ from portside.metadata.tables import repositories
 from portside.server.app import create_app
 
 SAMPLES: Final = 15
-# Usage reads every link (seconds at 100k): three samples of it are plenty.
-SLOW_SAMPLES: Final = {"usage": 3}
 RESULTS: Final = Path(__file__).parent / "results" / "ui-latest.json"
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 
@@ -90,6 +88,7 @@ def pages(size: int, deep_pushed: str) -> dict[str, str]:
         "repositories by last push, first page": "/ui/?sort=pushed",
         "repositories by last push, page at 90%": f"/ui/?sort=pushed&after={deep_pushed}",
         "search, one match": f"/ui/?q=r{size // 2:06d}",
+        "search, every repository": "/ui/?q=scale",
         "tags, first page": f"/ui/repositories/{MANY_TAGS}",
         "tags, page at 90%": f"/ui/repositories/{MANY_TAGS}?after=v{size * 9 // 10:06d}",
         "an image": f"/ui/images/{MANY_TAGS}@{image}",
@@ -104,7 +103,7 @@ async def time_pages(settings: Settings, paths: dict[str, str]) -> dict[str, flo
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         for label, path in paths.items():
             samples = []
-            for n in range(SLOW_SAMPLES.get(label, SAMPLES) + 2):  # two warm the caches
+            for n in range(SAMPLES + 2):  # two warm the caches
                 started = time.perf_counter()
                 response = await client.get(path)
                 elapsed = time.perf_counter() - started

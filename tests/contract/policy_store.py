@@ -117,6 +117,7 @@ class PolicyStoreContract:
         assert not await store.namespace_holds("team", _digest("big"))
         assert await store.holds_manifests("team/b")
         assert not await store.holds_manifests("teamx/c")
+        assert await store.namespace_footprints() == {"team": team}  # "" holds no manifest
 
     # retention
 

@@ -833,7 +833,10 @@ class PolicyStore(Protocol):
 
     async def namespace_footprint(self, namespace: str) -> Footprint:
         """What the namespace (the first component of its repositories' names; "" for names of
-        one component) holds now."""
+        one component) holds now: one row that the store keeps, whatever the namespace's size."""
+
+    async def namespace_footprints(self) -> dict[str, Footprint]:
+        """What each namespace holding a repository with a manifest holds now."""
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
         """Whether a repository of the namespace has the blob linked."""

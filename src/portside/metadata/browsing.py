@@ -2,7 +2,8 @@
 columns (no OFFSET, no count of everything), the bytes a pull moves, storage by namespace.
 
 A repository's size, last push and description are columns that triggers keep (0010), so that
-sorting 100,000 repositories by size reads one index, not every link."""
+sorting 100,000 repositories by size reads one index, not every link; a namespace's usage is a
+row they keep (0013)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     and_,
-    case,
     exists,
     func,
     select,
@@ -23,7 +23,6 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from portside.metadata.base import (
-    BlobState,
     NamespaceUsage,
     RepositoryOrder,
     RepositoryRow,
@@ -31,12 +30,13 @@ from portside.metadata.base import (
 )
 from portside.metadata.statements import chunks, find_repository, utc
 from portside.metadata.tables import (
+    blob_totals,
     blobs,
     cached_manifests,
     manifest_references,
     manifests,
+    namespaces,
     repositories,
-    repository_blobs,
     tags,
 )
 from portside.metadata.text_search import SqlTextSearch, matching
@@ -63,12 +63,6 @@ class SqlBrowsing(SqlTextSearch):
     def _code_points(self, column: ColumnElement[str]) -> ColumnElement[str]:
         """column compared by code point (SQLite compares bytes already)."""
         return column.collate("C") if self.engine.dialect.name == "postgresql" else column
-
-    def _namespace(self, name: ColumnElement[str]) -> ColumnElement[str]:
-        """The first component of a repository name, "" for a name of one component."""
-        postgresql = self.engine.dialect.name == "postgresql"
-        slash = func.strpos(name, "/") if postgresql else func.instr(name, "/")
-        return case((slash > 0, func.substr(name, 1, slash - 1)), else_="")
 
     async def repository_rows(
         self, order: RepositoryOrder, text: str, after: RepositoryRow | None, limit: int
@@ -222,31 +216,18 @@ class SqlBrowsing(SqlTextSearch):
         return await self._read(run)
 
     async def namespace_usage(self) -> list[NamespaceUsage]:
-        namespace = self._namespace(repositories.c.name).label("namespace")
-        linked = (
-            select(namespace, blobs.c.digest, blobs.c.size)
-            .select_from(repository_blobs)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .join(blobs, blobs.c.digest == repository_blobs.c.digest)
-            .distinct()
-            .subquery()
+        query = (
+            select(namespaces.c.name, namespaces.c.repositories, namespaces.c.size)
+            .where(namespaces.c.repositories > 0)
+            .order_by(namespaces.c.name)
         )
-        sizes = select(linked.c.namespace, func.sum(linked.c.size)).group_by(linked.c.namespace)
-        counts = select(namespace, func.count()).where(_has_manifest()).group_by(namespace)
-
-        def run(conn: Connection) -> list[NamespaceUsage]:
-            counted = {found[0]: int(found[1]) for found in conn.execute(counts)}
-            stored = {found[0]: int(found[1] or 0) for found in conn.execute(sizes)}
-            return [
-                NamespaceUsage(name, count, stored.get(name, 0))
-                for name, count in sorted(counted.items())
-            ]
-
-        return await self._read(run)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [NamespaceUsage(name, int(held), int(size)) for name, held, size in rows]
 
     async def stored_blobs(self) -> tuple[int, int]:
-        query = select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).where(
-            blobs.c.state == BlobState.STORED.value
+        query = select(
+            func.coalesce(func.sum(blob_totals.c.blobs), 0),
+            func.coalesce(func.sum(blob_totals.c.size), 0),
         )
         row = await self._read(lambda conn: conn.execute(query).one())
         return int(row[0]), int(row[1])

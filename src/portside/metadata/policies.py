@@ -7,18 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    Dialect,
     bindparam,
     delete,
-    exists,
-    func,
     or_,
     select,
     update,
 )
-from sqlalchemy.sql.base import Executable
 
 from portside.metadata.base import (
     QUIET,
@@ -35,74 +30,29 @@ from portside.metadata.journal import write_journal
 from portside.metadata.prepared import Prepared
 from portside.metadata.statements import find_repository, utc
 from portside.metadata.tables import (
-    blobs,
     cached_manifests,
     cached_tags,
     manifest_references,
     manifests,
+    namespace_blobs,
+    namespaces,
     repositories,
     repository_blobs,
     tags,
     uploads,
 )
 
-
-def _in_namespace(dialect: Dialect, top: bool) -> ColumnElement[bool]:
-    """Repository names in a namespace: the names without a `/` (the namespace "", which takes a
-    scan), or the range from `:low` (`namespace/`) to `:high` (`namespace0`: "0" follows "/") in
-    code-point order, which PostgreSQL's index ix_repositories_name_c serves."""
-    if top:
-        return ~repositories.c.name.contains("/", autoescape=True)
-    name: ColumnElement[str] = repositories.c.name
-    if dialect.name == "postgresql":
-        name = name.collate("C")
-    return (name >= bindparam("low")) & (name < bindparam("high"))
-
-
-def _range(namespace: str) -> dict[str, str]:
-    return {} if not namespace else {"low": namespace + "/", "high": namespace + "0"}
-
-
-def _footprint(top: bool) -> Prepared:
-    """One statement, one round trip: a manifest PUT in a namespace with a quota reads it."""
-
-    def statement(dialect: Dialect) -> Executable:
-        inside = _in_namespace(dialect, top)
-        linked = (
-            select(repository_blobs.c.digest)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(inside)
-        )
-        size = select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.digest.in_(linked))
-        holding = select(func.count()).where(
-            inside, exists().where(manifests.c.repository_id == repositories.c.id)
-        )
-        tagged = (
-            select(func.count())
-            .select_from(tags)
-            .join(repositories, repositories.c.id == tags.c.repository_id)
-            .where(inside)
-        )
-        return select(size.scalar_subquery(), holding.scalar_subquery(), tagged.scalar_subquery())
-
-    return Prepared(statement)
-
-
-def _holds(top: bool) -> Prepared:
-    def statement(dialect: Dialect) -> Executable:
-        return (
-            select(repository_blobs.c.digest)
-            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-            .where(repository_blobs.c.digest == bindparam("digest"), _in_namespace(dialect, top))
-            .limit(1)
-        )
-
-    return Prepared(statement)
-
-
-# By whether the namespace is "" (names of one component).
-_FOOTPRINT = {top: _footprint(top) for top in (False, True)}
-_HOLDS = {top: _holds(top) for top in (False, True)}
+# A namespace's usage is a row that triggers keep (0013): one lookup, whatever its size.
+_FOOTPRINT_COLUMNS = (namespaces.c.size, namespaces.c.repositories, namespaces.c.tags)
+_FOOTPRINT = Prepared(
+    select(*_FOOTPRINT_COLUMNS).where(namespaces.c.name == bindparam("namespace"))
+)
+_HOLDS = Prepared(
+    select(namespace_blobs.c.links).where(
+        namespace_blobs.c.namespace == bindparam("namespace"),
+        namespace_blobs.c.digest == bindparam("digest"),
+    )
+)
 _HOLDS_MANIFESTS = Prepared(
     select(manifests.c.digest)
     .join(repositories, repositories.c.id == manifests.c.repository_id)
@@ -126,13 +76,18 @@ _PULLED = (
 
 class SqlPolicies(Database):
     async def namespace_footprint(self, namespace: str) -> Footprint:
-        row = await self._first(_FOOTPRINT[not namespace], **_range(namespace))
-        assert row is not None  # scalar subqueries: always one row
-        return Footprint(*(int(value or 0) for value in row))
+        row = await self._first(_FOOTPRINT, namespace=namespace)
+        return Footprint(0, 0, 0) if row is None else Footprint(*(int(value) for value in row))
+
+    async def namespace_footprints(self) -> dict[str, Footprint]:
+        query = select(namespaces.c.name, *_FOOTPRINT_COLUMNS).where(namespaces.c.repositories > 0)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return {
+            name: Footprint(int(size), int(held), int(tagged)) for name, size, held, tagged in rows
+        }
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
-        query = _HOLDS[not namespace]
-        return await self._first(query, digest=digest, **_range(namespace)) is not None
+        return await self._first(_HOLDS, namespace=namespace, digest=digest) is not None
 
     async def holds_manifests(self, repository: str) -> bool:
         return await self._first(_HOLDS_MANIFESTS, repository=repository) is not None

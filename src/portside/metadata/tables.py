@@ -36,8 +36,44 @@ repositories = Table(
     Column("size", BigInteger, nullable=False, server_default="0"),
     Column("pushed_at", DateTime(timezone=True)),
     Column("description", Text),
+    # How many manifests it holds, kept by triggers (0013): it counts in its namespace's
+    # repositories while that is above 0.
+    Column("manifests", BigInteger, nullable=False, server_default="0"),
     Index("ix_repositories_pushed", "pushed_at", "id"),
     Index("ix_repositories_size", "size", "id"),
+)
+
+# Each namespace's usage, kept by triggers on repository_blobs, manifests and tags (0013): the
+# bytes of the blobs linked to its repositories (each blob once), its repositories holding a
+# manifest, its tags. A namespace is registry/quotas.py's namespace_of of a repository name.
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Column("repositories", BigInteger, nullable=False, server_default="0"),
+    Column("tags", BigInteger, nullable=False, server_default="0"),
+)
+
+# Per namespace and blob, how many of the namespace's repositories link the blob, and its size
+# when the first did: the blob counts in the namespace's size while links is above 0 (0013).
+namespace_blobs = Table(
+    "namespace_blobs",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("links", BigInteger, nullable=False),
+)
+
+# The stored blobs (how many, their bytes), kept by triggers on blobs in a row per first hex digit
+# of the digest, so that concurrent writers seldom wait for each other on one row (0013).
+blob_totals = Table(
+    "blob_totals",
+    metadata,
+    Column("slot", String(1), primary_key=True),
+    Column("blobs", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
 )
 
 blobs = Table(

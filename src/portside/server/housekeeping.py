@@ -21,7 +21,7 @@ from portside.metadata.base import (
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.events import Origin, Recorder
 from portside.registry.immutability import ImmutableTags
-from portside.registry.quotas import Quota, Quotas, namespace_of
+from portside.registry.quotas import Quota, Quotas
 from portside.registry.repositories import Repositories
 from portside.registry.retention import Removal, Retention
 from portside.server.audit_log import operator
@@ -78,15 +78,10 @@ async def quota_usage(settings: Settings) -> list[NamespaceQuota]:
     """Every namespace holding a repository, with its usage and its quota (if any)."""
     async with opened(settings) as store:
         quotas = Quotas(settings.policies.quotas, store)
-        namespaces: set[str] = set()
-        last = None
-        while page := await store.list_repositories(1000, last):
-            namespaces.update(namespace_of(name) for name in page)
-            last = page[-1]
+        footprints = await store.namespace_footprints()
         return [
-            NamespaceQuota(namespace, await store.namespace_footprint(namespace), quota)
-            for namespace in sorted(namespaces)
-            for quota in [quotas.quota_of(namespace)]
+            NamespaceQuota(namespace, footprints[namespace], quotas.quota_of(namespace))
+            for namespace in sorted(footprints)
         ]
 
 
