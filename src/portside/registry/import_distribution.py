@@ -19,7 +19,9 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -44,6 +46,8 @@ from portside.storage.base import BlobStore, NotFound
 
 # Blobs taken over at once: hashing runs in threads, so both cores stay busy.
 CONCURRENCY: Final = 4
+# Repositories whose link files and manifests are read at once, each in a thread of its own.
+READERS: Final = 16
 # A manifest bigger than this is no manifest Portside would take from a push either.
 MANIFEST_MAX: Final = 4 * 1024 * 1024
 
@@ -102,6 +106,12 @@ def _guess_type(body: bytes) -> str | None:
     return OCI_INDEX if "manifests" in document else OCI_MANIFEST
 
 
+# Per manifest digest, its bytes or what is wrong with them (an issue and its detail).
+_Manifests = dict[str, bytes | tuple[Issue, str]]
+# A repository's links and manifests, read ahead.
+_Read = tuple[RepositoryLinks, _Manifests]
+
+
 class Target:
     """Where an import goes: Portside's stores."""
 
@@ -138,17 +148,49 @@ class DistributionImport:
         repositories = await to_thread.run_sync(self._tree.repositories)
         self._progress.start("importing repositories", len(repositories))
         linked: set[str] = set()
-        for name in repositories:
-            links = await to_thread.run_sync(self._tree.links, name)
+        async for links, manifests in self._read_ahead(repositories):
             linked.update(str(d) for d in (*links.layers, *links.revisions))
-            await self._repository(links)
+            await self._repository(links, manifests)
             self._progress.advance()
         for digest in await to_thread.run_sync(lambda: list(self._tree.blobs())):
             if str(digest) not in linked:
                 self._problem(Issue.ORPHAN, str(digest), "linked by no repository")
         return self._report
 
-    async def _repository(self, links: RepositoryLinks) -> None:
+    async def _read_ahead(self, repositories: list[str]) -> AsyncIterator[_Read]:
+        """Each repository's links and manifests in turn, those of the next ones read
+        meanwhile, several repositories at once: in a bucket, each file is a GET."""
+        pool = ThreadPoolExecutor(READERS, thread_name_prefix="links")
+        names = iter(repositories)
+        ahead: deque[Future[_Read]] = deque()
+        try:
+            while True:
+                while len(ahead) < 2 * READERS and (name := next(names, None)) is not None:
+                    ahead.append(pool.submit(self._read, name))
+                if not ahead:
+                    return
+                yield await asyncio.wrap_future(ahead.popleft())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # an interrupted run waits for none
+
+    def _read(self, name: str) -> _Read:
+        links = self._tree.links(name)
+        return links, {str(d): self._manifest_bytes(d) for d in links.revisions}
+
+    def _manifest_bytes(self, digest: Digest) -> bytes | tuple[Issue, str]:
+        """A manifest's bytes, or what is wrong with them."""
+        source, path = self._tree.source, self._tree.blob_path(digest)
+        size = source.size(path)
+        if size is not None and size > MANIFEST_MAX:
+            return Issue.UNSUPPORTED, f"manifest {digest}: over {MANIFEST_MAX} bytes"
+        try:
+            if size is None:
+                raise NotFound(source.where(path))
+            return source.read(path)
+        except NotFound as error:
+            return Issue.MISSING, f"manifest {digest}: no bytes at {error}"
+
+    async def _repository(self, links: RepositoryLinks, manifests: _Manifests) -> None:
         report = self._report
         try:
             name = parse_name(links.name)
@@ -161,7 +203,7 @@ class DistributionImport:
         results = await asyncio.gather(*(self._link(name, d) for d in links.layers))
         readable = {str(d) for d, ok in zip(links.layers, results, strict=True) if ok}
         report.blobs += len(readable)
-        imported = await self._import_manifests(name, links.revisions, readable)
+        imported = await self._import_manifests(name, links.revisions, readable, manifests)
         for tag, digest in sorted(links.tags.items()):
             if not is_tag(tag):
                 report.problems.append(Problem(Issue.BAD_NAME, f"{name}:{tag}", "not a tag"))
@@ -243,13 +285,13 @@ class DistributionImport:
         await writer.commit()
 
     async def _import_manifests(
-        self, name: str, revisions: Iterable[Digest], readable: set[str]
+        self, name: str, revisions: Iterable[Digest], readable: set[str], manifests: _Manifests
     ) -> dict[str, tuple[bytes, str | None]]:
         """Import the repository's manifests, children before their indexes; digest to
         (bytes, media type) of those imported."""
         pending: dict[str, tuple[bytes, str | None, list[str]]] = {}
         for revision in revisions:
-            loaded = await self._load_manifest(name, revision)
+            loaded = self._load_manifest(name, revision, manifests[str(revision)])
             if loaded is not None:
                 pending[str(revision)] = loaded
         imported: dict[str, tuple[bytes, str | None]] = {}
@@ -266,21 +308,12 @@ class DistributionImport:
         self._report.manifests += len(imported)
         return imported
 
-    async def _load_manifest(
-        self, name: str, digest: Digest
+    def _load_manifest(
+        self, name: str, digest: Digest, body: bytes | tuple[Issue, str]
     ) -> tuple[bytes, str | None, list[str]] | None:
         """A manifest's bytes, checked, its media type if it declares none, and its children."""
-        source, path = self._tree.source, self._tree.blob_path(digest)
-        size = source.size(path)
-        if size is not None and size > MANIFEST_MAX:
-            self._problem(Issue.UNSUPPORTED, name, f"manifest {digest}: over {MANIFEST_MAX} bytes")
-            return None
-        try:
-            if size is None:
-                raise NotFound(source.where(path))
-            body = await to_thread.run_sync(source.read, path)
-        except NotFound as error:
-            self._problem(Issue.MISSING, name, f"manifest {digest}: no bytes at {error}")
+        if isinstance(body, tuple):
+            self._problem(body[0], name, body[1])
             return None
         if Digest.of(body, digest.algorithm) != digest:
             self._problem(Issue.CORRUPT, name, f"manifest {digest}: bytes do not match")
