@@ -4,9 +4,9 @@ repositories holding a substring without reading every repository:
 - SQLite: an FTS5 table with the trigram tokenizer (SQLite 3.34+), external content over
   repositories keyed by their id, kept by triggers on repositories (0010's triggers keep
   repositories.description, so a new or deleted manifest reaches it through them);
-- PostgreSQL: pg_trgm's GIN indexes on lower(name) and lower(description), which serve
-  `lower(column) LIKE '%q%'` (pg_trgm is a trusted extension since PostgreSQL 13: the
-  database's owner may create it, or an operator does, in any schema, beforehand).
+- PostgreSQL: pg_trgm's GIN indexes on name and description, which serve `column ILIKE '%q%'`
+  (SQLAlchemy's case-insensitive contains there); pg_trgm is a trusted extension since
+  PostgreSQL 13: the database's owner may create it, or an operator does, in any schema.
 
 Trigrams cannot index queries shorter than three characters; those walk names in order.
 
@@ -48,8 +48,8 @@ SQLITE_TRIGGERS = {
     ),
 }
 POSTGRES_INDEXES = {
-    "ix_repositories_name_trgm": "lower(name)",
-    "ix_repositories_description_trgm": "lower(description)",
+    "ix_repositories_name_trgm": "name",
+    "ix_repositories_description_trgm": "description",
 }
 
 
