@@ -1,6 +1,8 @@
 """Each namespace's usage as the triggers of 0013 keep it, on SQLite and PostgreSQL: equal to a
 fresh scan of links, manifests and tags after any sequence of links, mounts, unlinks, pushes,
-deletes of manifests, tags and repositories, and after a migration from 0012."""
+deletes of manifests, tags and repositories; and a quota checked in the manifest's transaction
+lets exactly one of two pushes through when both together would exceed it, each through its own
+engine (as two workers or instances are)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from portside.metadata.base import Footprint, Manifest
+from portside.metadata.base import Footprint, Manifest, NamespaceLimits, OverQuota
 from portside.metadata.migrate import upgrade
 from portside.metadata.sql import SqlMetadataStore
 from portside.registry.quotas import namespace_of
@@ -267,5 +269,68 @@ async def test_the_migration_counts_what_was_there_before_it(fresh_url: str) -> 
         await compare(store, fresh_url)
         team = await store.namespace_footprint("team")
         assert team == Footprint(1000 + 103 + 103, 2, 2)  # "one" is in both: counted once
+    finally:
+        await store.close()
+
+
+async def push_within(
+    store: SqlMetadataStore, repository: str, limits: NamespaceLimits
+) -> OverQuota | None:
+    """A manifest of 600 bytes pushed under limits: its refusal, if refused."""
+    manifest = Manifest(repository, digest(repository), IMAGE, 600)
+    token = await reserved(store, manifest.digest, manifest.size)
+    try:
+        await store.put_manifest(manifest, [], "v1", token, limits=limits)
+    except OverQuota as over:
+        return over
+    return None
+
+
+async def test_two_pushes_at_once_over_a_quota_let_exactly_one_through(url: str) -> None:
+    """Ten rounds, each in a namespace of its own holding a layer of 1000 bytes, with two
+    manifests of 600 bytes pushed into two of its repositories at once, each through its own
+    store, under a quota of 1900 bytes: room for one of them, not both."""
+    stores = [SqlMetadataStore(url), SqlMetadataStore(url)]
+    try:
+        for n in range(10):
+            namespace = f"race{n}"
+            base = digest("base")
+            token = await reserved(stores[0], base, 1000)
+            await stores[0].link_blob(f"{namespace}/base", base, 1000, token)
+            limits = NamespaceLimits(namespace, 1900, None, None)
+            repositories = [f"{namespace}/one", f"{namespace}/two"]
+
+            refusals = await asyncio.gather(
+                *(push_within(s, r, limits) for s, r in zip(stores, repositories, strict=True))
+            )
+
+            refused = [over for over in refusals if over is not None]
+            assert len(refused) == 1, f"round {n}: {len(refused)} of 2 refused"
+            over = refused[0]
+            assert (over.what, over.used, over.limit, over.adding) == ("bytes", 1600, 1900, 600)
+            assert (await stores[1].namespace_footprint(namespace)).bytes == 1600
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_push_adding_nothing_passes_a_namespace_over_its_limit(url: str) -> None:
+    store = SqlMetadataStore(url)
+    try:
+        manifest = Manifest("team/app", digest("app"), IMAGE, 500)
+        await store.put_manifest(manifest, [], "v1", await reserved(store, manifest.digest, 500))
+        limits = NamespaceLimits("team", 100, 1, 1)  # lowered below what it holds
+
+        again = await reserved(store, manifest.digest, 500)
+        await store.put_manifest(manifest, [], "v1", again, limits=limits)  # adds nothing
+        other = Manifest("team/app", digest("other"), IMAGE, 10)
+        with pytest.raises(OverQuota) as refused:
+            await store.put_manifest(
+                other, [], None, await reserved(store, other.digest, 10), limits=limits
+            )
+
+        assert (refused.value.what, refused.value.used, refused.value.adding) == ("bytes", 500, 10)
+        assert await store.get_manifest("team/app", other.digest) is None  # nothing stored
+        assert await store.namespace_footprint("team") == Footprint(500, 1, 1)
     finally:
         await store.close()

@@ -1,4 +1,4 @@
-"""The policies' pure parts: pull times batched per tag, a quota's reckoning between reads, the
+"""The policies' pure parts: pull times batched per tag, a quota's blob checks and refusals, the
 immutable rules and retention's judgement."""
 
 from __future__ import annotations
@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from portside.config.policies import ImmutableTagRule, QuotaRule, RetentionRule
-from portside.metadata.base import Footprint, TagHistory, TagPull
+from portside.metadata.base import Footprint, NamespaceLimits, OverQuota, TagHistory, TagPull
 from portside.registry.errors import PolicyDenied
 from portside.registry.immutability import ImmutableTags
 from portside.registry.pull_times import PullTimes
@@ -27,23 +26,16 @@ class Store:
     def __init__(self) -> None:
         self.pulls: list[list[TagPull]] = []
         self.footprint = Footprint(0, 0, 0)
-        self.reads = 0
+        self.held: set[str] = set()
 
     async def record_pulls(self, pulls: Sequence[TagPull]) -> None:
         self.pulls.append(list(pulls))
 
     async def namespace_footprint(self, namespace: str) -> Footprint:
-        self.reads += 1
         return self.footprint
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
-        return False
-
-    async def get_manifest(self, repository: str, reference: str) -> Any:
-        return None
-
-    async def holds_manifests(self, repository: str) -> bool:
-        return False
+        return digest in self.held
 
 
 def test_pulls_are_written_a_batch_at_a_time_each_tag_once_a_minute() -> None:
@@ -70,22 +62,36 @@ def test_namespaces() -> None:
     assert [namespace_of(n) for n in ("team/app", "team/a/b", "app")] == ["team", "team", ""]
 
 
-def test_a_quota_is_reckoned_far_from_its_limits_and_read_near_them() -> None:
-    store, clock = Store(), [0.0]
+def test_a_blob_is_checked_against_the_usage_as_it_is_now() -> None:
+    store = Store()
     rule = QuotaRule(namespaces=("*",), max_bytes=1000)
-    quotas = Quotas([rule], store, lambda: clock[0])  # type: ignore[arg-type]
+    quotas = Quotas([rule], store)  # type: ignore[arg-type]
 
-    asyncio.run(quotas.check_blob("team/app", 100))  # nothing reckoned yet: read
-    asyncio.run(quotas.check_blob("team/app", 100))
-    asyncio.run(quotas.check_manifest("team/app", "sha256:a", 100, "v1"))
-    assert store.reads == 1  # 300 of 1000: far from it
-    asyncio.run(quotas.check_blob("team/app", 300))  # 600 would pass half: read
-    assert store.reads == 2
+    asyncio.run(quotas.check_blob("team/app", 1000))
     store.footprint = Footprint(950, 1, 1)  # another process stored meanwhile
-    clock[0] += 1.0  # the reckoning is a second old: read again
+    store.held.add("sha256:held")
+    asyncio.run(quotas.check_blob("team/app", 100, "sha256:held"))  # adds nothing
     with pytest.raises(PolicyDenied) as refused:
-        asyncio.run(quotas.check_blob("team/app", 100))
+        asyncio.run(quotas.check_blob("team/app", 100, "sha256:new"))
     assert "950 of 1,000 bytes used, this push needs 100 more" in refused.value.describe()
+
+
+def test_a_manifest_refused_by_the_store_is_denied_with_the_usage_and_the_limit() -> None:
+    rule = QuotaRule(name="team", namespaces=("team",), max_tags=2, max_repositories=1)
+    quotas = Quotas([rule], Store())  # type: ignore[arg-type]
+
+    assert quotas.limits("team/app") == NamespaceLimits("team", None, 1, 2)
+    assert quotas.limits("other/app") is None
+    refused = quotas.refusal(OverQuota("team", "tags", 2, 2, 1))
+    assert "quota exceeded for namespace team (rule team): 2 of 2 tags used" in refused.describe()
+    assert refused.detail == {
+        "namespace": "team",
+        "rule": "team",
+        "limit": "tags",
+        "used": 2,
+        "max": 2,
+        "requested": 1,
+    }
 
 
 def test_only_namespaces_a_rule_names_have_a_quota() -> None:

@@ -54,6 +54,30 @@ class TagLocked(Exception):
         self.digest = digest
 
 
+@dataclass(frozen=True, slots=True)
+class NamespaceLimits:
+    """A quota on a namespace (the first component of its repositories' names; "" for names of
+    one component), as put_manifest checks it: None, no limit on that."""
+
+    namespace: str
+    bytes: int | None
+    repositories: int | None
+    tags: int | None
+
+
+class OverQuota(Exception):
+    """A write that would take its namespace past a limit of its NamespaceLimits: which one
+    (bytes, repositories, tags), the usage before the write, the limit, what the write adds."""
+
+    def __init__(self, namespace: str, what: str, used: int, limit: int, adding: int) -> None:
+        super().__init__(f"namespace {namespace!r}: {used} + {adding} {what} over {limit}")
+        self.namespace = namespace
+        self.what = what
+        self.used = used
+        self.limit = limit
+        self.adding = adding
+
+
 # Whether a tag is immutable, by its name: asked in the store's transaction, so it must be
 # quick and raise nothing.
 TagFilter = Callable[[str], bool]
@@ -443,6 +467,7 @@ class RequestStore(Protocol):
         reservation: str,
         journal: Journal = QUIET,
         immutable: bool = False,
+        limits: NamespaceLimits | None = None,
     ) -> None:
         """Store the manifest's record and references, record its bytes as a stored blob
         (ending reservation, as link_blob does) linked to the repository, point tag at it.
@@ -451,7 +476,10 @@ class RequestStore(Protocol):
         if a concurrent write interfered or the reservation has ended. Where the push moved
         the tag from another manifest, the journal's audit entries are written with action
         TAG_MOVED and that manifest's digest as `previous`. With immutable, TagLocked (and
-        nothing stored) if the tag is on another manifest."""
+        nothing stored) if the tag is on another manifest. With limits, OverQuota (and nothing
+        stored) if the write adds to a usage of the namespace that it leaves over its limit:
+        checked with the namespace's usage locked, so that concurrent pushes into it, through
+        any worker or instance, are checked one after the other."""
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest | None:
         """By digest when reference contains a colon, else by tag."""
@@ -840,9 +868,6 @@ class PolicyStore(Protocol):
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
         """Whether a repository of the namespace has the blob linked."""
-
-    async def holds_manifests(self, repository: str) -> bool:
-        """Whether the repository holds a manifest (tagged or not)."""
 
     async def tag_history(self, repository: str) -> list[TagHistory]:
         """Every tag of the repository, in no particular order."""

@@ -16,6 +16,7 @@ from portside.metadata.base import (
     Journal,
     Manifest,
     Missing,
+    NamespaceLimits,
     Reference,
     ReferenceKind,
     TagFilter,
@@ -24,6 +25,7 @@ from portside.metadata.base import (
 from portside.metadata.blobs import record_blob
 from portside.metadata.engine import Database, lost_race
 from portside.metadata.journal import moved, write_journal
+from portside.metadata.namespace_limits import check_limits, lock_usage
 from portside.metadata.prepared import Prepared
 from portside.metadata.statements import (
     ensure_repository,
@@ -314,8 +316,11 @@ class SqlManifests(Database):
         reservation: str,
         journal: Journal = QUIET,
         immutable: bool = False,
+        limits: NamespaceLimits | None = None,
     ) -> None:
         def run(conn: Connection) -> None:
+            # Locked before any other row, as the triggers that keep it do (0013).
+            before = None if limits is None else lock_usage(conn, limits.namespace)
             repository_id = ensure_repository(conn, manifest.repository)
             if immutable and tag is not None:
                 # Locked (FOR UPDATE) until the commit: a concurrent first push of the tag
@@ -333,6 +338,8 @@ class SqlManifests(Database):
             if tag is not None:
                 # Pushed here: no longer a cached tag, whatever its upstream holds under it.
                 _UNCACHE_TAG.run(conn, repository_id=repository_id, name=tag)
+            if limits is not None and before is not None:
+                check_limits(conn, limits, before)
             write_journal(conn, journal if previous is None else moved(journal, previous))
 
         with races_as_conflicts(manifest.digest):

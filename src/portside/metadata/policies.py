@@ -53,12 +53,6 @@ _HOLDS = Prepared(
         namespace_blobs.c.digest == bindparam("digest"),
     )
 )
-_HOLDS_MANIFESTS = Prepared(
-    select(manifests.c.digest)
-    .join(repositories, repositories.c.id == manifests.c.repository_id)
-    .where(repositories.c.name == bindparam("repository"))
-    .limit(1)
-)
 
 _PULLED = (
     update(tags)
@@ -88,9 +82,6 @@ class SqlPolicies(Database):
 
     async def namespace_holds(self, namespace: str, digest: str) -> bool:
         return await self._first(_HOLDS, namespace=namespace, digest=digest) is not None
-
-    async def holds_manifests(self, repository: str) -> bool:
-        return await self._first(_HOLDS_MANIFESTS, repository=repository) is not None
 
     async def tag_history(self, repository: str) -> list[TagHistory]:
         query = (

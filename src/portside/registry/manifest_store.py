@@ -17,6 +17,8 @@ from portside.metadata.base import (
     Journal,
     Manifest,
     Missing,
+    NamespaceLimits,
+    OverQuota,
     Reference,
     RequestStore,
     TagLocked,
@@ -171,8 +173,7 @@ class ManifestStore:
             description=description,
         )
         quotas = self.policies.quotas
-        if quotas is not None:
-            await quotas.check_manifest(name, manifest.digest, manifest.size, tag)
+        limits = None if quotas is None else quotas.limits(name)
         immutable = tag is not None and self.policies.immutable.rule_for(name, tag) is not None
         journal = QUIET
         if self._recorder.active:
@@ -194,9 +195,12 @@ class ManifestStore:
                 len(body),
                 lambda: self._storage.put(keys.blob(digest), body),
                 lambda token: self._record(
-                    manifest, parsed.references, tag, token, journal, immutable
+                    manifest, parsed.references, tag, token, journal, immutable, limits
                 ),
             )
+        except OverQuota as over:
+            assert quotas is not None  # only limits from quotas are checked
+            raise quotas.refusal(over) from None
         except Missing as error:
             raise ManifestBlobUnknown({"digests": error.digests[:50]}) from None
         except TagLocked as locked:
@@ -211,13 +215,18 @@ class ManifestStore:
         token: str,
         journal: Journal,
         immutable: bool,
+        limits: NamespaceLimits | None,
     ) -> None:
         metadata = self._metadata
         try:
-            await metadata.put_manifest(manifest, references, tag, token, journal, immutable)
+            await metadata.put_manifest(
+                manifest, references, tag, token, journal, immutable, limits
+            )
         except Conflict:
             # The same manifest was stored concurrently; the stored record is identical.
-            await metadata.put_manifest(manifest, references, tag, token, journal, immutable)
+            await metadata.put_manifest(
+                manifest, references, tag, token, journal, immutable, limits
+            )
 
     async def _config_description(self, digest: str, size: int) -> str | None:
         """The description label of an image's config blob, read up to CONFIG_READ_MAX bytes."""
