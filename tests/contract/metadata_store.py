@@ -1032,6 +1032,19 @@ class MetadataStoreContract(PolicyStoreContract):
         assert await actions(store, "a") == ["push"]
         assert await actions(store, "b") == ["pull", "pull-b"]
 
+    async def test_a_row_of_several_events_comes_back_whole_and_counts_them_all(
+        self, store: MetadataStore
+    ) -> None:
+        # Pulls are written a batch to a row, their events one newline apart.
+        batch = "\n".join(json.dumps({"action": "pull", "n": n}) for n in range(3))
+        await store.record(Journal((Notice("a", batch), Notice("a", '{"action":"push"}'))))
+
+        assert [e.payload for e in await store.pending_events("a", 10)] == [
+            batch,
+            '{"action":"push"}',
+        ]
+        assert await store.pending_counts() == {"a": 4}
+
     async def test_audit_entries_are_filtered_and_pruned_oldest_first(
         self, store: MetadataStore
     ) -> None:

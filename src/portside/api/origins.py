@@ -4,6 +4,7 @@ audit entries carry. Built only where something is recorded (registry.events say
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Final
 
 from starlette.requests import HTTPConnection, Request
 
@@ -12,6 +13,10 @@ from portside.api.credentials import client_address
 from portside.api.guard import actor
 from portside.api.urls import PublicAddress
 from portside.registry.events import Origin, Recorder
+
+# Pull origins kept, by all that makes them; all are forgotten beyond this many.
+PULL_ORIGINS_MAX: Final = 1024
+_pull_origins: dict[tuple[object, ...], Origin] = {}
 
 
 def origin(connection: HTTPConnection, public: PublicAddress) -> Origin:
@@ -34,10 +39,29 @@ def change_origin(request: Request) -> Origin | None:
 
 
 def pull_origin(request: Request) -> Origin | None:
-    """The request's Origin where pulls are sent to an endpoint; None where none wants them."""
+    """The request's Origin where pulls are sent to an endpoint; None where none wants them.
+    A client pulls many times alike: its pulls share one Origin, found again by what origin()
+    reads, without a request id (their events make their own)."""
     if not requests.registry(request).events.pulls:
         return None
-    return origin(request, request.app.state.public_address)
+    scope = request.scope
+    public = request.app.state.public_address
+    client = scope.get("client")  # its address, not its port: a client opens many connections
+    key = (
+        public,
+        actor(scope),
+        scope.get("method"),
+        scope.get("scheme"),
+        client[0] if client else None,
+        scope.get("server"),
+        tuple(scope["headers"]),
+    )
+    found = _pull_origins.get(key)
+    if found is None:
+        if len(_pull_origins) >= PULL_ORIGINS_MAX:
+            _pull_origins.clear()
+        found = _pull_origins[key] = replace(origin(request, public), request_id=None)
+    return found
 
 
 def note_login(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select
 
 from portside.metadata.base import (
     TAG_MOVED,
@@ -102,7 +102,12 @@ class SqlJournal(Database):
         await self._write(lambda conn: conn.execute(statement), durable=False)
 
     async def pending_counts(self) -> dict[str, int]:
-        query = select(outbox.c.endpoint, func.count()).group_by(outbox.c.endpoint)
+        # A row holds one event or a batch of pulls, one newline between two of them.
+        newline = literal("\n")
+        events = func.length(outbox.c.payload) - func.length(
+            func.replace(outbox.c.payload, newline, "")
+        )
+        query = select(outbox.c.endpoint, func.sum(events + 1)).group_by(outbox.c.endpoint)
         rows = await self._read(lambda conn: conn.execute(query).all())
         return {endpoint: int(count) for endpoint, count in rows}
 

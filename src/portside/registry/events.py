@@ -9,14 +9,16 @@ transaction; pulls, logins and refusals change nothing and go through a Buffer i
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from portside.metadata.base import QUIET, AuditEntry, Journal, Notice
+from portside.registry.event_ids import next_id
 
 EVENTS_MEDIA_TYPE: Final = "application/vnd.docker.distribution.events.v2+json"
 # What distribution gives a blob's events: it knows no better type for a blob.
@@ -30,14 +32,11 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
-def _request_id() -> str:
-    return str(uuid.uuid4())
-
-
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Who asked, and through which request: the event's `actor` and `request`, the audit
-    entry's actor and address."""
+    entry's actor and address. request_id None: each event gets an id of its own when it is
+    made (a pull's origin, which all pulls alike of one client share: one event per request)."""
 
     actor: str | None
     address: str
@@ -45,7 +44,7 @@ class Origin:
     method: str = ""
     user_agent: str = ""
     base_url: str = ""  # where the registry is reached, for the target's URL
-    request_id: str = field(default_factory=_request_id)
+    request_id: str | None = field(default_factory=next_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +63,43 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class EndpointRules:
-    """Which events an endpoint gets (distribution's `ignore` and `ignoredmediatypes`)."""
+    """Which events an endpoint gets (distribution's `ignore` and `ignoredmediatypes`), and how
+    many its pulls are stored together (its `batch`: one outbox row is one envelope at most)."""
 
     name: str
     ignored_media_types: frozenset[str] = frozenset()
     ignored_actions: frozenset[str] = frozenset()
+    batch: int = 100
 
     def wants(self, action: Action, media_type: str | None) -> bool:
         return action not in self.ignored_actions and media_type not in self.ignored_media_types
 
 
+# What a pull leaves in the request path: what was pulled, by whom, when (time.time_ns()). Its
+# event is made later, when the sink writes it, so that a pull costs a tuple.
+Pull = tuple[Target, Origin, int]
+
+# Several events in one outbox row (pulls, stored a batch at a time) are parted by a newline,
+# which the compact JSON of an event never holds.
+EVENT_SEPARATOR: Final = "\n"
+
+
+# Stand-ins for what differs between two pulls of one thing by one client (the event's id and
+# time, the request's id): a pull's event is the text of its template with them put in.
+_ID, _TIMESTAMP, _REQUEST_ID = "\x00id", "\x00timestamp", "\x00request"
+# Templates kept, by what was pulled and who pulled it; all are forgotten beyond this many.
+TEMPLATES_MAX: Final = 4096
+# An endpoint's names that want a pull's event, and its template: the text before the id,
+# between the id and the time, between the time and the request's id, after it.
+_Template = tuple[tuple[str, ...], tuple[str, str, str, str]]
+
+
 class Sink(Protocol):
-    """Where journals of no change go: written a batch at a time (event_buffer.Buffer)."""
+    """Where what changes nothing goes: written a batch at a time (event_buffer.Buffer)."""
 
     def add(self, journal: Journal) -> None: ...
+
+    def add_pull(self, pull: Pull) -> None: ...
 
 
 def references(content: bytes) -> tuple[dict[str, Any], ...]:
@@ -97,81 +119,96 @@ def references(content: bytes) -> tuple[dict[str, Any], ...]:
     )
 
 
-class Recorder:
-    """Turns what the registry did into outbox notices, one per endpoint that wants it, and
-    audit entries. With no endpoint and no audit log it makes empty journals, at no cost."""
+class Renderer:
+    """Writes events as the JSON text the outbox keeps: a change's one by one, pulls a batch
+    per outbox row."""
 
     def __init__(
         self,
         endpoints: Sequence[EndpointRules] = (),
         *,
-        audit: bool = False,
         include_references: bool = False,
         source: dict[str, str] | None = None,
-        sink: Sink | None = None,
     ) -> None:
-        self._endpoints = tuple(endpoints)
-        self._audit = audit
-        self.include_references = include_references and bool(self._endpoints)
+        self.endpoints = tuple(endpoints)
+        self.include_references = include_references and bool(self.endpoints)
         self._source = source or {}
-        self.sink = sink
-        self.active = audit or bool(self._endpoints)
-        # Whether any endpoint gets pulls: if none does, a pull costs nothing at all.
-        self.pulls = sink is not None and any(
-            Action.PULL not in endpoint.ignored_actions for endpoint in self._endpoints
-        )
-        self.notes = sink is not None and audit
+        self._templates: dict[tuple[object, ...], _Template] = {}
+        # The last second a pull's timestamp was made in, and its text up to the second.
+        self._second = -1
+        self._second_text = ""
 
-    def journal(
-        self,
-        action: Action,
-        target: Target,
-        origin: Origin | None,
-        detail: Any = None,
-        *,
-        audited: bool = True,
-    ) -> Journal:
-        """The journal of a change, for the metadata store to write with it; audited False:
-        events only (a blob's push: the manifest's push is what the audit log keeps)."""
-        if not self.active or origin is None:
-            return QUIET
-        notices = self._notices(action, target, origin)
-        audit: tuple[AuditEntry, ...] = ()
-        if self._audit and audited:
-            audit = (self._entry(action.value, target, origin, detail),)
-        return Journal(notices, audit)
-
-    def pulled(self, target: Target, origin: Origin) -> None:
-        """A pull: buffered, since it changes nothing (lost only if the process dies first)."""
-        if self.pulls and self.sink is not None:
-            self.sink.add(Journal(self._notices(Action.PULL, target, origin)))
-
-    def note(self, action: str, origin: Origin, repository: str = "", detail: Any = None) -> None:
-        """An audit entry of no change (a login, a refusal): buffered as pulls are."""
-        if self.notes and self.sink is not None:
-            entry = self._entry(action, Target(repository), origin, detail)
-            self.sink.add(Journal(audit=(entry,)))
-
-    def _notices(self, action: Action, target: Target, origin: Origin) -> tuple[Notice, ...]:
-        wanting = [e.name for e in self._endpoints if e.wants(action, target.media_type)]
+    def notices(self, action: Action, target: Target, origin: Origin) -> tuple[Notice, ...]:
+        """A change's event, one notice per endpoint that wants it."""
+        wanting = [e.name for e in self.endpoints if e.wants(action, target.media_type)]
         if not wanting:
             return ()
-        payload = json.dumps(self._event(action, target, origin), separators=(",", ":"))
+        event = self.event(action, target, origin, str(uuid.uuid4()), _timestamp(datetime.now(UTC)))
+        payload = self.payload(event)
         return tuple(Notice(name, payload) for name in wanting)
 
-    def _entry(self, action: str, target: Target, origin: Origin, detail: Any) -> AuditEntry:
-        return AuditEntry(
-            at=datetime.now(UTC),
-            action=action,
-            actor=origin.actor,
-            address=origin.address,
-            repository=target.repository or None,
-            digest=target.digest,
-            tag=target.tag,
-            detail=None if detail is None else json.dumps(detail, separators=(",", ":")),
+    def pull_notices(self, pulls: Sequence[Pull]) -> tuple[Notice, ...]:
+        """The events of these pulls, for each endpoint that wants them in their order, up to
+        its batch in one notice (EVENT_SEPARATOR between them)."""
+        wanted: dict[str, list[str]] = {endpoint.name: [] for endpoint in self.endpoints}
+        for target, origin, at in pulls:
+            wanting, (head, middle, before_request, tail) = self._pull_template(target, origin)
+            if wanting:
+                timestamp = self._pull_timestamp(at)
+                request_id = (
+                    json.dumps(origin.request_id) if origin.request_id else f'"{next_id()}"'
+                )
+                payload = (
+                    f'{head}"{next_id()}"{middle}"{timestamp}"{before_request}{request_id}{tail}'
+                )
+                for name in wanting:
+                    wanted[name].append(payload)
+        return tuple(
+            Notice(endpoint.name, EVENT_SEPARATOR.join(events[start : start + endpoint.batch]))
+            for endpoint in self.endpoints
+            for events in (wanted[endpoint.name],)
+            for start in range(0, len(events), endpoint.batch)
         )
 
-    def _event(self, action: Action, target: Target, origin: Origin) -> dict[str, Any]:
+    def _pull_timestamp(self, at_ns: int) -> str:
+        """What _timestamp makes of that time, at a fraction of its cost: pulls come many a
+        second."""
+        second, micro = divmod(at_ns // 1000, 1_000_000)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+        return f"{self._second_text}.{micro:06d}Z" if micro else f"{self._second_text}Z"
+
+    def _pull_template(self, target: Target, origin: Origin) -> _Template:
+        # A manifest's references (with includereferences) are dicts, which no key can hold:
+        # such pulls are written without a template kept.
+        key: tuple[object, ...] | None = None
+        if not target.references:
+            key = (target, origin.actor, origin.address, origin.host, origin.method)
+            key += (origin.user_agent, origin.base_url)
+            if (found := self._templates.get(key)) is not None:
+                return found
+        wanting = tuple(e.name for e in self.endpoints if e.wants(Action.PULL, target.media_type))
+        probe = replace(origin, request_id=_REQUEST_ID)
+        text = self.payload(self.event(Action.PULL, target, probe, _ID, _TIMESTAMP))
+        head, _, rest = text.partition(json.dumps(_ID))
+        middle, _, rest = rest.partition(json.dumps(_TIMESTAMP))
+        before_request, _, tail = rest.partition(json.dumps(_REQUEST_ID))
+        template = (wanting, (head, middle, before_request, tail))
+        if key is not None:
+            if len(self._templates) >= TEMPLATES_MAX:
+                self._templates.clear()
+            self._templates[key] = template
+        return template
+
+    @staticmethod
+    def payload(event: dict[str, Any]) -> str:
+        return json.dumps(event, separators=(",", ":"))
+
+    def event(
+        self, action: Action, target: Target, origin: Origin, id: str, timestamp: str
+    ) -> dict[str, Any]:
+        """distribution's event (notifications/event.go), its keys in distribution's order."""
         described: dict[str, Any] = {}
         if target.media_type:
             described["mediaType"] = target.media_type
@@ -191,17 +228,93 @@ class Recorder:
             described["tag"] = target.tag
         if target.references and self.include_references:
             described["references"] = list(target.references)
-        request = {"id": origin.request_id, "method": origin.method, "useragent": origin.user_agent}
+        request = {
+            "id": origin.request_id or next_id(),
+            "method": origin.method,
+            "useragent": origin.user_agent,
+        }
         if origin.address:
             request["addr"] = origin.address
         if origin.host:
             request["host"] = origin.host
         return {
-            "id": str(uuid.uuid4()),
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "id": id,
+            "timestamp": timestamp,
             "action": action.value,
             "target": described,
             "request": request,
             "actor": {} if origin.actor is None else {"name": origin.actor},
             "source": self._source,
         }
+
+
+def _timestamp(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+class Recorder:
+    """Turns what the registry did into outbox notices, one per endpoint that wants it, and
+    audit entries. With no endpoint and no audit log it makes empty journals, at no cost."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[EndpointRules] = (),
+        *,
+        audit: bool = False,
+        include_references: bool = False,
+        source: dict[str, str] | None = None,
+        sink: Sink | None = None,
+    ) -> None:
+        self.renderer = Renderer(endpoints, include_references=include_references, source=source)
+        self._audit = audit
+        self.include_references = self.renderer.include_references
+        self.sink = sink
+        self.active = audit or bool(self.renderer.endpoints)
+        # Whether any endpoint gets pulls: if none does, a pull costs nothing at all.
+        self.pulls = sink is not None and any(
+            Action.PULL not in endpoint.ignored_actions for endpoint in self.renderer.endpoints
+        )
+        self.notes = sink is not None and audit
+
+    def journal(
+        self,
+        action: Action,
+        target: Target,
+        origin: Origin | None,
+        detail: Any = None,
+        *,
+        audited: bool = True,
+    ) -> Journal:
+        """The journal of a change, for the metadata store to write with it; audited False:
+        events only (a blob's push: the manifest's push is what the audit log keeps)."""
+        if not self.active or origin is None:
+            return QUIET
+        notices = self.renderer.notices(action, target, origin)
+        audit: tuple[AuditEntry, ...] = ()
+        if self._audit and audited:
+            audit = (self._entry(action.value, target, origin, detail),)
+        return Journal(notices, audit)
+
+    def pulled(self, target: Target, origin: Origin) -> None:
+        """A pull: buffered, since it changes nothing (lost only if the process dies first);
+        its event is made when the buffer is written (Renderer.pull_notices)."""
+        if self.pulls and self.sink is not None:
+            self.sink.add_pull((target, origin, time.time_ns()))
+
+    def note(self, action: str, origin: Origin, repository: str = "", detail: Any = None) -> None:
+        """An audit entry of no change (a login, a refusal): buffered as pulls are."""
+        if self.notes and self.sink is not None:
+            entry = self._entry(action, Target(repository), origin, detail)
+            self.sink.add(Journal(audit=(entry,)))
+
+    def _entry(self, action: str, target: Target, origin: Origin, detail: Any) -> AuditEntry:
+        return AuditEntry(
+            at=datetime.now(UTC),
+            action=action,
+            actor=origin.actor,
+            address=origin.address,
+            repository=target.repository or None,
+            digest=target.digest,
+            tag=target.tag,
+            detail=None if detail is None else json.dumps(detail, separators=(",", ":")),
+        )

@@ -10,6 +10,8 @@ to expire, LEASE_TTL later, and the events to whoever takes it next.
 
 Order per endpoint is the order of the outbox's ids, which the metadata store writes last in
 each change's transaction: of two changes to the same rows, the later one's events come later.
+A row holds one event, or (pulls, written a batch at a time) up to the endpoint's batch of them,
+parted by EVENT_SEPARATOR; a row is deleted once all of its events were taken.
 A lower id committed after a higher one (two unrelated transactions on PostgreSQL) is not lost:
 events leave the outbox one by one, not behind a cursor.
 """
@@ -31,10 +33,16 @@ import httpx
 
 from portside.config.notifications import EndpointSettings
 from portside.config.settings import Settings
-from portside.metadata.base import JournalStore, OutboxEvent
+from portside.metadata.base import JournalStore
 from portside.metrics import notifications as metrics
 from portside.registry.event_buffer import Buffer
-from portside.registry.events import EVENTS_MEDIA_TYPE, EndpointRules, Recorder
+from portside.registry.events import (
+    EVENT_SEPARATOR,
+    EVENTS_MEDIA_TYPE,
+    EndpointRules,
+    Recorder,
+    Renderer,
+)
 from portside.registry.gc import default_holder
 
 log = logging.getLogger(__name__)
@@ -67,9 +75,9 @@ def retry_delay(failures: int, threshold: int, backoff: float) -> float:
     return min(max(backoff, MAX_BACKOFF_SECONDS), backoff * 2.0 ** (failures - threshold))
 
 
-def envelope(events: Sequence[OutboxEvent]) -> bytes:
+def envelope(events: Sequence[str]) -> bytes:
     """distribution's envelope, `{"events": [...]}`, of events stored as JSON text."""
-    return ('{"events":[' + ",".join(event.payload for event in events) + "]}").encode()
+    return ('{"events":[' + ",".join(events) + "]}").encode()
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -106,14 +114,20 @@ class Courier:
         failures = 0
         endpoint = self.endpoint
         while True:
-            events = await self._store.pending_events(endpoint.name, READ_BATCH)
+            rows = await self._store.pending_events(endpoint.name, READ_BATCH)
+            events: list[str] = []
+            ends: list[int] = []  # where each row's events end in `events`
+            for row in rows:
+                events.extend(row.payload.split(EVENT_SEPARATOR))
+                ends.append(len(events))
             self._pending.set(len(events))
             if not events:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             # What was sent is forgotten in one write per read, not one per request: only a
-            # process that dies meanwhile sends it again.
-            delivered: list[int] = []
+            # process that dies meanwhile sends it again (a row whose events were sent in part
+            # too: it stays until all of them were taken).
+            sent = 0
             delay = 0.0
             try:
                 for start in range(0, len(events), endpoint.batch):
@@ -134,14 +148,15 @@ class Courier:
                         )
                         break
                     failures = 0
-                    delivered.extend(event.id for event in batch)
+                    sent += len(batch)
                     self._pending.dec(len(batch))
             finally:
+                delivered = [row.id for row, end in zip(rows, ends, strict=True) if end <= sent]
                 if delivered:
                     await asyncio.shield(self._store.delete_events(delivered))
             await asyncio.sleep(delay)
 
-    async def send(self, events: Sequence[OutboxEvent]) -> None:
+    async def send(self, events: Sequence[str]) -> None:
         body = envelope(events)
         headers = list(self._headers)
         if self.endpoint.secret is not None:
@@ -231,24 +246,37 @@ async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
 def recorder(settings: Settings, store: JournalStore) -> tuple[Recorder, Buffer | None]:
     """What records events and audit entries for these settings, and the buffer of those that
     change nothing (None when nothing is recorded)."""
+    rules, audit, references, source = _recording(settings)
+    if not rules and not audit:
+        return Recorder(), None
+    # The buffer makes the events of pulls as the recorder makes those of changes.
+    buffer = Buffer(store, Renderer(rules, include_references=references, source=source))
+    events = Recorder(rules, audit=audit, include_references=references, source=source, sink=buffer)
+    return events, buffer
+
+
+def change_recorder(settings: Settings) -> Recorder:
+    """What records the events and audit entries of changes made outside a server (a CLI
+    command, the collector): written with each change, delivered by the servers' couriers."""
+    rules, audit, references, source = _recording(settings)
+    return Recorder(rules, audit=audit, include_references=references, source=source)
+
+
+def _recording(
+    settings: Settings,
+) -> tuple[list[EndpointRules], bool, bool, dict[str, str]]:
+    """The endpoints' rules, whether the audit log is on, whether events list references, and
+    the events' source, for these settings."""
     notifications = settings.notifications
     endpoints = notifications.enabled if notifications is not None else ()
-    audit = settings.audit is not None and settings.audit.enabled
-    if not endpoints and not audit:
-        return Recorder(), None
-    buffer = Buffer(store)
     rules = [
-        EndpointRules(e.name, e.ignored_media_types, frozenset(e.ignore.actions)) for e in endpoints
+        EndpointRules(e.name, e.ignored_media_types, frozenset(e.ignore.actions), e.batch)
+        for e in endpoints
     ]
+    audit = settings.audit is not None and settings.audit.enabled
+    references = notifications is not None and notifications.events.includereferences
     source = {"addr": f"{socket.gethostname()}:{settings.port}", "instanceID": str(uuid.uuid4())}
-    events = Recorder(
-        rules,
-        audit=audit,
-        include_references=notifications is not None and notifications.events.includereferences,
-        source=source,
-        sink=buffer,
-    )
-    return events, buffer
+    return rules, audit, references, source
 
 
 @contextlib.asynccontextmanager

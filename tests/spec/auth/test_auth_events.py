@@ -17,7 +17,7 @@ from helpers import push_image
 from portside.cli import main
 from portside.metadata.base import AuditQuery, MetadataStore
 from portside.registry.event_buffer import Buffer
-from portside.registry.events import BLOB_MEDIA_TYPE
+from portside.registry.events import BLOB_MEDIA_TYPE, EVENT_SEPARATOR
 from portside.server.notifications import background_notifications
 
 NOTIFICATIONS = {"endpoints": [{"name": "ci", "url": "http://127.0.0.1:9/hook"}]}
@@ -44,7 +44,7 @@ def background(registry: Registry) -> Any:
 
 async def events(registry: Registry) -> list[dict[str, Any]]:
     pending = await store(registry).pending_events("ci", 1000)
-    return [json.loads(event.payload) for event in pending]
+    return [json.loads(e) for row in pending for e in row.payload.split(EVENT_SEPARATOR)]
 
 
 async def audited(registry: Registry, **query: Any) -> list[tuple[str, str | None, str | None]]:
@@ -123,6 +123,8 @@ async def test_pulls_are_buffered_then_written(
         ("pull", None),
     ]
     assert pulls[0]["actor"] == {"name": "alice"}
+    # Written together: one outbox row, delivered in one envelope.
+    assert len(await store(registry).pending_events("ci", 1000)) == before + 1
 
 
 async def test_failed_logins_and_refusals_are_audited(

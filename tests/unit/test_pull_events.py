@@ -1,0 +1,232 @@
+"""Pull events made when the buffer is written, not in the request: the same JSON as a change's
+event, one outbox row per endpoint for up to its batch of them, ids unique across processes;
+the courier sends such rows in envelopes of the endpoint's batch; a failed write keeps the pulls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from portside.config.notifications import NotificationsSettings
+from portside.metadata.base import Journal, OutboxEvent
+from portside.registry import event_ids
+from portside.registry.event_buffer import Buffer
+from portside.registry.events import (
+    BLOB_MEDIA_TYPE,
+    EVENT_SEPARATOR,
+    Action,
+    EndpointRules,
+    Origin,
+    Pull,
+    Renderer,
+    Target,
+)
+from portside.server import notifications
+from portside.server.notifications import Courier
+
+IMAGE = "application/vnd.oci.image.manifest.v1+json"
+DIGEST = "sha256:" + "b" * 64
+MANIFEST = Target("team/app", DIGEST, IMAGE, 529, "v1")
+BLOB = Target("team/app", DIGEST, BLOB_MEDIA_TYPE, 3, blob=True)
+# A pull's origin: shared by a client's pulls alike, without a request id of its own.
+CLIENT = Origin(
+    actor="alice",
+    address="192.0.2.7",
+    host="registry.example.com",
+    method="GET",
+    user_agent='docker/24 "quoted"',
+    base_url="https://registry.example.com",
+    request_id=None,
+)
+SOURCE = {"addr": "node-1:5000", "instanceID": "i-1"}
+
+
+def events_of(payload: str) -> list[dict[str, Any]]:
+    return [json.loads(event) for event in payload.split(EVENT_SEPARATOR)]
+
+
+def test_a_pulls_event_is_written_as_a_changes_event_is() -> None:
+    renderer = Renderer([EndpointRules("ci")], source=SOURCE)
+    at = 1_764_000_000_123_456_789
+    (pulled,) = renderer.pull_notices([(MANIFEST, CLIENT, at)])
+    (changed,) = renderer.notices(Action.PULL, MANIFEST, CLIENT)
+
+    (event,) = events_of(pulled.payload)
+    expected = json.loads(changed.payload)
+    for differing in ("id", "timestamp"):
+        del event[differing], expected[differing]
+    del event["request"]["id"], expected["request"]["id"]
+    assert list(event.items()) == list(expected.items())  # keys in the same order too
+    (text,) = pulled.payload.split(EVENT_SEPARATOR)
+    assert text == json.dumps(json.loads(text), separators=(",", ":"))
+    assert json.loads(text)["timestamp"] == "2025-11-24T16:00:00.123456Z"
+    uuid.UUID(json.loads(text)["id"])
+
+
+def test_timestamps_read_as_distributions_at_any_time() -> None:
+    renderer = Renderer([EndpointRules("ci")])
+    for at in (0, 1_000, 1_764_000_000_000_000_000, 1_764_000_001_000_001_000, time.time_ns()):
+        (notice,) = renderer.pull_notices([(BLOB, CLIENT, at)])
+        micro = datetime.fromtimestamp(at // 1000 / 1e6, UTC)
+        expected = micro.isoformat().replace("+00:00", "Z")
+        assert events_of(notice.payload)[0]["timestamp"] == expected
+
+
+def test_pulls_are_one_row_per_endpoint_for_up_to_its_batch_in_order() -> None:
+    renderer = Renderer(
+        [
+            EndpointRules("all", batch=100),
+            EndpointRules("no-blobs", ignored_media_types=frozenset({BLOB_MEDIA_TYPE}), batch=2),
+        ]
+    )
+    pulls: list[Pull] = [(MANIFEST if n % 50 else BLOB, CLIENT, n) for n in range(250)]
+
+    notices = renderer.pull_notices(pulls)
+
+    rows = {
+        name: [n.payload for n in notices if n.endpoint == name] for name in ("all", "no-blobs")
+    }
+    assert [len(events_of(row)) for row in rows["all"]] == [100, 100, 50]
+    assert [len(events_of(row)) for row in rows["no-blobs"]] == [2] * 122 + [1]
+    sent = [event for row in rows["all"] for event in events_of(row)]
+    assert [event["timestamp"] for event in sent] == [
+        datetime.fromtimestamp(0, UTC).isoformat().replace("+00:00", "Z")
+    ] + [
+        datetime.fromtimestamp(n / 1e9 // 1e-6 * 1e-6, UTC).isoformat().replace("+00:00", "Z")
+        for n in range(1, 250)
+    ]
+    assert len({event["id"] for event in sent}) == 250
+    assert len({event["request"]["id"] for event in sent}) == 250  # a request of its own each
+    assert all(event["request"]["useragent"] == 'docker/24 "quoted"' for event in sent)
+
+
+def test_a_pull_with_references_is_written_with_them() -> None:
+    layer = {"mediaType": "application/octet-stream", "size": 3, "digest": DIGEST}
+    target = Target("team/app", DIGEST, IMAGE, 529, "v1", references=(layer,))
+    renderer = Renderer([EndpointRules("ci")], include_references=True)
+
+    (notice,) = renderer.pull_notices([(target, CLIENT, 0), (target, CLIENT, 1)])
+
+    assert [event["target"]["references"] for event in events_of(notice.payload)] == [[layer]] * 2
+
+
+def _child_id(ids: Any) -> None:
+    ids.put(event_ids.next_id())
+
+
+def test_ids_are_uuid_shaped_and_unique_in_forked_processes_too() -> None:
+    made = [event_ids.next_id() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(str(uuid.UUID(one)) == one for one in made)
+    fork = multiprocessing.get_context("fork")
+    ids = fork.Queue()
+    children = [fork.Process(target=_child_id, args=(ids,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    theirs = {ids.get(timeout=10) for _ in children}
+    assert len(theirs) == 2
+    assert not {one[:24] for one in theirs} & {made[0][:24]}
+
+
+class Outbox:
+    """A JournalStore's delivery half, in memory, with rows of several events."""
+
+    def __init__(self, rows: list[list[str]]) -> None:
+        self.rows = [
+            OutboxEvent(n, "ci", EVENT_SEPARATOR.join(events)) for n, events in enumerate(rows, 1)
+        ]
+        self.deleted: list[list[int]] = []
+
+    async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
+        return self.rows[:limit]
+
+    async def delete_events(self, ids: Any) -> None:
+        self.deleted.append(list(ids))
+        self.rows = [row for row in self.rows if row.id not in set(ids)]
+
+
+async def deliver(outbox: Outbox, answers: list[int], batch: int) -> list[list[str]]:
+    """What the endpoint took, envelope by envelope, answering `answers` then 200."""
+    taken: list[list[str]] = []
+    statuses = iter(answers)
+
+    def endpoint_app(request: httpx.Request) -> httpx.Response:
+        status = next(statuses, 200)
+        if status == 200:
+            taken.append([e["id"] for e in json.loads(request.content)["events"]])
+        return httpx.Response(status)
+
+    settings = NotificationsSettings.model_validate(
+        {"endpoints": [{"name": "ci", "url": "http://ci/hook", "batch": batch, "backoff": "10ms"}]}
+    ).endpoints[0]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(300):
+            if not outbox.rows:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+    return taken
+
+
+async def test_rows_of_events_go_in_envelopes_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    outbox = Outbox([['{"id":"1"}', '{"id":"2"}', '{"id":"3"}'], ['{"id":"4"}'], ['{"id":"5"}']])
+
+    taken = await deliver(outbox, [], batch=2)
+
+    assert taken == [["1", "2"], ["3", "4"], ["5"]]
+    assert outbox.deleted == [[1, 2, 3]]
+
+
+async def test_a_row_sent_in_part_stays_until_all_its_events_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    outbox = Outbox([['{"id":"1"}'], ['{"id":"2"}', '{"id":"3"}', '{"id":"4"}']])
+
+    taken = await deliver(outbox, [200, 503], batch=2)
+
+    # Sent at least once: the second row again whole, after its first event went through.
+    assert taken == [["1", "2"], ["2", "3"], ["4"]]
+    assert outbox.deleted == [[1], [2]]
+
+
+class FailingOnce:
+    def __init__(self) -> None:
+        self.written: list[Journal] = []
+        self.failed = False
+
+    async def record(self, journal: Journal) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("database is locked")
+        self.written.append(journal)
+
+
+async def test_pulls_that_could_not_be_written_are_written_next_time() -> None:
+    store = FailingOnce()
+    buffer = Buffer(store, Renderer([EndpointRules("ci")]))  # type: ignore[arg-type]
+    buffer.add_pull((MANIFEST, CLIENT, 1))
+    await buffer.flush()
+    buffer.add_pull((BLOB, CLIENT, 2))
+    await buffer.flush()
+
+    (journal,) = store.written
+    (notice,) = journal.notices
+    assert [event["target"]["mediaType"] for event in events_of(notice.payload)] == [
+        IMAGE,
+        BLOB_MEDIA_TYPE,
+    ]
