@@ -31,6 +31,8 @@ from portside.registry import keys
 from portside.registry.gc import Collector, Policy
 from portside.registry.names import Digest
 from portside.server.app import create_app
+from portside.server.audit_log import operator
+from portside.server.housekeeping import delete_repository
 from portside.server.policies import build_retention
 from portside.storage.base import NotFound
 
@@ -290,6 +292,27 @@ async def test_keep_last_3_of_10_leaves_the_3_newest_that_still_pull(
     removed = {e.entry.tag for e in entries if e.entry.tag is not None}
     assert removed == {f"build-{i}" for i in range(7)}
     assert json.loads(entries[0].entry.detail or "{}")["rule"] == "ci"
+
+
+async def test_retention_and_a_repository_deleted_by_the_cli_tell_the_endpoints(
+    make_site: Callable[..., Any],
+) -> None:
+    rule = {"name": "ci", "repositories": ["ci/*"], "keep_last": 1}
+    hook = {"name": "hook", "url": "http://127.0.0.1:9/hook", "ignore": {"actions": ["push"]}}
+    site = await make_site(policies={"retention": [rule]}, notifications={"endpoints": [hook]})
+    await push_tags(site, "ci/app", 3)
+    await push_tags(site, "team/app", 1)
+
+    await site.collect()
+    await delete_repository(site.settings, "team/app")
+
+    sent = [json.loads(e.payload) for e in await site.metadata.pending_events("hook", 100)]
+    told = [(e["action"], e["target"], e["actor"]) for e in sent]
+    removed = [{"repository": "ci/app", "tag": tag} for tag in ("build-1", "build-0")]
+    assert told == [
+        *(("delete", target, {"name": "retention"}) for target in removed),
+        ("delete", {"repository": "team/app"}, {"name": operator()}),
+    ]
 
 
 async def test_retention_keeps_immutable_matching_and_recently_pulled_tags(

@@ -25,7 +25,6 @@ from typing import Final, Protocol
 from portside.auth.permissions import compile_pattern
 from portside.config.policies import RetentionRule, label
 from portside.metadata.base import (
-    QUIET,
     AuditEntry,
     CollectorStore,
     Journal,
@@ -33,6 +32,7 @@ from portside.metadata.base import (
     RequestStore,
     TagHistory,
 )
+from portside.registry.events import Action, Origin, Recorder, Target
 from portside.registry.immutability import ImmutableTags
 
 log = logging.getLogger("portside.retention")
@@ -40,6 +40,8 @@ log = logging.getLogger("portside.retention")
 PAGE: Final = 1000  # repository names read at a time
 ACTOR: Final = "retention"
 ACTION: Final = "retention-delete"
+# Who the endpoints are told removed a tag (as distribution tells of a tag's delete).
+ORIGIN: Final = Origin(actor=ACTOR, address="")
 
 
 class RetentionStore(PolicyStore, RequestStore, CollectorStore, Protocol):
@@ -75,6 +77,7 @@ class Retention:
         metadata: RetentionStore,
         immutable: ImmutableTags | None = None,
         audited: bool = False,
+        events: Recorder | None = None,
     ) -> None:
         self._rules = tuple(
             _Rule(
@@ -86,6 +89,7 @@ class Retention:
             for index, rule in enumerate(rules)
         )
         self._metadata = metadata
+        self._events = events or Recorder()
         self._immutable = immutable or ImmutableTags()
         self._audited = audited
 
@@ -173,8 +177,10 @@ class Retention:
         return done
 
     def _journal(self, now: datetime, removal: Removal) -> Journal:
+        target = Target(removal.repository, tag=removal.tag.name)
+        notices = self._events.journal(Action.DELETE, target, ORIGIN, audited=False).notices
         if not self._audited:
-            return QUIET
+            return Journal(notices)
         detail = {"rule": removal.rule, "reason": removal.reason}
         entry = AuditEntry(
             now,
@@ -185,7 +191,7 @@ class Retention:
             tag=removal.tag.name,
             detail=json.dumps(detail, separators=(",", ":")),
         )
-        return Journal(audit=(entry,))
+        return Journal(notices, (entry,))
 
     def _entry(self, now: datetime, detail: dict[str, str]) -> AuditEntry | None:
         if not self._audited:

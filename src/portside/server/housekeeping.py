@@ -19,12 +19,13 @@ from portside.metadata.base import (
     RobotToken,
 )
 from portside.metadata.sql import SqlMetadataStore
-from portside.registry.events import Origin, Recorder
+from portside.registry.events import Origin
 from portside.registry.immutability import ImmutableTags
 from portside.registry.quotas import Quota, Quotas
 from portside.registry.repositories import Repositories
 from portside.registry.retention import Removal, Retention
 from portside.server.audit_log import operator
+from portside.server.notifications import change_recorder
 from portside.server.robots import create_robot
 
 
@@ -48,7 +49,7 @@ def _origin() -> Origin:
 async def delete_repository(settings: Settings, name: str) -> RepositoryRemoval:
     """NameUnknown, or PolicyDenied for an immutable tag."""
     async with opened(settings) as store:
-        events = Recorder(audit=_audited(settings))
+        events = change_recorder(settings)
         immutable = ImmutableTags(settings.policies.immutable_tags)
         return await Repositories(store, events, immutable).delete(name, _origin())
 
@@ -62,6 +63,7 @@ async def retention(settings: Settings, dry_run: bool) -> list[Removal]:
             store,
             ImmutableTags(policies.immutable_tags),
             _audited(settings),
+            change_recorder(settings),
         )
         now = datetime.now(UTC)
         return await (rules.plan(now) if dry_run else rules.apply(now))

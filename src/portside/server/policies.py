@@ -14,6 +14,7 @@ from portside.registry.policies import Policies
 from portside.registry.pull_times import PullTimes
 from portside.registry.quotas import QuotaStore
 from portside.registry.retention import Retention, RetentionStore
+from portside.server.notifications import change_recorder
 
 
 def build_policies(settings: Settings, metadata: QuotaStore) -> Policies:
@@ -27,7 +28,8 @@ def build_retention(settings: Settings, metadata: RetentionStore) -> Retention |
         return None
     audited = settings.audit is not None and settings.audit.enabled
     immutable = ImmutableTags(policies.immutable_tags)
-    return Retention(policies.retention, metadata, immutable, audited)
+    events = change_recorder(settings)
+    return Retention(policies.retention, metadata, immutable, audited, events)
 
 
 @contextlib.asynccontextmanager
