@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Connection, Select, event, select
 
 from portside.metadata import text_search
 from portside.metadata.base import Manifest, RepositoryOrder, RepositoryRow, RepositorySummary
 from portside.metadata.migrate import upgrade
 from portside.metadata.sql import SqlMetadataStore
+from portside.metadata.tables import repositories
+from portside.metadata.text_search import matching
 from portside.registry import discovery
 from portside.registry.discovery import Discovery
 from postgres import schema
@@ -179,6 +181,29 @@ async def test_a_search_with_visible_counts_and_lists_up_to_the_cap(
     assert described.items == [
         RepositorySummary(name, REPOSITORIES[name]) for name in sorted(DESCRIBED_APP)[:3]
     ]
+
+
+def explain(conn: Connection, command: str, query: Select[Any]) -> str:
+    compiled = query.compile(dialect=conn.dialect)
+    names = compiled.positiontup
+    values = compiled.params if names is None else tuple(compiled.params[name] for name in names)
+    return " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"{command} {compiled}", values))
+
+
+async def test_the_trigram_index_serves_a_search(store: SqlMetadataStore) -> None:
+    """The plan of a search's count reads the index: SQLite's FTS5 table; PostgreSQL's GIN
+    indexes, once a sequential scan is ruled out (on a table this small it is cheaper)."""
+    found = select(repositories.c.id).where(matching("app"))
+    query = store._through_index(found, "app")
+    with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            plan = explain(conn, "EXPLAIN QUERY PLAN", query)
+            assert "repository_search VIRTUAL TABLE" in plan, plan
+            return
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        plan = explain(conn, "EXPLAIN", query)
+    assert "ix_repositories_name_trgm" in plan, plan
+    assert "ix_repositories_description_trgm" in plan, plan
 
 
 def fill_sqlite(path: Path, count: int) -> None:
