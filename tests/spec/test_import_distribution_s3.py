@@ -3,8 +3,8 @@ on the real S3 server: the same hand-written tree as test_import_distribution.py
 bucket of its own as distribution's s3 driver lays it out under a rootdirectory. Into Portside's
 S3 store the blobs go by server-side copies (the bytes are only read, once, to hash them; none
 is uploaded); into a folder they stream. Bad entries are reported alike, and an interrupted,
-repeated or dry run changes nothing it should not. tests/e2e/test_e2e_import_s3.py does it with
-a bucket filled by the real distribution."""
+repeated or dry run changes nothing it should not; with SQLite and PostgreSQL metadata.
+tests/e2e/test_e2e_import_s3.py does it with a bucket filled by the real distribution."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ from s3 import S3Server, leftovers, wipe
 
 __all__ = ["gc_registry", "tree"]  # the fixtures, imported
 
-pytestmark = pytest.mark.filesystem_only("imports into stores of its own making")
+pytestmark = [
+    pytest.mark.filesystem_only("imports into stores of its own making"),
+    pytest.mark.parametrize("gc_registry", ["sqlite", "postgresql"], indirect=True),
+]
 
 ROOT = "distribution/root"  # distribution's s3 rootdirectory
 
