@@ -1213,6 +1213,7 @@ def _tree_source(
         secure=settings.s3_secure,
         path_style=settings.s3_path_style,
     )
+    click.echo(f"listing {source} ...", err=True)  # a big bucket takes a while, before any bar
     try:
         return BucketSource(client, bucket, root)
     except (BotoCoreError, ClientError) as error:
