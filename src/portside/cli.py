@@ -1169,7 +1169,14 @@ def import_distribution(
             Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
         _migrate(settings.metadata_url)
         _open_registry(settings)
-    report = asyncio.run(_import(settings, tree, dry_run))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        report = asyncio.run(_import(settings, tree, dry_run))
+    except (BotoCoreError, ClientError) as error:  # a bucket refusing a read or a copy midway
+        raise click.ClickException(
+            f"S3 refused the import: {error} (run it again to resume)"
+        ) from None
     shown = [p for p in report.problems if p.issue is not Issue.ORPHAN]
     how = ", ".join(f"{count:,} {placement}" for placement, count in report.placements.items())
     for problem in shown:

@@ -127,3 +127,30 @@ def test_sync_refuses_a_url_that_is_no_registry(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "is not http(s)://host[:port]" in result.output
+
+
+def test_an_import_that_s3_refuses_midway_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    import portside.cli
+
+    tree = tmp_path / "distribution"
+    (tree / "docker" / "registry" / "v2" / "blobs").mkdir(parents=True)
+
+    async def refused(*_: object) -> None:
+        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+        raise ClientError(error, "CopyObject")
+
+    monkeypatch.setattr(portside.cli, "_import", refused)
+    result = run(
+        "import", "distribution", str(tree), "--dry-run",
+        "--config", config(tmp_path, tmp_path / "storage"),
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert "S3 refused the import" in result.output
+    assert "AccessDenied" in result.output
+    assert "run it again to resume" in result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
