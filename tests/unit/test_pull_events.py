@@ -146,8 +146,10 @@ class Outbox:
             OutboxEvent(n, "ci", EVENT_SEPARATOR.join(events)) for n, events in enumerate(rows, 1)
         ]
         self.deleted: list[list[int]] = []
+        self.reads = 0
 
     async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
+        self.reads += 1
         return self.rows[:limit]
 
     async def delete_events(self, ids: Any) -> None:
@@ -202,6 +204,26 @@ async def test_a_row_sent_in_part_stays_until_all_its_events_are_taken(
     # Sent at least once: the second row again whole, after its first event went through.
     assert taken == [["1", "2"], ["2", "3"], ["4"]]
     assert outbox.deleted == [[1], [2]]
+
+
+async def test_a_courier_that_sent_all_there_was_waits_before_reading_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.5)
+    outbox = Outbox([['{"id":"1"}', '{"id":"2"}']])
+
+    settings = NotificationsSettings.model_validate(
+        {"endpoints": [{"name": "ci", "url": "http://ci/hook"}]}
+    ).endpoints[0]
+    transport = httpx.MockTransport(lambda request: httpx.Response(204))
+    async with httpx.AsyncClient(transport=transport) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        courier.cancel()
+
+    # One read served it all; the next waits for more to gather.
+    assert (outbox.rows, outbox.deleted) == ([], [[1]])
+    assert outbox.reads == 1
 
 
 class FailingOnce:

@@ -16,7 +16,9 @@ from portside.registry.events import Pull, Renderer
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS: Final = 1.0
-FLUSH_COUNT: Final = 200
+# A write is one transaction, whatever it holds: at a few thousand pulls a second, this many
+# make it about once a second per process.
+FLUSH_COUNT: Final = 1000
 # Kept while the database refuses them; beyond this the oldest are dropped (and logged).
 KEEP_MAX: Final = 20_000
 

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 LEASE: Final = "journal"
 LEASE_TTL: Final = timedelta(seconds=10)
 RENEW_SECONDS: Final = 3.0
-# How often an idle courier looks for new events (another process may have written them).
+# How often a courier that sent all there was looks for new events (another process may have
+# written them).
 POLL_SECONDS: Final = 0.5
 READ_BATCH: Final = 100
 # The longest wait between tries of an endpoint that keeps failing.
@@ -128,7 +129,9 @@ class Courier:
             # process that dies meanwhile sends it again (a row whose events were sent in part
             # too: it stays until all of them were taken).
             sent = 0
-            delay = 0.0
+            # Caught up: more is left to gather before the next read, so that one read and one
+            # delete serve many rows while events keep coming, not one row each.
+            delay = 0.0 if len(rows) == READ_BATCH else POLL_SECONDS
             try:
                 for start in range(0, len(events), endpoint.batch):
                     batch = events[start : start + endpoint.batch]
