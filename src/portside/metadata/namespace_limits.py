@@ -24,23 +24,27 @@ _USAGE = Prepared(
 )
 
 
-def _usage(conn: Connection, namespace: str) -> Footprint:
+def _usage(conn: Connection, namespace: str) -> Footprint | None:
     row = _USAGE.run(conn, namespace=namespace).first()
-    assert row is not None  # made by lock_usage, and deleted by no one
-    return Footprint(*(int(value) for value in row))
+    return None if row is None else Footprint(*(int(value) for value in row))
 
 
 def lock_usage(conn: Connection, namespace: str) -> Footprint:
     """The namespace's usage, its row locked until the transaction ends (made if missing, so
     that the first pushes into a namespace wait for each other too)."""
-    insert_missing(conn, namespaces, name=namespace)
-    return _usage(conn, namespace)
+    found = _usage(conn, namespace)
+    if found is None:
+        insert_missing(conn, namespaces, name=namespace)
+        found = _usage(conn, namespace)
+        assert found is not None  # deleted by no one
+    return found
 
 
 def check_limits(conn: Connection, limits: NamespaceLimits, before: Footprint) -> None:
     """OverQuota for the first limit that the transaction's writes, made since `before` was
     read with lock_usage, added to and left exceeded."""
     after = _usage(conn, limits.namespace)
+    assert after is not None  # locked by lock_usage
     for what, used, now, limit in (
         ("bytes", before.bytes, after.bytes, limits.bytes),
         ("repositories", before.repositories, after.repositories, limits.repositories),
