@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from portside.metadata.base import (
     COLLECTION_RUNS_KEPT,
@@ -22,9 +18,7 @@ from portside.metadata.base import (
     RepositoryRow,
     UiSession,
 )
-from portside.metadata.migrate import upgrade
 from portside.metadata.sql import SqlMetadataStore
-from postgres import schema
 
 IMAGE = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,25 +26,6 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 
 def digest(name: str) -> str:
     return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        found = f"sqlite:///{tmp_path / 'metadata.db'}"
-        upgrade(found)
-        yield found
-        return
-    with schema(request.getfixturevalue("postgres_url")) as found:
-        upgrade(found)
-        yield found
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SqlMetadataStore]:
-    store = SqlMetadataStore(url)
-    yield store
-    await store.close()
 
 
 async def push_blob(store: SqlMetadataStore, repository: str, name: str, size: int) -> str:

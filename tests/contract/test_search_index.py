@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,32 +24,12 @@ from portside.metadata.tables import repositories
 from portside.metadata.text_search import matching
 from portside.registry import discovery
 from portside.registry.discovery import Discovery
-from postgres import schema
 
 IMAGE = "application/vnd.oci.image.manifest.v1+json"
 
 
 def digest(name: str) -> str:
     return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        found = f"sqlite:///{tmp_path / 'metadata.db'}"
-        upgrade(found)
-        yield found
-        return
-    with schema(request.getfixturevalue("postgres_url")) as found:
-        upgrade(found)
-        yield found
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SqlMetadataStore]:
-    store = SqlMetadataStore(url)
-    yield store
-    await store.close()
 
 
 async def push(store: SqlMetadataStore, repository: str, description: str | None, key: str) -> str:
