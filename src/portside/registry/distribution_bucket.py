@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from portside.registry.distribution_tree import V2, Placement
 from portside.storage.base import BlobStore, NotFound
-from portside.storage.s3 import READ_CHUNK, S3BlobStore
+from portside.storage.s3 import S3BlobStore
 from portside.storage.s3_bucket import MAX_COPY, MISSING, Bucket, error_code
 
 if TYPE_CHECKING:
@@ -95,13 +95,8 @@ class BucketSource:
             if error_code(error) in MISSING:
                 raise NotFound(self.where(path)) from None
             raise
-        if body is None:
-            return
-        try:
-            while chunk := await to_thread.run_sync(body.read, READ_CHUNK):
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in Bucket.chunks(body):
+            yield chunk
 
     async def digest(self, path: str, algorithm: str) -> str:
         hasher = hashlib.new(algorithm)

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Final
 
-from anyio import to_thread
 from botocore.exceptions import ClientError
 
 from portside.storage.base import KEY_PATTERN, NotFound, ObjectInfo, check_key
@@ -34,8 +32,6 @@ from portside.storage.s3_unfinished import (
 )
 
 __all__ = ["TAIL", "S3BlobStore"]
-
-READ_CHUNK: Final = MiB
 
 
 class S3BlobStore:
@@ -122,13 +118,8 @@ class S3BlobStore:
                 if isinstance(again, ClientError) and error_code(again) not in MISSING:
                     raise
                 raise NotFound(key) from None
-        if body is None:
-            return
-        try:
-            while chunk := await to_thread.run_sync(body.read, READ_CHUNK):
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in Bucket.chunks(body):
+            yield chunk
 
     async def get(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.read(key)])

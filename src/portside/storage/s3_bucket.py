@@ -40,6 +40,7 @@ T = TypeVar("T")
 P = TypeVar("P")
 
 MiB: Final = 1024 * 1024
+READ_CHUNK: Final = MiB  # of a GET's body at a time
 GiB: Final = 1024 * MiB
 MIN_PART: Final = 5 * MiB  # S3's smallest part, but for the last one
 MAX_PARTS: Final = 10_000
@@ -147,6 +148,18 @@ class Bucket:
                 return None
             raise
         return response["Body"]
+
+    @staticmethod
+    async def chunks(body: StreamingBody | None) -> AsyncIterator[bytes]:
+        """The bytes of what open() returned, READ_CHUNK at a time, read in a thread; closed
+        at the end, or when the reader stops early."""
+        if body is None:
+            return
+        try:
+            while chunk := await to_thread.run_sync(body.read, READ_CHUNK):
+                yield chunk
+        finally:
+            body.close()
 
     async def get_range(self, name: str, start: int, end: int, etag: str) -> bytes:
         """Bytes [start, end) of an object known by its ETag, which must still be the same."""
