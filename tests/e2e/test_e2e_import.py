@@ -19,9 +19,28 @@ from upstream.registries import running_distribution
 from .clients import podman_for, skopeo_for
 from .conftest import ServerFactory
 from .images import Layout, multi_arch_index
-from .server import PORTSIDE
+from .server import PORTSIDE, PortsideServer
 
 MiB = 1024 * 1024
+
+
+def pulls_as_distribution_wrote(
+    server: PortsideServer, digests: dict[str, str], tmp_path: Path
+) -> None:
+    """Every reference fill() pushed, but the deleted one, pulls from server with skopeo, with
+    the digest distribution gave it; team/app has its two tags."""
+    skopeo = skopeo_for(tmp_path / "skopeo-pull", server.host)
+    for reference, digest in digests.items():
+        if reference == "deleted":
+            continue
+        raw = skopeo.inspect_raw(f"docker://{server.host}/{reference}")
+        assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digest, reference
+        skopeo.copy(
+            f"docker://{server.host}/{reference}",
+            f"oci:{tmp_path / 'pulled'}:{reference.replace('/', '-').replace(':', '-')}",
+            "--all",
+        )
+    assert skopeo.list_tags(f"docker://{server.host}/team/app") == ["v1", "v2"]
 
 
 def import_command(config: Path, tree: Path, *options: str) -> list[str]:
@@ -105,18 +124,7 @@ def test_a_real_distribution_tree_imports_and_every_tag_pulls(
     assert sorted(str(p) for p in tree.rglob("*")) == before  # the source is left as it was
 
     server = portside_factory(storage_path=str(storage))
-    skopeo = skopeo_for(tmp_path / "skopeo-pull", server.host)
-    for reference, digest in digests.items():
-        if reference == "deleted":
-            continue
-        raw = skopeo.inspect_raw(f"docker://{server.host}/{reference}")
-        assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digest, reference
-        skopeo.copy(
-            f"docker://{server.host}/{reference}",
-            f"oci:{tmp_path / 'pulled'}:{reference.replace('/', '-').replace(':', '-')}",
-            "--all",
-        )
-    assert skopeo.list_tags(f"docker://{server.host}/team/app") == ["v1", "v2"]
+    pulls_as_distribution_wrote(server, digests, tmp_path)
     with podman_for(tmp_path / "podman-pull", server.host) as podman:
         for reference in ("team/app:v1", "other/app:v2", "library/multi:multi"):
             podman(

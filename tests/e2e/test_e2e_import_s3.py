@@ -8,7 +8,6 @@ nothing goes up) and read once to hash them. Then every tag pulls with skopeo, s
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import subprocess
 import time
@@ -24,10 +23,9 @@ from s3 import S3Server, object_names, wipe
 from upstream.registries import running_distribution
 
 from .balancer import Balancer
-from .clients import skopeo_for
 from .conftest import ServerFactory
 from .server import PORTSIDE
-from .test_e2e_import import fill
+from .test_e2e_import import fill, pulls_as_distribution_wrote
 
 pytestmark = pytest.mark.e2e
 
@@ -130,18 +128,7 @@ def test_a_real_distribution_bucket_imports_by_server_side_copies_and_every_tag_
         assert listing(client, bucket) == before  # the source is left as it was
 
         server = portside_factory(**settings, database_url=f"sqlite:///{database}")
-        skopeo = skopeo_for(tmp_path / "skopeo-pull", server.host)
-        for reference, digest in digests.items():
-            if reference == "deleted":
-                continue
-            raw = skopeo.inspect_raw(f"docker://{server.host}/{reference}")
-            assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digest, reference
-            skopeo.copy(
-                f"docker://{server.host}/{reference}",
-                f"oci:{tmp_path / 'pulled'}:{reference.replace('/', '-').replace(':', '-')}",
-                "--all",
-            )
-        assert skopeo.list_tags(f"docker://{server.host}/team/app") == ["v1", "v2"]
+        pulls_as_distribution_wrote(server, digests, tmp_path)
         missing = httpx.get(f"{server.url}/v2/team/app/manifests/{digests['deleted']}")
         assert missing.status_code == 404
     finally:
