@@ -10,11 +10,15 @@ import multiprocessing
 import time
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from portside.api import origins
+from portside.api.urls import PublicAddress
 from portside.config.notifications import NotificationsSettings
 from portside.metadata.base import Journal, OutboxEvent
 from portside.registry import event_ids
@@ -252,3 +256,42 @@ async def test_pulls_that_could_not_be_written_are_written_next_time() -> None:
         IMAGE,
         BLOB_MEDIA_TYPE,
     ]
+
+
+def _pull_request(headers: dict[str, str], trusted: bool = False) -> Request:
+    """A GET as the app sees it, on a registry whose endpoints want pulls."""
+    state = SimpleNamespace(
+        registry=SimpleNamespace(events=SimpleNamespace(pulls=True)),
+        public_address=PublicAddress(trust_forwarded_headers=trusted),
+    )
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v2/team/app/manifests/v1",
+        "client": ("192.0.2.7", 50123),
+        "server": ("127.0.0.1", 5000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "app": SimpleNamespace(state=state),
+    }
+    return Request(scope)
+
+
+def test_a_pull_origin_is_shared_by_a_clients_pulls_but_keeps_no_credentials() -> None:
+    origins._pull_origins.clear()
+    seen = {"Host": "registry.example.com", "User-Agent": "docker/24"}
+    first = origins.pull_origin(_pull_request({**seen, "Authorization": "Basic c2VjcmV0"}))
+    second = origins.pull_origin(_pull_request({**seen, "Authorization": "Bearer other"}))
+    assert first is second
+    kept = repr(list(origins._pull_origins))
+    assert "c2VjcmV0" not in kept
+    assert "other" not in kept
+    # What the event reads still tells clients apart.
+    podman = origins.pull_origin(_pull_request({**seen, "User-Agent": "podman/5"}))
+    assert podman is not first
+    assert podman is not None
+    assert podman.user_agent == "podman/5"
+    proxied = {**seen, "X-Forwarded-For": "198.51.100.9", "X-Forwarded-Host": "r.example"}
+    behind = origins.pull_origin(_pull_request(proxied, trusted=True))
+    assert behind is not None
+    assert (behind.address, behind.base_url) == ("198.51.100.9", "http://r.example")

@@ -16,6 +16,18 @@ from portside.registry.events import Origin, Recorder
 
 # Pull origins kept, by all that makes them; all are forgotten beyond this many.
 PULL_ORIGINS_MAX: Final = 1024
+# The headers that origin() reads (directly, or through client_address and base_url): a pull
+# origin's key holds these and no other, so no client's credentials are kept with it.
+ORIGIN_HEADERS: Final = frozenset(
+    {
+        b"host",
+        b"user-agent",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+    }
+)
 _pull_origins: dict[tuple[object, ...], Origin] = {}
 
 
@@ -54,7 +66,7 @@ def pull_origin(request: Request) -> Origin | None:
         scope.get("scheme"),
         client[0] if client else None,
         scope.get("server"),
-        tuple(scope["headers"]),
+        tuple(pair for pair in scope["headers"] if pair[0].lower() in ORIGIN_HEADERS),
     )
     found = _pull_origins.get(key)
     if found is None:
