@@ -19,7 +19,14 @@ from helpers import (
     unknown_digest,
 )
 
+from portside.registry.ingest import SMALL_BLOB_BYTES
+
 OCTETS = {"Content-Type": "application/octet-stream"}
+# A whole blob up to SMALL_BLOB_BYTES is checked in memory and put in place; a larger one is
+# written aside and moved: whole-blob pushes are tried on both sides of that line.
+WHOLE_SIZES = pytest.mark.parametrize(
+    "size", [5000, SMALL_BLOB_BYTES, SMALL_BLOB_BYTES + 1], ids=["small", "at-limit", "large"]
+)
 
 
 async def assert_pullable(client: httpx.AsyncClient, location: str, data: bytes) -> None:
@@ -41,10 +48,13 @@ async def stream(*parts: bytes) -> AsyncIterator[bytes]:
 # monolithic: a single POST (end-4b)
 
 
-async def test_single_post_is_201_with_location_and_digest(client: httpx.AsyncClient) -> None:
+@WHOLE_SIZES
+async def test_single_post_is_201_with_location_and_digest(
+    client: httpx.AsyncClient, size: int
+) -> None:
     """end-4b: "Successful completion of the request MUST return a 201 Created and MUST include
     the following header: Location: <blob-location>" ("a pullable blob URL")."""
-    data = random_bytes(5000)
+    data = random_bytes(size)
     digest = digest_of(data)
     response = await client.post(
         "/v2/app/blobs/uploads/", params={"digest": digest}, content=data, headers=OCTETS
@@ -55,19 +65,21 @@ async def test_single_post_is_201_with_location_and_digest(client: httpx.AsyncCl
     await assert_pullable(client, response.headers["location"], data)
 
 
+@WHOLE_SIZES
 async def test_single_post_with_wrong_digest_is_400_digest_invalid(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, size: int
 ) -> None:
     """end-4b fails with 400; code-4 DIGEST_INVALID "provided digest did not match uploaded
     content". Nothing becomes readable."""
     wrong = unknown_digest()
+    data = random_bytes(size)
     response = await client.post(
-        "/v2/app/blobs/uploads/", params={"digest": wrong}, content=b"data", headers=OCTETS
+        "/v2/app/blobs/uploads/", params={"digest": wrong}, content=data, headers=OCTETS
     )
     assert_error(response, 400, "DIGEST_INVALID")
     response = await client.head(f"/v2/app/blobs/{wrong}")
     assert response.status_code == 404
-    response = await client.head(f"/v2/app/blobs/{digest_of(b'data')}")
+    response = await client.head(f"/v2/app/blobs/{digest_of(data)}")
     assert response.status_code == 404
 
 
@@ -120,9 +132,10 @@ async def test_post_starts_an_upload_with_202_and_location(client: httpx.AsyncCl
     assert second.headers["location"] != location
 
 
-async def test_post_then_put_with_body_is_201(client: httpx.AsyncClient) -> None:
+@WHOLE_SIZES
+async def test_post_then_put_with_body_is_201(client: httpx.AsyncClient, size: int) -> None:
     """end-6: "the response MUST have code 201 Created and MUST have ... Location"."""
-    data = random_bytes(5000)
+    data = random_bytes(size)
     digest = digest_of(data)
     location = await start_upload(client, "app")
     response = await client.put(location, params={"digest": digest}, content=data, headers=OCTETS)

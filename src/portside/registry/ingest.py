@@ -26,6 +26,10 @@ from portside.storage.base import BlobStore, NotFound, Writer
 T = TypeVar("T")
 
 BATCH_BYTES: Final = 4 * 1024 * 1024
+# A whole blob of a known length up to this is taken in memory and, once checked, put in place
+# in one write; a larger one is written aside and moved. On S3 a move is a copy and a delete, and
+# the object aside costs requests of its own: most of a small image's push, before this.
+SMALL_BLOB_BYTES: Final = 4 * 1024 * 1024
 
 
 async def _absorb(writer: Writer, hasher: hashlib._Hash | None, data: bytes) -> None:
@@ -132,6 +136,30 @@ async def store(
         return await record(reservation.token)
 
 
+async def _in_memory(body: AsyncIterator[bytes], length: int, limit: int | None) -> bytes:
+    """A body that must be length bytes long, whole; SizeInvalid (as soon as it is longer) or
+    TooLarge as receive() would raise them."""
+    if limit is not None and length > limit:
+        raise TooLarge({"limit": limit})
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if received > length:
+            break
+        chunks.append(chunk)
+    if received != length:
+        raise SizeInvalid({"expected": length, "received": received})
+    return b"".join(chunks)
+
+
+async def _recorded_size(
+    record: Callable[[int, str], Awaitable[None]], size: int, token: str
+) -> int:
+    await record(size, token)
+    return size
+
+
 async def ingest(
     storage: BlobStore,
     metadata: RequestStore,
@@ -145,6 +173,16 @@ async def ingest(
     """A whole blob: received into an object of its own (under owner's upload id, if any, so
     that a collection knows whose it is), checked against digest, stored and recorded with
     record(size, reservation). Returns its size."""
+    if length is not None and length <= SMALL_BLOB_BYTES:
+        data = await _in_memory(body, length, limit)
+        check_digest(digest, hashlib.new(digest.algorithm, data).hexdigest())
+        return await store(
+            metadata,
+            digest,
+            length,
+            lambda: storage.put(keys.blob(digest), data),
+            lambda token: _recorded_size(record, length, token),
+        )
     part = keys.upload_part(owner or uuid.uuid4().hex, uuid.uuid4().hex)
     hasher = hashlib.new(digest.algorithm)
     try:
