@@ -177,6 +177,19 @@ class BlobStoreContract:
         assert await store.get("object") == smaller
         assert await store.stat("object") == 1024
 
+    async def test_put_replaces_an_unfinished_object(self, store: BlobStore) -> None:
+        writer = await store.writer("object")
+        await writer.write(os.urandom(3 * MIB))
+        await writer.close()
+        await store.put("object", b"new")
+        assert await store.stat("object") == 3
+        assert await store.get("object") == b"new"
+        assert [key async for key in store.list("object")] == ["object"]
+        writer = await store.writer("object", 3)
+        await writer.write(b"er")
+        await writer.commit()
+        assert await store.get("object") == b"newer"
+
     async def test_put_replaces_atomically_under_an_open_reader(self, store: BlobStore) -> None:
         old, new = b"o" * (3 * MIB), b"n" * (2 * MIB)
         await store.put("object", old)

@@ -7,6 +7,7 @@ s3_bucket.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -126,8 +127,14 @@ class S3BlobStore:
 
     async def put(self, key: str, data: bytes) -> None:
         name = self._name(key)
-        await self._bucket.put(name, data)
-        await self._unfinished.drop(name)
+        # At once, not in turn: a finished object is read before any unfinished one under its
+        # name, so whichever lands first, readers see the old object or the new.
+        outcomes = await asyncio.gather(
+            self._bucket.put(name, data), self._unfinished.drop(name), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def writer(self, key: str, offset: int = 0) -> S3Writer:
         """Continues from the bucket alone: any offset up to the size works (see
