@@ -84,11 +84,11 @@ def test_timestamps_read_as_distributions_at_any_time() -> None:
         assert events_of(notice.payload)[0]["timestamp"] == expected
 
 
-def test_pulls_are_one_row_per_endpoint_for_up_to_its_batch_in_order() -> None:
+def test_pulls_are_one_row_per_endpoint_for_up_to_a_hundred_in_order() -> None:
     renderer = Renderer(
         [
-            EndpointRules("all", batch=100),
-            EndpointRules("no-blobs", ignored_media_types=frozenset({BLOB_MEDIA_TYPE}), batch=2),
+            EndpointRules("all"),
+            EndpointRules("no-blobs", ignored_media_types=frozenset({BLOB_MEDIA_TYPE})),
         ]
     )
     pulls: list[Pull] = [(MANIFEST if n % 50 else BLOB, CLIENT, n) for n in range(250)]
@@ -99,7 +99,7 @@ def test_pulls_are_one_row_per_endpoint_for_up_to_its_batch_in_order() -> None:
         name: [n.payload for n in notices if n.endpoint == name] for name in ("all", "no-blobs")
     }
     assert [len(events_of(row)) for row in rows["all"]] == [100, 100, 50]
-    assert [len(events_of(row)) for row in rows["no-blobs"]] == [2] * 122 + [1]
+    assert [len(events_of(row)) for row in rows["no-blobs"]] == [100, 100, 45]
     sent = [event for row in rows["all"] for event in events_of(row)]
     assert [event["timestamp"] for event in sent] == [
         datetime.fromtimestamp(0, UTC).isoformat().replace("+00:00", "Z")
@@ -195,6 +195,24 @@ async def test_rows_of_events_go_in_envelopes_of_the_batch(
 
     assert taken == [["1", "2"], ["3", "4"], ["5"]]
     assert outbox.deleted == [[1, 2, 3]]
+
+
+def test_envelopes_hold_up_to_the_batch_and_a_megabyte_and_at_least_one_event() -> None:
+    small, large = '{"id":"s"}', '{"id":"' + "l" * 400_000 + '"}'
+    events = [small] * 5 + [large] * 3 + ['{"id":"' + "x" * 1_200_000 + '"}', small]
+
+    parted = list(notifications.envelopes(events, batch=3))
+
+    assert [len(envelope) for envelope in parted] == [3, 3, 2, 1, 1]
+    assert [event for envelope in parted for event in envelope] == events
+    assert all(
+        len(notifications.envelope(envelope)) <= notifications.ENVELOPE_BYTES
+        for envelope in parted
+        if len(envelope) > 1
+    )
+    # Three large ones would pass the megabyte: two go together, the third alone.
+    assert [len(envelope) for envelope in notifications.envelopes([large] * 3, 10)] == [2, 1]
+    assert len(notifications.envelope([large] * 3)) > notifications.ENVELOPE_BYTES
 
 
 async def test_a_row_sent_in_part_stays_until_all_its_events_are_taken(

@@ -133,12 +133,12 @@ class EndpointSettings(BaseModel):
         "queued wait until it is enabled again.",
     )
     batch: int = Field(
-        default=100,
+        default=1000,
         ge=1,
-        le=100,
+        le=10_000,
         description="Events per request at most (Portside's own): what waits is sent "
-        "together, up to this many, so that a busy registry does not make a request per "
-        "pull; 1 for a receiver that reads only the first event of an envelope.",
+        "together, up to this many and 1 MB, so that a busy registry does not make a request "
+        "per pull; 1 for a receiver that reads only the first event of an envelope.",
     )
     secret: str | None = Field(
         default=None,

@@ -63,13 +63,11 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class EndpointRules:
-    """Which events an endpoint gets (distribution's `ignore` and `ignoredmediatypes`), and how
-    many its pulls are stored together (its `batch`: one outbox row is one envelope at most)."""
+    """Which events an endpoint gets (distribution's `ignore` and `ignoredmediatypes`)."""
 
     name: str
     ignored_media_types: frozenset[str] = frozenset()
     ignored_actions: frozenset[str] = frozenset()
-    batch: int = 100
 
     def wants(self, action: Action, media_type: str | None) -> bool:
         return action not in self.ignored_actions and media_type not in self.ignored_media_types
@@ -82,6 +80,9 @@ Pull = tuple[Target, Origin, int]
 # Several events in one outbox row (pulls, stored a batch at a time) are parted by a newline,
 # which the compact JSON of an event never holds.
 EVENT_SEPARATOR: Final = "\n"
+# Pulls in one outbox row at most: a courier reads rows a hundred at a time, and sends their
+# events in envelopes of its endpoint's batch, whatever the rows.
+PULLS_PER_ROW: Final = 100
 
 
 # Stand-ins for what differs between two pulls of one thing by one client (the event's id and
@@ -149,7 +150,7 @@ class Renderer:
 
     def pull_notices(self, pulls: Sequence[Pull]) -> tuple[Notice, ...]:
         """The events of these pulls, for each endpoint that wants them in their order, up to
-        its batch in one notice (EVENT_SEPARATOR between them)."""
+        PULLS_PER_ROW in one notice (EVENT_SEPARATOR between them)."""
         wanted: dict[str, list[str]] = {endpoint.name: [] for endpoint in self.endpoints}
         for target, origin, at in pulls:
             wanting, (head, middle, before_request, tail) = self._pull_template(target, origin)
@@ -164,10 +165,9 @@ class Renderer:
                 for name in wanting:
                     wanted[name].append(payload)
         return tuple(
-            Notice(endpoint.name, EVENT_SEPARATOR.join(events[start : start + endpoint.batch]))
-            for endpoint in self.endpoints
-            for events in (wanted[endpoint.name],)
-            for start in range(0, len(events), endpoint.batch)
+            Notice(name, EVENT_SEPARATOR.join(events[start : start + PULLS_PER_ROW]))
+            for name, events in wanted.items()
+            for start in range(0, len(events), PULLS_PER_ROW)
         )
 
     def _pull_timestamp(self, at_ns: int) -> str:

@@ -25,7 +25,7 @@ import hmac
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -61,6 +61,13 @@ FIRST_RETRY_SECONDS: Final = 0.05
 PRUNE_SECONDS: Final = 3600.0
 PRUNE_BATCH: Final = 1000
 SIGNATURE_HEADER: Final = "X-Portside-Signature"
+# An envelope's body at most, whatever the batch (one larger event goes alone): under the 1 MiB
+# that receivers behind nginx take by default (client_max_body_size).
+ENVELOPE_BYTES: Final = 1_000_000
+
+
+ENVELOPE_HEAD: Final = '{"events":['
+ENVELOPE_TAIL: Final = "]}"
 
 
 class DeliveryFailed(Exception):
@@ -76,9 +83,25 @@ def retry_delay(failures: int, threshold: int, backoff: float) -> float:
     return min(max(backoff, MAX_BACKOFF_SECONDS), backoff * 2.0 ** (failures - threshold))
 
 
+def envelopes(events: Sequence[str], batch: int) -> Iterator[list[str]]:
+    """events, in order, in envelopes of up to batch events and ENVELOPE_BYTES (at least one
+    event each)."""
+    envelope: list[str] = []
+    size = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
+    for event in events:
+        # Events are JSON made with ensure_ascii: a character is a byte; 1 for the comma.
+        if envelope and (len(envelope) == batch or size + len(event) + 1 > ENVELOPE_BYTES):
+            yield envelope
+            envelope, size = [], len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
+        envelope.append(event)
+        size += len(event) + 1
+    if envelope:
+        yield envelope
+
+
 def envelope(events: Sequence[str]) -> bytes:
     """distribution's envelope, `{"events": [...]}`, of events stored as JSON text."""
-    return ('{"events":[' + ",".join(events) + "]}").encode()
+    return (ENVELOPE_HEAD + ",".join(events) + ENVELOPE_TAIL).encode()
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -133,8 +156,7 @@ class Courier:
             # delete serve many rows while events keep coming, not one row each.
             delay = 0.0 if len(rows) == READ_BATCH else POLL_SECONDS
             try:
-                for start in range(0, len(events), endpoint.batch):
-                    batch = events[start : start + endpoint.batch]
+                for batch in envelopes(events, endpoint.batch):
                     try:
                         await self.send(batch)
                     except DeliveryFailed as error:
@@ -273,8 +295,7 @@ def _recording(
     notifications = settings.notifications
     endpoints = notifications.enabled if notifications is not None else ()
     rules = [
-        EndpointRules(e.name, e.ignored_media_types, frozenset(e.ignore.actions), e.batch)
-        for e in endpoints
+        EndpointRules(e.name, e.ignored_media_types, frozenset(e.ignore.actions)) for e in endpoints
     ]
     audit = settings.audit is not None and settings.audit.enabled
     references = notifications is not None and notifications.events.includereferences
