@@ -177,6 +177,19 @@ class BlobStoreContract:
         assert await store.get("object") == smaller
         assert await store.stat("object") == 1024
 
+    async def test_a_reader_that_stops_early_closes_and_leaves_the_object_whole(
+        self, store: BlobStore
+    ) -> None:
+        contents = os.urandom(5 * MIB)
+        await store.put("object", contents)
+        reader = store.read("object")
+        first = await anext(reader)
+        assert contents.startswith(first)
+        await asyncio.wait_for(reader.aclose(), 10)
+        assert await read_all(store, "object") == contents
+        await store.put("object", b"replaced")
+        assert await store.get("object") == b"replaced"
+
     async def test_put_replaces_an_unfinished_object(self, store: BlobStore) -> None:
         writer = await store.writer("object")
         await writer.write(os.urandom(3 * MIB))

@@ -7,6 +7,7 @@ Nothing here knows of keys, tails or unfinished objects; see s3_unfinished.py an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -151,14 +152,25 @@ class Bucket:
 
     @staticmethod
     async def chunks(body: StreamingBody | None) -> AsyncIterator[bytes]:
-        """The bytes of what open() returned, READ_CHUNK at a time, read in a thread; closed
+        """The bytes of what open() returned, READ_CHUNK at a time, read in a thread one chunk
+        ahead of the reader (while a chunk goes to the client, the next comes from S3); closed
         at the end, or when the reader stops early."""
         if body is None:
             return
+        ahead: asyncio.Future[bytes] | None = None
         try:
-            while chunk := await to_thread.run_sync(body.read, READ_CHUNK):
+            chunk = await to_thread.run_sync(body.read, READ_CHUNK)
+            while chunk:
+                ahead = asyncio.ensure_future(to_thread.run_sync(body.read, READ_CHUNK))
                 yield chunk
+                chunk = await ahead
+                ahead = None
         finally:
+            if ahead is not None:
+                # The thread cannot be stopped mid-read: wait for it, then close.
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             body.close()
 
     async def get_range(self, name: str, start: int, end: int, etag: str) -> bytes:
