@@ -188,6 +188,35 @@ async def test_referrers_of_one_artifact_type(
     assert len(json.loads(whole)["manifests"]) == (1 if filtered_upstream else 2)
 
 
+async def test_referrers_pages_are_joined_and_stay_on_the_same_host(
+    make_upstream: UpstreamFactory,
+) -> None:
+    """spec: "a Link header MUST be included in the response when the descriptor list cannot be
+    returned in a single manifest"; sync and the cache need every page, not the first."""
+    first, second = REFERRERS["manifests"]
+
+    async def handle(request: Request) -> Reply:
+        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        index = {**REFERRERS, "manifests": [second]}
+        if "page=2" not in request.target:
+            index["manifests"] = [first]
+            headers["Link"] = f'<{request.path}?page=2>; rel="next"'
+            if request.path.startswith("/v2/elsewhere/"):
+                headers["Link"] = '<http://evil.test/v2/x?page=2>; rel="next"'
+        return Reply(200, headers, json.dumps(index).encode())
+
+    async with FakeServer(handle) as server:
+        upstream = make_upstream(server.url)
+        joined = await upstream.referrers("app", digest_of(MANIFEST), None)
+        sbom = await upstream.referrers("app", digest_of(MANIFEST), "application/spdx+json")
+        with pytest.raises(UpstreamInvalid, match="another host"):
+            await upstream.referrers("elsewhere", digest_of(MANIFEST), None)
+    assert joined is not None
+    assert json.loads(joined)["manifests"] == [first, second]
+    assert sbom is not None
+    assert json.loads(sbom)["manifests"] == [first]
+
+
 async def test_tags_follow_the_link_header_on_the_same_host(
     make_upstream: UpstreamFactory,
 ) -> None:

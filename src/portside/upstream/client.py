@@ -57,6 +57,7 @@ DEFAULT_ACCEPT: Final = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 MANIFEST_LIMIT: Final = 4 * 1024 * 1024
 TAG_PAGE_LIMIT: Final = 4 * 1024 * 1024
 MAX_TAG_PAGES: Final = 100
+MAX_REFERRERS_PAGES: Final = 100
 BLOB_CHUNK: Final = 1024 * 1024
 # httpcore reads a response 64 KiB at a time, and each read costs a pause and resume of the
 # socket in the event loop: the cost of a cache's cold pull was in that. One read takes up to
@@ -220,24 +221,40 @@ class Upstream:
         self, repository: str, digest: str, artifact_type: str | None = None
     ) -> bytes | None:
         """The image index of the manifests whose subject is digest (only those of artifact_type
-        if given); None when the upstream has no referrers API."""
-        path = f"/v2/{check_name(repository)}/referrers/{check_digest(digest)}"
+        if given), its pages (the upstream's Link headers) joined in one; None when the upstream
+        has no referrers API."""
         params = None if artifact_type is None else {"artifactType": artifact_type}
+        url = self.url.copy_with(
+            path=f"/v2/{check_name(repository)}/referrers/{check_digest(digest)}", params=params
+        )
+        pages: list[bytes] = []
         with self._call():
-            try:
-                response = await self._open(
-                    "GET", path, repository, accept=(OCI_INDEX,), params=params
-                )
-            except UpstreamNotFound:
-                return None
-            try:
-                content = await read_limited(response, MANIFEST_LIMIT, "referrers index")
-            finally:
-                await response.aclose()
-            applied = response.headers.get("oci-filters-applied", "")
-            if artifact_type is not None and "artifactType" not in applied.split(","):
-                content = _only_artifact_type(content, artifact_type)
-            return content
+            for _ in range(MAX_REFERRERS_PAGES):
+                try:
+                    response = await self._open(
+                        "GET", url.path, repository, accept=(OCI_INDEX,), params=url.params
+                    )
+                except UpstreamNotFound:
+                    if pages:
+                        raise UpstreamInvalid(
+                            "the referrers index's next page is missing"
+                        ) from None
+                    return None
+                try:
+                    content = await read_limited(response, MANIFEST_LIMIT, "referrers index")
+                finally:
+                    await response.aclose()
+                applied = response.headers.get("oci-filters-applied", "")
+                if artifact_type is not None and "artifactType" not in applied.split(","):
+                    content = _only_artifact_type(content, artifact_type)
+                pages.append(content)
+                link = _NEXT_LINK.search(response.headers.get("link", ""))
+                if link is None:
+                    return pages[0] if len(pages) == 1 else _joined(pages)
+                url = response.url.join(link[1])
+                if origin(url) != origin(self.url):
+                    raise UpstreamInvalid("the referrers index's next page is on another host")
+        raise UpstreamInvalid(f"the referrers index has more than {MAX_REFERRERS_PAGES} pages")
 
     async def tags(self, repository: str) -> list[str]:
         """Every tag of the repository, following the upstream's pages."""
@@ -452,6 +469,17 @@ def _names(page: bytes, field: str, what: str) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise UpstreamInvalid(f"the {what}'s {field} are not strings")
     return names
+
+
+def _joined(pages: list[bytes]) -> bytes:
+    """One referrers index of the entries of every page, in order."""
+    try:
+        indexes = [json.loads(page) for page in pages]
+        joined = dict(indexes[0])
+        joined["manifests"] = [entry for index in indexes for entry in index["manifests"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UpstreamInvalid("a referrers page is not an image index") from error
+    return json.dumps(joined, separators=(",", ":")).encode()
 
 
 def _only_artifact_type(content: bytes, artifact_type: str) -> bytes:
