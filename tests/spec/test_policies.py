@@ -300,7 +300,7 @@ async def test_retention_and_a_repository_deleted_by_the_cli_tell_the_endpoints(
     rule = {"name": "ci", "repositories": ["ci/*"], "keep_last": 1}
     hook = {"name": "hook", "url": "http://127.0.0.1:9/hook", "ignore": {"actions": ["push"]}}
     site = await make_site(policies={"retention": [rule]}, notifications={"endpoints": [hook]})
-    await push_tags(site, "ci/app", 3)
+    pushed = await push_tags(site, "ci/app", 3)
     await push_tags(site, "team/app", 1)
 
     await site.collect()
@@ -309,8 +309,14 @@ async def test_retention_and_a_repository_deleted_by_the_cli_tell_the_endpoints(
     sent = [json.loads(e.payload) for e in await site.metadata.pending_events("hook", 100)]
     told = [(e["action"], e["target"], e["actor"]) for e in sent]
     removed = [{"repository": "ci/app", "tag": tag} for tag in ("build-1", "build-0")]
+    # Then the manifests the tags left untagged, by digest, as the API's delete tells them.
+    untagged = sorted(image.digest for image in pushed[:2])
     assert told == [
         *(("delete", target, {"name": "retention"}) for target in removed),
+        *(
+            ("delete", {"digest": digest, "repository": "ci/app"}, {"name": "retention"})
+            for digest in untagged
+        ),
         ("delete", {"repository": "team/app"}, {"name": operator()}),
     ]
 

@@ -687,6 +687,7 @@ class CollectorStore(LeaseStore, Protocol):
         before: datetime,
         keep_referrers: bool,
         audit: AuditEntry | None = None,
+        notices: Callable[[str, str], Sequence[Notice]] | None = None,
     ) -> dict[str, list[str]]:
         """Delete, in one transaction, those of each repository's digests (garbage: repository
         to digests) that are still garbage there, with their references and the links of their
@@ -694,7 +695,8 @@ class CollectorStore(LeaseStore, Protocol):
         order. Garbage: created before `before`, untagged, no child of a manifest that stays,
         and, with keep_referrers, no referrer of a manifest that stays (referrers follow their
         subject). With audit, an entry like it, with the repository and digest, for each
-        deletion, in its transaction."""
+        deletion, in its transaction; with notices, the events notices(repository, digest)
+        makes for each deletion, in the same transaction."""
 
     async def delete_dangling_tags(self, repositories: Collection[str]) -> dict[str, list[str]]:
         """Delete, in one transaction, the tags in these repositories that point at no

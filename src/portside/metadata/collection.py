@@ -6,7 +6,7 @@ statements, which see what such writers committed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +28,10 @@ from portside.metadata.base import (
     AuditEntry,
     BlobRecord,
     BlobState,
+    Journal,
     LinkRecord,
     ManifestRecord,
+    Notice,
     ReferenceKind,
     ReferenceRecord,
     ReservationRecord,
@@ -37,7 +39,7 @@ from portside.metadata.base import (
     TagRecord,
 )
 from portside.metadata.engine import Database
-from portside.metadata.journal import like, write_audit
+from portside.metadata.journal import like, write_audit, write_journal
 from portside.metadata.pairs import Pair, by_name, pair_chunks, pairs, pairs_of, repository_ids
 from portside.metadata.statements import CHUNK, chunks, insert_missing, now, utc
 from portside.metadata.tables import (
@@ -249,6 +251,7 @@ class SqlCollection(Database):
         before: datetime,
         keep_referrers: bool,
         audit: AuditEntry | None = None,
+        notices: Callable[[str, str], Sequence[Notice]] | None = None,
     ) -> dict[str, list[str]]:
         before = before.astimezone(UTC)
 
@@ -266,6 +269,9 @@ class SqlCollection(Database):
             deleted = by_name(names, candidates)
             for repository, digests in deleted.items():
                 write_audit(conn, like(audit, repository, digests))
+                if notices is not None:
+                    told = (n for digest in digests for n in notices(repository, digest))
+                    write_journal(conn, Journal(tuple(told)))
             return deleted
 
         return await self._collect(run)

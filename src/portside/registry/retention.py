@@ -28,6 +28,7 @@ from portside.metadata.base import (
     AuditEntry,
     CollectorStore,
     Journal,
+    Notice,
     PolicyStore,
     RequestStore,
     TagHistory,
@@ -171,10 +172,16 @@ class Retention:
             digests = {r.tag.digest for r in done if r.repository == repository}
             if digests:
                 audit = self._entry(now, {"reason": "untagged by retention"})
-                await self._metadata.delete_manifests({repository: digests}, now, True, audit)
+                await self._metadata.delete_manifests(
+                    {repository: digests}, now, True, audit, self._manifest_deleted
+                )
             if keep_going is not None:
                 await keep_going()
         return done
+
+    def _manifest_deleted(self, repository: str, digest: str) -> tuple[Notice, ...]:
+        """The event of a manifest deleted by digest, as the API's delete sends it."""
+        return self._events.journal(Action.DELETE, Target(repository, digest), ORIGIN).notices
 
     def _journal(self, now: datetime, removal: Removal) -> Journal:
         target = Target(removal.repository, tag=removal.tag.name)
