@@ -32,6 +32,8 @@ from portside.registry.events import (
     Pull,
     Renderer,
     Target,
+    pack,
+    unpack,
 )
 from portside.server import notifications
 from portside.server.notifications import Courier
@@ -54,7 +56,7 @@ SOURCE = {"addr": "node-1:5000", "instanceID": "i-1"}
 
 
 def events_of(payload: str) -> list[dict[str, Any]]:
-    return [json.loads(event) for event in payload.split(EVENT_SEPARATOR)]
+    return [json.loads(event) for event in unpack(payload)]
 
 
 def test_a_pulls_event_is_written_as_a_changes_event_is() -> None:
@@ -69,7 +71,7 @@ def test_a_pulls_event_is_written_as_a_changes_event_is() -> None:
         del event[differing], expected[differing]
     del event["request"]["id"], expected["request"]["id"]
     assert list(event.items()) == list(expected.items())  # keys in the same order too
-    (text,) = pulled.payload.split(EVENT_SEPARATOR)
+    (text,) = unpack(pulled.payload)
     assert text == json.dumps(json.loads(text), separators=(",", ":"))
     assert json.loads(text)["timestamp"] == "2025-11-24T16:00:00.123456Z"
     uuid.UUID(json.loads(text)["id"])
@@ -110,6 +112,18 @@ def test_pulls_are_one_row_per_endpoint_for_up_to_a_hundred_in_order() -> None:
     assert len({event["id"] for event in sent}) == 250
     assert len({event["request"]["id"] for event in sent}) == 250  # a request of its own each
     assert all(event["request"]["useragent"] == 'docker/24 "quoted"' for event in sent)
+
+
+def test_rows_of_pulls_are_packed_small_and_rows_of_old_still_read() -> None:
+    renderer = Renderer([EndpointRules("ci")], source=SOURCE)
+    (row,) = renderer.pull_notices([(MANIFEST, CLIENT, n) for n in range(100)])
+    events = unpack(row.payload)
+    assert len(events) == 100
+    assert len(row.payload) * 20 < sum(map(len, events))
+    assert unpack(pack(events)) == events
+    assert pack(events[:1]) == events[0]  # one event, as a change's: plain JSON
+    # Rows written before packing (plain events, one newline between two) read as they were.
+    assert unpack(EVENT_SEPARATOR.join(events[:3])) == events[:3]
 
 
 def test_a_pull_with_references_is_written_with_them() -> None:

@@ -797,9 +797,6 @@ class JournalStore(LeaseStore, Protocol):
     async def delete_events(self, ids: Collection[int]) -> None:
         """Forget delivered events; ids already gone are no error."""
 
-    async def pending_counts(self) -> dict[str, int]:
-        """How many events wait, by endpoint."""
-
     async def audit_entries(self, query: AuditQuery) -> list[AuditRecord]:
         """The newest query.limit entries that match, oldest first."""
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from portside.metadata.base import (
     TAG_MOVED,
@@ -100,16 +100,6 @@ class SqlJournal(Database):
         statement = delete(outbox).where(outbox.c.id.in_(list(ids)))
         # No fsync: a deletion lost to a power cut only sends its events again.
         await self._write(lambda conn: conn.execute(statement), durable=False)
-
-    async def pending_counts(self) -> dict[str, int]:
-        # A row holds one event or a batch of pulls, one newline between two of them.
-        newline = literal("\n")
-        events = func.length(outbox.c.payload) - func.length(
-            func.replace(outbox.c.payload, newline, "")
-        )
-        query = select(outbox.c.endpoint, func.sum(events + 1)).group_by(outbox.c.endpoint)
-        rows = await self._read(lambda conn: conn.execute(query).all())
-        return {endpoint: int(count) for endpoint, count in rows}
 
     async def audit_entries(self, query: AuditQuery) -> list[AuditRecord]:
         statement = select(audit_log).order_by(audit_log.c.id.desc()).limit(query.limit)

@@ -8,9 +8,11 @@ transaction; pulls, logins and refusals change nothing and go through a Buffer i
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -83,6 +85,11 @@ EVENT_SEPARATOR: Final = "\n"
 # Pulls in one outbox row at most: a courier reads rows a hundred at a time, and sends their
 # events in envelopes of its endpoint's batch, whatever the rows.
 PULLS_PER_ROW: Final = 100
+# A row of several events (pulls) is stored packed: this, then the base64 of their text, joined
+# by EVENT_SEPARATOR, compressed by zlib at level 1. A hundred pulls alike take 1.5 KB instead of
+# 64 KB, for 0.9 µs an event to pack and unpack, where writing, reading and deleting the plain
+# text took the database several µs an event. A row of one event (a change) stays plain JSON.
+PACKED: Final = "z:"
 
 
 # Stand-ins for what differs between two pulls of one thing by one client (the event's id and
@@ -93,6 +100,21 @@ TEMPLATES_MAX: Final = 4096
 # An endpoint's names that want a pull's event, and its template: the text before the id,
 # between the id and the time, between the time and the request's id, after it.
 _Template = tuple[tuple[str, ...], tuple[str, str, str, str]]
+
+
+def pack(events: Sequence[str]) -> str:
+    """An outbox row's payload of these events (JSON text made with ensure_ascii)."""
+    if len(events) == 1:
+        return events[0]
+    text = EVENT_SEPARATOR.join(events).encode("ascii")
+    return PACKED + base64.b64encode(zlib.compress(text, 1)).decode("ascii")
+
+
+def unpack(payload: str) -> list[str]:
+    """The events of an outbox row's payload, in order."""
+    if payload.startswith(PACKED):
+        payload = zlib.decompress(base64.b64decode(payload[len(PACKED) :])).decode("ascii")
+    return payload.split(EVENT_SEPARATOR)
 
 
 class Sink(Protocol):
@@ -150,7 +172,7 @@ class Renderer:
 
     def pull_notices(self, pulls: Sequence[Pull]) -> tuple[Notice, ...]:
         """The events of these pulls, for each endpoint that wants them in their order, up to
-        PULLS_PER_ROW in one notice (EVENT_SEPARATOR between them)."""
+        PULLS_PER_ROW in one notice (packed: see pack())."""
         wanted: dict[str, list[str]] = {endpoint.name: [] for endpoint in self.endpoints}
         for target, origin, at in pulls:
             wanting, (head, middle, before_request, tail) = self._pull_template(target, origin)
@@ -165,7 +187,7 @@ class Renderer:
                 for name in wanting:
                     wanted[name].append(payload)
         return tuple(
-            Notice(name, EVENT_SEPARATOR.join(events[start : start + PULLS_PER_ROW]))
+            Notice(name, pack(events[start : start + PULLS_PER_ROW]))
             for name, events in wanted.items()
             for start in range(0, len(events), PULLS_PER_ROW)
         )

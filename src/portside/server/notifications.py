@@ -10,8 +10,8 @@ to expire, LEASE_TTL later, and the events to whoever takes it next.
 
 Order per endpoint is the order of the outbox's ids, which the metadata store writes last in
 each change's transaction: of two changes to the same rows, the later one's events come later.
-A row holds one event, or (pulls, written a batch at a time) up to the endpoint's batch of them,
-parted by EVENT_SEPARATOR; a row is deleted once all of its events were taken.
+A row holds one event, or (pulls, written a batch at a time) up to PULLS_PER_ROW of them,
+packed (registry.events.pack); a row is deleted once all of its events were taken.
 A lower id committed after a higher one (two unrelated transactions on PostgreSQL) is not lost:
 events leave the outbox one by one, not behind a cursor.
 """
@@ -37,11 +37,11 @@ from portside.metadata.base import JournalStore
 from portside.metrics import notifications as metrics
 from portside.registry.event_buffer import Buffer
 from portside.registry.events import (
-    EVENT_SEPARATOR,
     EVENTS_MEDIA_TYPE,
     EndpointRules,
     Recorder,
     Renderer,
+    unpack,
 )
 from portside.registry.gc import default_holder
 
@@ -142,7 +142,7 @@ class Courier:
             events: list[str] = []
             ends: list[int] = []  # where each row's events end in `events`
             for row in rows:
-                events.extend(row.payload.split(EVENT_SEPARATOR))
+                events.extend(unpack(row.payload))
                 ends.append(len(events))
             self._pending.set(len(events))
             if not events:

@@ -17,7 +17,7 @@ from helpers import push_image
 from portside.cli import main
 from portside.metadata.base import AuditQuery, MetadataStore
 from portside.registry.event_buffer import Buffer
-from portside.registry.events import BLOB_MEDIA_TYPE, EVENT_SEPARATOR
+from portside.registry.events import BLOB_MEDIA_TYPE, unpack
 from portside.server.notifications import background_notifications
 
 NOTIFICATIONS = {"endpoints": [{"name": "ci", "url": "http://127.0.0.1:9/hook"}]}
@@ -44,7 +44,7 @@ def background(registry: Registry) -> Any:
 
 async def events(registry: Registry) -> list[dict[str, Any]]:
     pending = await store(registry).pending_events("ci", 1000)
-    return [json.loads(e) for row in pending for e in row.payload.split(EVENT_SEPARATOR)]
+    return [json.loads(e) for row in pending for e in unpack(row.payload)]
 
 
 async def audited(registry: Registry, **query: Any) -> list[tuple[str, str | None, str | None]]:
