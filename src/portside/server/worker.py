@@ -7,6 +7,7 @@ JSON in one environment variable, so that every worker runs exactly the same set
 from __future__ import annotations
 
 import os
+import signal
 from typing import Final
 
 from starlette.types import ASGIApp
@@ -20,6 +21,13 @@ JOURNALD_VARIABLE: Final = "PORTSIDE_JOURNALD"
 
 
 def app() -> ASGIApp:
+    # A forked worker keeps the parent's SIGTERM and SIGINT handlers (granian 2.8.9), which only
+    # set a flag on the parent's copy, until granian installs its own once the app is made: a
+    # stop in that window (a server stopped right after it answered, while a worker was still
+    # starting) was lost, and the worker served on until workers_kill_timeout (30 s). It serves
+    # nothing yet: the signal ends it at once.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
     settings = Settings.model_validate_json(os.environ[SETTINGS_VARIABLE])
     logs.configure(
         "debug" if settings.debug else settings.loglevel,
