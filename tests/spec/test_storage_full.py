@@ -36,6 +36,7 @@ from sqlalchemy import Engine, event
 from starlette.applications import Starlette
 
 from portside.config.settings import Settings
+from portside.registry.ingest import SMALL_BLOB_BYTES
 from portside.server import errors
 from portside.server.app import create_app
 from portside.storage.filesystem import FilesystemBlobStore, FilesystemWriter
@@ -163,18 +164,29 @@ def test_the_full_disk_warning_repeats_at_most_once_a_minute_with_the_count() ->
     assert "2 request(s)" in records[2]
 
 
+@pytest.mark.parametrize(
+    ("size", "writes"),
+    [
+        (64, (FilesystemBlobStore, "_put")),  # put in place whole, after its check
+        (SMALL_BLOB_BYTES + 1, (FilesystemWriter, "_write_all")),  # written aside as it comes
+    ],
+    ids=["small", "large"],
+)
 async def test_an_io_error_that_is_not_a_full_disk_stays_a_500(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+    make_settings: SettingsFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    writes: tuple[type, str],
 ) -> None:
     """Only a full disk or quota becomes 507: any other failure is the registry's own, a 500
     with its traceback for the log (the transport re-raises it here)."""
     async with serving(make_settings()) as (_, client):
 
-        def broken(self: FilesystemWriter, data: bytes) -> None:
+        def broken(*_: Any) -> None:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-        monkeypatch.setattr(FilesystemWriter, "_write_all", broken)
-        data = random_bytes()
+        monkeypatch.setattr(*writes, broken)
+        data = random_bytes(size)
         with pytest.raises(OSError, match="Input/output error"):
             await client.post(
                 "/v2/app/blobs/uploads/", params={"digest": digest_of(data)}, content=data
