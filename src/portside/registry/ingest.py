@@ -30,6 +30,9 @@ BATCH_BYTES: Final = 4 * 1024 * 1024
 # in one write; a larger one is written aside and moved. On S3 a move is a copy and a delete, and
 # the object aside costs requests of its own: most of a small image's push, before this.
 SMALL_BLOB_BYTES: Final = 4 * 1024 * 1024
+# Hashed in the event loop up to this (less than a hop to a thread costs); larger ones in a
+# thread, so that the loop does not stand still for the 5 ms that 4 MiB take.
+HASH_IN_LOOP_BYTES: Final = 64 * 1024
 
 
 async def _absorb(writer: Writer, hasher: hashlib._Hash | None, data: bytes) -> None:
@@ -175,7 +178,12 @@ async def ingest(
     record(size, reservation). Returns its size."""
     if length is not None and length <= SMALL_BLOB_BYTES:
         data = await _in_memory(body, length, limit)
-        check_digest(digest, hashlib.new(digest.algorithm, data).hexdigest())
+        hasher = hashlib.new(digest.algorithm)
+        if length <= HASH_IN_LOOP_BYTES:
+            hasher.update(data)
+        else:
+            await to_thread.run_sync(hasher.update, data)
+        check_digest(digest, hasher.hexdigest())
         return await store(
             metadata,
             digest,
