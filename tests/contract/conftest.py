@@ -20,8 +20,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         upgrade(found)
         yield found
         return
-    with schema(request.getfixturevalue("postgres_url")) as found:
-        upgrade(found)
+    with schema(request.getfixturevalue("postgres_url"), migrated=True) as found:
         yield found
 
 

@@ -3,12 +3,14 @@ on a registry with settings other than the defaults, and the two backends every 
 
 The suite checks the protocol, not durability (tests/contract does that), so each registry lives
 in memory-backed /dev/shm when there is one: fsync is free there. The metadata schema is migrated
-once per session and copied into each registry.
+once per session and copied into each registry (a SQLite file; on PostgreSQL, tests/postgres.py's
+schema(migrated=True) replays what the migrations wrote).
 
 Backends: every test that makes a registry (make_settings, and so make_client, client, app,
 db_client, make_registry, registry, ...) runs on `filesystem` (blobs in a folder, metadata in
 SQLite) and on `s3` (blobs under a key prefix of their own in the S3 bucket of tests/s3.py,
-metadata in a PostgreSQL schema of their own from tests/postgres.py; both removed afterwards).
+metadata in a PostgreSQL schema of their own from tests/postgres.py, dropped afterwards; the
+prefix is emptied with all the session's at its end, by tests/s3.py, rather than by each test).
 PORTSIDE_SPEC_S3 chooses the S3 half: `subset` (the default: every test function once, with the
 first of its parameter sets; the rest are deselected), `all` (every parameter set), or `off`.
 A test that looks at files under registry_root, or picks its database itself, says so with
@@ -38,8 +40,8 @@ from starlette.applications import Starlette
 from portside.config.settings import Settings
 from portside.metadata.migrate import upgrade
 from portside.server.app import create_app
-from postgres import VARIABLE, schema
-from s3 import S3Server, wipe
+from postgres import MIGRATED, VARIABLE, schema
+from s3 import S3Server
 
 SHM = Path("/dev/shm")
 S3_VARIABLE = "PORTSIDE_SPEC_S3"
@@ -153,11 +155,11 @@ def registry_root(tmp_path: Path) -> Iterator[Path]:
 
 
 def _s3_values(backend: S3Backend, stack: ExitStack, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Settings of a registry under a key prefix and in a PostgreSQL schema of its own, both
-    removed at the end of the test."""
+    """Settings of a registry under a key prefix and in a PostgreSQL schema of its own, the
+    schema dropped at the end of the test (the prefix is under the session's, emptied at its
+    end)."""
     server = backend.server
     prefix = server.new_prefix()
-    stack.callback(lambda: wipe(server.store(prefix)))
     values: dict[str, Any] = {
         "storage": "s3",
         "storage_path": prefix,
@@ -168,7 +170,7 @@ def _s3_values(backend: S3Backend, stack: ExitStack, overrides: dict[str, Any]) 
         "s3_secret_key": server.secret_key,
     }
     if "database_url" not in overrides:
-        values["database_url"] = stack.enter_context(schema(backend.postgres_url))
+        values["database_url"] = stack.enter_context(schema(backend.postgres_url, migrated=True))
     return values
 
 
@@ -200,7 +202,7 @@ def make_settings(
                 Path(settings.storage_path).mkdir(parents=True, exist_ok=True)
             if settings.database_url is None:
                 shutil.copyfile(migrated_database, Path(settings.storage_path) / "registry.db")
-            else:
+            elif settings.database_url not in MIGRATED:  # else a schema(migrated=True) already
                 upgrade(settings.metadata_url)
             return settings
 
@@ -250,7 +252,8 @@ async def db_client(
             pytest.skip(f"{VARIABLE} is not set; scripts/postgres-test-cluster")
     async with AsyncExitStack() as stack:
         if server is not None:
-            settings = make_settings(database_url=stack.enter_context(schema(server)))
+            url = stack.enter_context(schema(server, migrated=True))
+            settings = make_settings(database_url=url)
         app = create_app(settings)
         stack.push_async_callback(close_app, app)
         transport = httpx.ASGITransport(app=app)

@@ -130,7 +130,7 @@ async def gc_registry(
     server = os.environ.get("PORTSIDE_TEST_POSTGRES_URL")
     if not server:
         pytest.skip("PORTSIDE_TEST_POSTGRES_URL is not set; scripts/postgres-test-cluster")
-    with schema(server) as url:
+    with schema(server, migrated=True) as url:
         async with running(make_settings(database_url=url)) as registry:
             yield registry
 
