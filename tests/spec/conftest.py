@@ -135,13 +135,6 @@ def backend(request: pytest.FixtureRequest) -> S3Backend | None:
     return S3Backend(request.getfixturevalue("s3_server"), request.getfixturevalue("postgres_url"))
 
 
-@pytest.fixture(scope="session")
-def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "registry.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
 def registry_root(tmp_path: Path) -> Iterator[Path]:
     if not (SHM.is_dir() and shutil.disk_usage(SHM).free > 1 << 30):

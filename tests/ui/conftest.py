@@ -4,6 +4,7 @@ form (ui_visits.py)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ from ui_visits import ACCESS, BASE_URL, PASSWORDS, Visit, basic, log_in
 
 from portside.auth.htpasswd import add_user
 from portside.config.settings import Settings
-from portside.metadata.migrate import upgrade
 from portside.server.app import create_app
 
 
@@ -28,9 +28,11 @@ def auth_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Set
 
 
 @pytest.fixture
-def auth_app(auth_settings: Settings) -> Starlette:
-    Path(auth_settings.storage_path).mkdir(parents=True, exist_ok=True)
-    upgrade(auth_settings.metadata_url)
+def auth_app(auth_settings: Settings, migrated_database: Path) -> Starlette:
+    storage = Path(auth_settings.storage_path)
+    storage.mkdir(parents=True, exist_ok=True)
+    assert auth_settings.metadata_url == f"sqlite:///{storage / 'registry.db'}"
+    shutil.copyfile(migrated_database, storage / "registry.db")  # tests/conftest.py's, migrated
     return create_app(auth_settings)
 
 
