@@ -90,6 +90,9 @@ def test_a_distribution_endpoint_section_is_accepted_as_it_is() -> None:
         (endpoint(secret="short"), "at least 16 characters"),
         (endpoint(retries=3), "Extra inputs are not permitted"),
         (endpoint(name=""), "at least 1 character"),
+        (endpoint(batch=0), "greater than or equal to 1"),
+        (endpoint(batch=10_001), "less than or equal to 10000"),
+        (endpoint(batch="many"), "valid integer"),
     ],
 )
 def test_a_bad_endpoint_is_refused_with_the_reason(given: dict[str, Any], complaint: str) -> None:

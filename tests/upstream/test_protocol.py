@@ -203,6 +203,8 @@ async def test_referrers_pages_are_joined_and_stay_on_the_same_host(
             headers["Link"] = f'<{request.path}?page=2>; rel="next"'
             if request.path.startswith("/v2/elsewhere/"):
                 headers["Link"] = '<http://evil.test/v2/x?page=2>; rel="next"'
+        elif request.path.startswith("/v2/broken/"):
+            return Reply(200, headers, b'{"manifests": 7}')  # a second page that is no index
         return Reply(200, headers, json.dumps(index).encode())
 
     async with FakeServer(handle) as server:
@@ -211,6 +213,8 @@ async def test_referrers_pages_are_joined_and_stay_on_the_same_host(
         sbom = await upstream.referrers("app", digest_of(MANIFEST), "application/spdx+json")
         with pytest.raises(UpstreamInvalid, match="another host"):
             await upstream.referrers("elsewhere", digest_of(MANIFEST), None)
+        with pytest.raises(UpstreamInvalid, match="not an image index"):
+            await upstream.referrers("broken", digest_of(MANIFEST), None)
     assert joined is not None
     assert json.loads(joined)["manifests"] == [first, second]
     assert sbom is not None
