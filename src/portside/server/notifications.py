@@ -64,10 +64,9 @@ SIGNATURE_HEADER: Final = "X-Portside-Signature"
 # An envelope's body at most, whatever the batch (one larger event goes alone): under the 1 MiB
 # that receivers behind nginx take by default (client_max_body_size).
 ENVELOPE_BYTES: Final = 1_000_000
-
-
 ENVELOPE_HEAD: Final = '{"events":['
 ENVELOPE_TAIL: Final = "]}"
+EMPTY_ENVELOPE_BYTES: Final = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
 
 
 class DeliveryFailed(Exception):
@@ -87,12 +86,12 @@ def envelopes(events: Sequence[str], batch: int) -> Iterator[list[str]]:
     """events, in order, in envelopes of up to batch events and ENVELOPE_BYTES (at least one
     event each)."""
     envelope: list[str] = []
-    size = len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
+    size = EMPTY_ENVELOPE_BYTES
     for event in events:
         # Events are JSON made with ensure_ascii: a character is a byte; 1 for the comma.
         if envelope and (len(envelope) == batch or size + len(event) + 1 > ENVELOPE_BYTES):
             yield envelope
-            envelope, size = [], len(ENVELOPE_HEAD) + len(ENVELOPE_TAIL)
+            envelope, size = [], EMPTY_ENVELOPE_BYTES
         envelope.append(event)
         size += len(event) + 1
     if envelope:
