@@ -43,7 +43,7 @@ from portside.metadata.base import (
     Reservation,
     Upload,
 )
-from portside.registry.events import pack
+from portside.registry.events import EndpointRules, Origin, Renderer, Target
 
 T = TypeVar("T")
 
@@ -1033,8 +1033,10 @@ class MetadataStoreContract(PolicyStoreContract):
         assert await actions(store, "b") == ["pull", "pull-b"]
 
     async def test_a_row_of_several_events_comes_back_whole(self, store: MetadataStore) -> None:
-        # Pulls are written a batch to a row, packed (registry.events.pack).
-        batch = pack([json.dumps({"action": "pull", "n": n}) for n in range(3)])
+        # Pulls are written a batch to a row (registry.events.PULLS).
+        pull = (Target("team/app", "sha256:" + "a" * 64), Origin(None, "192.0.2.1"), 0)
+        (row,) = Renderer([EndpointRules("a")]).pull_notices([pull] * 3)
+        batch = row.payload
         await store.record(Journal((Notice("a", batch), Notice("a", '{"action":"push"}'))))
 
         assert [e.payload for e in await store.pending_events("a", 10)] == [

@@ -5,10 +5,13 @@ the courier sends such rows in envelopes of the endpoint's batch; a failed write
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import multiprocessing
 import time
 import uuid
+import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -26,13 +29,14 @@ from portside.registry.event_buffer import Buffer
 from portside.registry.events import (
     BLOB_MEDIA_TYPE,
     EVENT_SEPARATOR,
+    PACKED,
     Action,
     EndpointRules,
     Origin,
     Pull,
+    Recorder,
     Renderer,
     Target,
-    pack,
     unpack,
 )
 from portside.server import notifications
@@ -114,16 +118,41 @@ def test_pulls_are_one_row_per_endpoint_for_up_to_a_hundred_in_order() -> None:
     assert all(event["request"]["useragent"] == 'docker/24 "quoted"' for event in sent)
 
 
-def test_rows_of_pulls_are_packed_small_and_rows_of_old_still_read() -> None:
+def test_rows_of_pulls_are_small_and_rows_written_before_still_read() -> None:
     renderer = Renderer([EndpointRules("ci")], source=SOURCE)
-    (row,) = renderer.pull_notices([(MANIFEST, CLIENT, n) for n in range(100)])
+    (row,) = renderer.pull_notices([(MANIFEST, CLIENT, n * 1000) for n in range(100)])
     events = unpack(row.payload)
     assert len(events) == 100
     assert len(row.payload) * 20 < sum(map(len, events))
-    assert unpack(pack(events)) == events
-    assert pack(events[:1]) == events[0]  # one event, as a change's: plain JSON
-    # Rows written before packing (plain events, one newline between two) read as they were.
+    # Rows written by earlier versions: plain events parted by a newline, and those packed
+    # with zlib, read as they were.
     assert unpack(EVENT_SEPARATOR.join(events[:3])) == events[:3]
+    zipped = zlib.compress(EVENT_SEPARATOR.join(events).encode(), 1)
+    assert unpack(PACKED + base64.b64encode(zipped).decode()) == events
+
+
+def test_a_pulls_event_has_one_id_at_every_endpoint_and_its_own_request_id_if_any() -> None:
+    renderer = Renderer([EndpointRules("a"), EndpointRules("b")])
+    request = replace(CLIENT, request_id="req-1")
+    notices = renderer.pull_notices([(MANIFEST, CLIENT, 0), (MANIFEST, request, 1)])
+    by_endpoint = {notice.endpoint: events_of(notice.payload) for notice in notices}
+    assert [e["id"] for e in by_endpoint["a"]] == [e["id"] for e in by_endpoint["b"]]
+    first, second = by_endpoint["a"]
+    assert first["id"] != second["id"]
+    assert second["request"]["id"] == "req-1"
+    assert first["request"]["id"] not in (first["id"], second["id"], "req-1")
+
+
+def test_templates_are_kept_by_identity_yet_an_equal_target_gets_its_own_event() -> None:
+    renderer = Renderer([EndpointRules("ci")])
+    other = replace(MANIFEST, repository="team/other")
+    pulls: list[Pull] = [(MANIFEST, CLIENT, 0), (other, CLIENT, 1), (replace(MANIFEST), CLIENT, 2)]
+    (notice,) = renderer.pull_notices(pulls)
+    events = events_of(notice.payload)
+    assert [e["target"]["repository"] for e in events] == ["team/app", "team/other", "team/app"]
+    recorder = Recorder([EndpointRules("ci")])
+    made = recorder.target(("team/app", DIGEST), lambda: replace(MANIFEST))
+    assert recorder.target(("team/app", DIGEST), lambda: other) is made
 
 
 def test_a_pull_with_references_is_written_with_them() -> None:

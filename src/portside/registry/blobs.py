@@ -62,7 +62,11 @@ class Blobs:
 
     def pulled(self, name: str, content: BlobContent, origin: Origin) -> None:
         """Tell the endpoints that want pulls that the blob was sent (or redirected to)."""
-        target = Target(name, str(content.digest), BLOB_MEDIA_TYPE, content.size, blob=True)
+        digest = str(content.digest)
+        target = self._recorder.target(
+            (name, digest),
+            lambda: Target(name, digest, BLOB_MEDIA_TYPE, content.size, blob=True),
+        )
         self._recorder.pulled(target, origin)
 
     async def delete(self, name: str, digest: Digest, origin: Origin | None = None) -> None:

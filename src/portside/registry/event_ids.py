@@ -4,8 +4,8 @@ forked worker, keeps them unique across processes and restarts."""
 
 from __future__ import annotations
 
-import itertools
 import os
+import threading
 import uuid
 
 _COUNTER_DIGITS = 12  # the UUID's last group: 48 bits of counter
@@ -16,11 +16,18 @@ class _Ids:
         self.renew()
 
     def renew(self) -> None:
+        # Ids are made in worker threads too (the collector's): the counter is shared. A fresh
+        # lock in a forked child: the parent's may have been held by a thread that is gone.
+        self._lock = threading.Lock()
         self.prefix = str(uuid.uuid4())[:-_COUNTER_DIGITS]
-        self.counter = itertools.count()
+        self._next = 0
 
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter):012x}"
+    def block(self, size: int) -> tuple[str, int]:
+        """The prefix and first counter of `size` ids, which no other call gets."""
+        with self._lock:
+            first = self._next
+            self._next = first + size
+        return self.prefix, first
 
 
 _ids = _Ids()
@@ -30,4 +37,15 @@ os.register_at_fork(after_in_child=_ids.renew)
 
 def next_id() -> str:
     """A new id, unique across processes: 'xxxxxxxx-xxxx-4xxx-yxxx-' then a 12-digit counter."""
-    return _ids.next()
+    prefix, number = _ids.block(1)
+    return compose(prefix, number)
+
+
+def id_block(size: int) -> tuple[str, int]:
+    """Ids for `size` events at once, as one prefix and the first of their consecutive numbers:
+    a batch of pulls stores these two, not each id (compose() makes each)."""
+    return _ids.block(size)
+
+
+def compose(prefix: str, number: int) -> str:
+    return f"{prefix}{number:012x}"

@@ -13,14 +13,14 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from portside.metadata.base import QUIET, AuditEntry, Journal, Notice
-from portside.registry.event_ids import next_id
+from portside.registry.event_ids import compose, id_block, next_id
 
 EVENTS_MEDIA_TYPE: Final = "application/vnd.docker.distribution.events.v2+json"
 # What distribution gives a blob's events: it knows no better type for a blob.
@@ -79,16 +79,21 @@ class EndpointRules:
 # event is made later, when the sink writes it, so that a pull costs a tuple.
 Pull = tuple[Target, Origin, int]
 
-# Several events in one outbox row (pulls, stored a batch at a time) are parted by a newline,
-# which the compact JSON of an event never holds.
+# Rows of several events written before PULLS (plain, or PACKED) part them by a newline, which
+# the compact JSON of an event never holds; they are still read, so that an upgrade with events
+# waiting loses none.
 EVENT_SEPARATOR: Final = "\n"
 # Pulls in one outbox row at most: a courier reads rows a hundred at a time, and sends their
 # events in envelopes of its endpoint's batch, whatever the rows.
 PULLS_PER_ROW: Final = 100
-# A row of several events (pulls) is stored packed: this, then the base64 of their text, joined
-# by EVENT_SEPARATOR, compressed by zlib at level 1. A hundred pulls alike take 1.5 KB instead of
-# 64 KB, for 0.9 µs an event to pack and unpack, where writing, reading and deleting the plain
-# text took the database several µs an event. A row of one event (a change) stays plain JSON.
+# A row of pulls: this, then the JSON of [prefix, first, templates, entries]. Pulls alike share
+# their event's text but for its id, time and request id, so a row keeps each text once, as the
+# template's four parts around those (a fifth part: a request id of the origin's own), and per
+# pull three numbers: its template's index, its time in microseconds and its place n in the
+# batch, whose ids are compose(prefix, first + 2n) and the next. A hundred pulls alike take
+# 3 KB, where their text is 69 KB; the events are made when the courier reads the row.
+PULLS: Final = "p:"
+# Rows of pulls as written before PULLS: the base64 of their text, compressed by zlib.
 PACKED: Final = "z:"
 
 
@@ -97,24 +102,69 @@ PACKED: Final = "z:"
 _ID, _TIMESTAMP, _REQUEST_ID = "\x00id", "\x00timestamp", "\x00request"
 # Templates kept, by what was pulled and who pulled it; all are forgotten beyond this many.
 TEMPLATES_MAX: Final = 4096
-# An endpoint's names that want a pull's event, and its template: the text before the id,
-# between the id and the time, between the time and the request's id, after it.
-_Template = tuple[tuple[str, ...], tuple[str, str, str, str]]
+# A pull event's text around its id, time and request id (quotes excluded): before the id,
+# between the id and the time, between the time and the request id, after it; or, for an origin
+# with a request id of its own, its text from the time on, and None.
+_Parts = tuple[str, str, str, str | None]
+# The names of the endpoints that want a pull's event, and its parts.
+_Template = tuple[tuple[str, ...], _Parts]
 
 
-def pack(events: Sequence[str]) -> str:
-    """An outbox row's payload of these events (JSON text made with ensure_ascii)."""
-    if len(events) == 1:
-        return events[0]
-    text = EVENT_SEPARATOR.join(events).encode("ascii")
-    return PACKED + base64.b64encode(zlib.compress(text, 1)).decode("ascii")
+class _PullRow:
+    """The pulls of one outbox row of one endpoint, as PULLS describes."""
+
+    __slots__ = ("_indexes", "entries", "templates")
+
+    def __init__(self) -> None:
+        self.templates: list[_Parts] = []
+        self._indexes: dict[int, int] = {}  # by id() of the parts, which the row keeps
+        self.entries: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.entries) // 3
+
+    def add(self, parts: _Parts, micros: int, n: int) -> None:
+        index = self._indexes.get(id(parts))
+        if index is None:
+            index = self._indexes[id(parts)] = len(self.templates)
+            self.templates.append(parts)
+        self.entries += (index, micros, n)
+
+    def payload(self, prefix: str, first: int) -> str:
+        rows = [prefix, first, self.templates, self.entries]
+        return PULLS + json.dumps(rows, separators=(",", ":"))
 
 
 def unpack(payload: str) -> list[str]:
     """The events of an outbox row's payload, in order."""
+    if payload.startswith(PULLS):
+        return _pull_events(payload)
     if payload.startswith(PACKED):
         payload = zlib.decompress(base64.b64decode(payload[len(PACKED) :])).decode("ascii")
     return payload.split(EVENT_SEPARATOR)
+
+
+def _pull_events(payload: str) -> list[str]:
+    prefix, first, templates, entries = json.loads(payload[len(PULLS) :])
+    events: list[str] = []
+    last_second, second_text = -1, ""
+    for index, micros, n in zip(entries[0::3], entries[1::3], entries[2::3], strict=True):
+        head, middle, after_time, tail = templates[index]
+        number = first + 2 * n
+        # _timestamp's text, made a second at a time: a row's pulls come within a few.
+        second, micro = divmod(micros, 1_000_000)
+        if second != last_second:
+            last_second, second_text = second, _second_text(second)
+        stamp = f"{second_text}.{micro:06d}Z" if micro else f"{second_text}Z"
+        text = f'{head}"{compose(prefix, number)}"{middle}"{stamp}"{after_time}'
+        if tail is not None:
+            text = f'{text}"{compose(prefix, number + 1)}"{tail}'
+        events.append(text)
+    return events
+
+
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat()[:-6]
 
 
 class Sink(Protocol):
@@ -156,10 +206,7 @@ class Renderer:
         self.endpoints = tuple(endpoints)
         self.include_references = include_references and bool(self.endpoints)
         self._source = source or {}
-        self._templates: dict[tuple[object, ...], _Template] = {}
-        # The last second a pull's timestamp was made in, and its text up to the second.
-        self._second = -1
-        self._second_text = ""
+        self._templates: dict[tuple[int, int], tuple[Target, Origin, _Template]] = {}
 
     def notices(self, action: Action, target: Target, origin: Origin) -> tuple[Notice, ...]:
         """A change's event, one notice per endpoint that wants it."""
@@ -172,56 +219,42 @@ class Renderer:
 
     def pull_notices(self, pulls: Sequence[Pull]) -> tuple[Notice, ...]:
         """The events of these pulls, for each endpoint that wants them in their order, up to
-        PULLS_PER_ROW in one notice (packed: see pack())."""
-        wanted: dict[str, list[str]] = {endpoint.name: [] for endpoint in self.endpoints}
-        for target, origin, at in pulls:
-            wanting, (head, middle, before_request, tail) = self._pull_template(target, origin)
-            if wanting:
-                timestamp = self._pull_timestamp(at)
-                request_id = (
-                    json.dumps(origin.request_id) if origin.request_id else f'"{next_id()}"'
-                )
-                payload = (
-                    f'{head}"{next_id()}"{middle}"{timestamp}"{before_request}{request_id}{tail}'
-                )
-                for name in wanting:
-                    wanted[name].append(payload)
+        PULLS_PER_ROW in one notice (see PULLS); one pull's event has one id at all of them."""
+        prefix, first = id_block(2 * len(pulls))
+        rows: dict[str, list[_PullRow]] = {endpoint.name: [] for endpoint in self.endpoints}
+        for n, (target, origin, at) in enumerate(pulls):
+            wanting, parts = self._pull_template(target, origin)
+            for name in wanting:
+                kept = rows[name]
+                if not kept or len(kept[-1]) == PULLS_PER_ROW:
+                    kept.append(_PullRow())
+                kept[-1].add(parts, at // 1000, n)
         return tuple(
-            Notice(name, pack(events[start : start + PULLS_PER_ROW]))
-            for name, events in wanted.items()
-            for start in range(0, len(events), PULLS_PER_ROW)
+            Notice(name, row.payload(prefix, first)) for name, kept in rows.items() for row in kept
         )
 
-    def _pull_timestamp(self, at_ns: int) -> str:
-        """What _timestamp makes of that time, at a fraction of its cost: pulls come many a
-        second."""
-        second, micro = divmod(at_ns // 1000, 1_000_000)
-        if second != self._second:
-            self._second = second
-            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
-        return f"{self._second_text}.{micro:06d}Z" if micro else f"{self._second_text}Z"
-
     def _pull_template(self, target: Target, origin: Origin) -> _Template:
-        # A manifest's references (with includereferences) are dicts, which no key can hold:
-        # such pulls are written without a template kept.
-        key: tuple[object, ...] | None = None
-        if not target.references:
-            key = (target, origin.actor, origin.address, origin.host, origin.method)
-            key += (origin.user_agent, origin.base_url)
-            if (found := self._templates.get(key)) is not None:
-                return found
+        # By identity: a registry makes one Target per thing pulled (Recorder.target) and one
+        # Origin per client (api/origins.py), so hashing them field by field would be wasted.
+        # The value keeps both, so their ids cannot be reused while it is kept.
+        key = (id(target), id(origin))
+        found = self._templates.get(key)
+        if found is not None and found[0] is target and found[1] is origin:
+            return found[2]
         wanting = tuple(e.name for e in self.endpoints if e.wants(Action.PULL, target.media_type))
-        probe = replace(origin, request_id=_REQUEST_ID)
+        own_request = origin.request_id is not None
+        probe = origin if own_request else replace(origin, request_id=_REQUEST_ID)
         text = self.payload(self.event(Action.PULL, target, probe, _ID, _TIMESTAMP))
         head, _, rest = text.partition(json.dumps(_ID))
         middle, _, rest = rest.partition(json.dumps(_TIMESTAMP))
-        before_request, _, tail = rest.partition(json.dumps(_REQUEST_ID))
-        template = (wanting, (head, middle, before_request, tail))
-        if key is not None:
-            if len(self._templates) >= TEMPLATES_MAX:
-                self._templates.clear()
-            self._templates[key] = template
-        return template
+        parts: _Parts = (head, middle, rest, None)
+        if not own_request:
+            before_request, _, tail = rest.partition(json.dumps(_REQUEST_ID))
+            parts = (head, middle, before_request, tail)
+        if len(self._templates) >= TEMPLATES_MAX:
+            self._templates.clear()
+        self._templates[key] = (target, origin, (wanting, parts))
+        return wanting, parts
 
     @staticmethod
     def payload(event: dict[str, Any]) -> str:
@@ -297,6 +330,7 @@ class Recorder:
             Action.PULL not in endpoint.ignored_actions for endpoint in self.renderer.endpoints
         )
         self.notes = sink is not None and audit
+        self._targets: dict[tuple[object, ...], Target] = {}
 
     def journal(
         self,
@@ -316,6 +350,16 @@ class Recorder:
         if self._audit and audited:
             audit = (self._entry(action.value, target, origin, detail),)
         return Journal(notices, audit)
+
+    def target(self, key: tuple[object, ...], make: Callable[[], Target]) -> Target:
+        """The Target that make() returns for what key names, made once: a pull then builds
+        none, and its event's template is found by identity (Renderer._pull_template)."""
+        found = self._targets.get(key)
+        if found is None:
+            if len(self._targets) >= TEMPLATES_MAX:
+                self._targets.clear()
+            found = self._targets[key] = make()
+        return found
 
     def pulled(self, target: Target, origin: Origin) -> None:
         """A pull: buffered, since it changes nothing (lost only if the process dies first);

@@ -119,13 +119,17 @@ class ManifestStore:
     def pulled(self, manifest: Manifest, reference: str, content: bytes, origin: Origin) -> None:
         """Tell the endpoints that want pulls that the manifest was sent (content: b"" for a
         HEAD, which lists no references)."""
-        target = Target(
-            manifest.repository,
-            manifest.digest,
-            manifest.media_type,
-            manifest.size,
-            None if ":" in reference else reference,
-            references=references(content) if self._recorder.include_references else (),
+        tag = None if ":" in reference else reference
+        target = self._recorder.target(
+            (manifest.repository, manifest.digest, tag),
+            lambda: Target(
+                manifest.repository,
+                manifest.digest,
+                manifest.media_type,
+                manifest.size,
+                tag,
+                references=references(content) if self._recorder.include_references else (),
+            ),
         )
         self._recorder.pulled(target, origin)
 
