@@ -88,10 +88,10 @@ EVENT_SEPARATOR: Final = "\n"
 PULLS_PER_ROW: Final = 100
 # A row of pulls: this, then the JSON of [prefix, first, templates, entries]. Pulls alike share
 # their event's text but for its id, time and request id, so a row keeps each text once, as the
-# template's four parts around those (a fifth part: a request id of the origin's own), and per
-# pull three numbers: its template's index, its time in microseconds and its place n in the
-# batch, whose ids are compose(prefix, first + 2n) and the next. A hundred pulls alike take
-# 3 KB, where their text is 69 KB; the events are made when the courier reads the row.
+# template's parts around those (_Parts), and per pull three numbers: its template's index, its
+# time in microseconds and its place n in the batch, whose ids are compose(prefix, first + 2n)
+# and the next. A hundred pulls alike take 3 KB, where their text is 69 KB; the events are made
+# when the courier reads the row.
 PULLS: Final = "p:"
 # Rows of pulls as written before PULLS: the base64 of their text, compressed by zlib.
 PACKED: Final = "z:"
