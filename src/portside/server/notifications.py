@@ -11,7 +11,7 @@ to expire, LEASE_TTL later, and the events to whoever takes it next.
 Order per endpoint is the order of the outbox's ids, which the metadata store writes last in
 each change's transaction: of two changes to the same rows, the later one's events come later.
 A row holds one event, or (pulls, written a batch at a time) up to PULLS_PER_ROW of them,
-packed (registry.events.pack); a row is deleted once all of its events were taken.
+stored as registry.events.PULLS describes; a row is deleted once all of its events were taken.
 A lower id committed after a higher one (two unrelated transactions on PostgreSQL) is not lost:
 events leave the outbox one by one, not behind a cursor.
 """

@@ -248,12 +248,10 @@ class Upstream:
                 if artifact_type is not None and "artifactType" not in applied.split(","):
                     content = _only_artifact_type(content, artifact_type)
                 pages.append(content)
-                link = _NEXT_LINK.search(response.headers.get("link", ""))
-                if link is None:
+                following = self._next_page(response, "referrers index")
+                if following is None:
                     return pages[0] if len(pages) == 1 else _joined(pages)
-                url = response.url.join(link[1])
-                if origin(url) != origin(self.url):
-                    raise UpstreamInvalid("the referrers index's next page is on another host")
+                url = following
         raise UpstreamInvalid(f"the referrers index has more than {MAX_REFERRERS_PAGES} pages")
 
     async def tags(self, repository: str) -> list[str]:
@@ -277,13 +275,22 @@ class Upstream:
                 finally:
                     await response.aclose()
                 found.extend(_names(page, field, what))
-                link = _NEXT_LINK.search(response.headers.get("link", ""))
-                if link is None:
+                following = self._next_page(response, what)
+                if following is None:
                     return found
-                url = response.url.join(link[1])
-                if origin(url) != origin(self.url):
-                    raise UpstreamInvalid(f"the {what}'s next page is on another host")
+                url = following
         raise UpstreamInvalid(f"the {what} has more than {MAX_TAG_PAGES} pages")
+
+    def _next_page(self, response: httpx.Response, what: str) -> httpx.URL | None:
+        """The page after response's, by its Link rel=next; None after the last. A next page
+        on another host is refused: credentials go to the upstream's own origin only."""
+        link = _NEXT_LINK.search(response.headers.get("link", ""))
+        if link is None:
+            return None
+        url = response.url.join(link[1])
+        if origin(url) != origin(self.url):
+            raise UpstreamInvalid(f"the {what}'s next page is on another host")
+        return url
 
     # HTTP ---------------------------------------------------------------------------------------
 
