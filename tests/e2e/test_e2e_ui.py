@@ -24,7 +24,10 @@ from .images import Layout, multi_arch_index
 from .server import PortsideServer
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -144,7 +147,18 @@ def wait_until(driver: Any, condition: Callable[[Any], bool]) -> None:
 
 
 def wait_for_text(driver: Any, text: str) -> None:
-    wait_until(driver, lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    wait_until(driver, lambda d: text in _body_text(d))
+
+
+def _body_text(driver: Any) -> str:
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except WebDriverException as error:
+        # chromedriver's other word for a stale element: the body read while a navigation
+        # replaced the document. Any other error is the test's.
+        if "does not belong to the document" in str(error.msg):
+            return ""
+        raise
 
 
 def log_in(driver: Any, registry: PortsideServer, user: str, screenshot: str | None = None) -> None:
