@@ -65,3 +65,23 @@ def test_a_failed_migration_reports_its_own_error_and_can_be_retried(
     monkeypatch.undo()
     migrate.upgrade(fresh_url)
     migrate.upgrade(fresh_url)  # at head: nothing to do
+
+
+def test_a_migration_failing_after_others_leaves_the_database_as_it_was(
+    fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All steps are one transaction: a waiting instance never finds, and a failure never
+    leaves, a schema part way (Alembic commits each step on SQLite unless told otherwise)."""
+    upgrade = migrate.command.upgrade
+
+    def fails_after_three(config: Any, revision: str) -> None:
+        upgrade(config, "0003")
+        config.attributes["connection"].execute(text("SELECT no_such_column FROM no_such_table"))
+
+    monkeypatch.setattr(migrate.command, "upgrade", fails_after_three)
+    with pytest.raises(Exception, match="no_such_table"):
+        migrate.upgrade(fresh_url)
+    assert migrate.current(fresh_url) is None
+    monkeypatch.undo()
+    migrate.upgrade(fresh_url)
+    assert migrate.current(fresh_url) == migrate.history()[-1].revision

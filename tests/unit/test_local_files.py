@@ -65,6 +65,28 @@ def test_a_folder_pruned_meanwhile_is_made_again(
     assert target.read_bytes() == b"layer bytes"
 
 
+def test_a_folder_pruned_while_it_is_made_is_made_again(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pathlib's mkdir(exist_ok=True) raises FileExistsError when the folder it found there is
+    gone by the time it checks it is a folder: a CI run's import met this."""
+    target = tmp_path / "store" / "uploads" / "a"
+    real_mkdir = Path.mkdir
+    raced = []
+
+    def pruned_in_between(self: Path, *args: object, **kwargs: object) -> None:
+        if not raced:
+            raced.append(self)
+            raise FileExistsError(errno.EEXIST, "File exists", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", pruned_in_between)
+
+    assert place(source, target, link=True) is False
+    assert raced == [target.parent]
+    assert target.read_bytes() == b"layer bytes"
+
+
 def test_a_missing_source_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         place(tmp_path / "absent", tmp_path / "store" / "a", link=True)

@@ -83,6 +83,10 @@ def _run(url: str, migrate: Callable[[Config], None]) -> None:
         with engine.connect() as connection:
             locked = _lock(connection)
             try:
+                # One transaction for every step: Alembic commits after each migration on
+                # SQLite (no transactional DDL there, it assumes), which would let a waiting
+                # instance in between, to redo what it read as not yet done.
+                connection.begin()
                 config = _config()
                 config.attributes["connection"] = connection
                 migrate(config)
@@ -101,8 +105,8 @@ def _run(url: str, migrate: Callable[[Config], None]) -> None:
 def _lock(connection: Connection) -> bool:
     """Serialize the migrations of instances starting at once; whether there is a lock to
     release. PostgreSQL: wait for the advisory lock, outside any migration's transaction.
-    SQLite: begin the migration's transaction IMMEDIATE, so it holds the database's write lock
-    before it reads the schema's version."""
+    SQLite: begin the migration's one transaction IMMEDIATE, so it holds the database's write
+    lock from before it reads the schema's version until every step is committed."""
     if connection.dialect.name == "sqlite":
         # A batch migration copies a table into a new one and drops the old: with foreign keys
         # on, the drop would cascade to the rows that refer to it (every manifest, link and tag

@@ -23,7 +23,11 @@ def place(source: Path, target: Path, link: bool) -> bool:
     """Make target hold source's bytes, a new name of the same file if link and the filesystem
     lets it, else a durable copy; whether it was copied. NotFound if source is not there."""
     for _ in range(FOLDER_RETRIES):
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            # pathlib found the folder there, then gone (pruned) when it checked it is one
+            continue
         try:
             return _place(source, target, link)
         except FileNotFoundError:

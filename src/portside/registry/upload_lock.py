@@ -84,7 +84,9 @@ def _lock(path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except FileNotFoundError:  # the folder, pruned by a delete
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # FileExistsError: made by another, then pruned again before pathlib checked it
+            with contextlib.suppress(FileExistsError):
+                path.parent.mkdir(parents=True, exist_ok=True)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
