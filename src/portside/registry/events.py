@@ -110,29 +110,23 @@ _Parts = tuple[str, str, str, str | None]
 _Template = tuple[tuple[str, ...], _Parts]
 
 
-class _PullRow:
-    """The pulls of one outbox row of one endpoint, as PULLS describes."""
+# A pull as an endpoint's row keeps it: its template's parts, its time in µs, its place in the
+# batch.
+_RowPull = tuple[_Parts, int, int]
 
-    __slots__ = ("_indexes", "entries", "templates")
 
-    def __init__(self) -> None:
-        self.templates: list[_Parts] = []
-        self._indexes: dict[int, int] = {}  # by id() of the parts, which the row keeps
-        self.entries: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.entries) // 3
-
-    def add(self, parts: _Parts, micros: int, n: int) -> None:
-        index = self._indexes.get(id(parts))
+def _row_payload(pulls: Sequence[_RowPull], prefix: str, first: int) -> str:
+    """The outbox payload of one endpoint's row of pulls, as PULLS describes."""
+    templates: list[_Parts] = []
+    indexes: dict[int, int] = {}  # by id() of the parts, which templates keeps
+    entries: list[int] = []
+    for parts, micros, n in pulls:
+        index = indexes.get(id(parts))
         if index is None:
-            index = self._indexes[id(parts)] = len(self.templates)
-            self.templates.append(parts)
-        self.entries += (index, micros, n)
-
-    def payload(self, prefix: str, first: int) -> str:
-        rows = [prefix, first, self.templates, self.entries]
-        return PULLS + json.dumps(rows, separators=(",", ":"))
+            index = indexes[id(parts)] = len(templates)
+            templates.append(parts)
+        entries += (index, micros, n)
+    return PULLS + json.dumps([prefix, first, templates, entries], separators=(",", ":"))
 
 
 def unpack(payload: str) -> list[str]:
@@ -221,16 +215,17 @@ class Renderer:
         """The events of these pulls, for each endpoint that wants them in their order, up to
         PULLS_PER_ROW in one notice (see PULLS); one pull's event has one id at all of them."""
         prefix, first = id_block(2 * len(pulls))
-        rows: dict[str, list[_PullRow]] = {endpoint.name: [] for endpoint in self.endpoints}
+        # Each endpoint's pulls in order first, then cut into rows: no per-pull row bookkeeping.
+        wanted: dict[str, list[_RowPull]] = {endpoint.name: [] for endpoint in self.endpoints}
         for n, (target, origin, at) in enumerate(pulls):
-            wanting, parts = self._pull_template(target, origin)
-            for name in wanting:
-                kept = rows[name]
-                if not kept or len(kept[-1]) == PULLS_PER_ROW:
-                    kept.append(_PullRow())
-                kept[-1].add(parts, at // 1000, n)
+            names, parts = self._pull_template(target, origin)
+            pull = (parts, at // 1000, n)
+            for name in names:
+                wanted[name].append(pull)
         return tuple(
-            Notice(name, row.payload(prefix, first)) for name, kept in rows.items() for row in kept
+            Notice(name, _row_payload(kept[start : start + PULLS_PER_ROW], prefix, first))
+            for name, kept in wanted.items()
+            for start in range(0, len(kept), PULLS_PER_ROW)
         )
 
     def _pull_template(self, target: Target, origin: Origin) -> _Template:
