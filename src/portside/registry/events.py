@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from portside.metadata.base import QUIET, AuditEntry, Journal, Notice
-from portside.registry.event_ids import compose, id_block, next_id
+from portside.registry.event_ids import id_block, next_id
 
 EVENTS_MEDIA_TYPE: Final = "application/vnd.docker.distribution.events.v2+json"
 # What distribution gives a blob's events: it knows no better type for a blob.
@@ -140,20 +140,30 @@ def unpack(payload: str) -> list[str]:
 
 def _pull_events(payload: str) -> list[str]:
     prefix, first, templates, entries = json.loads(payload[len(PULLS) :])
+    # Each template's text joined around where the numbers and the time go, the ids' prefix in
+    # it: an event is then one f-string (a fifth less time than composing its parts).
+    runs: list[tuple[str, str, str, str | None]] = [
+        (f'{head}"{prefix}', f'"{middle}"', f'"{after_time}', None)
+        if tail is None
+        else (f'{head}"{prefix}', f'"{middle}"', f'"{after_time}"{prefix}', f'"{tail}')
+        for head, middle, after_time, tail in templates
+    ]
     events: list[str] = []
     last_second, second_text = -1, ""
     for index, micros, n in zip(entries[0::3], entries[1::3], entries[2::3], strict=True):
-        head, middle, after_time, tail = templates[index]
-        number = first + 2 * n
+        before_id, before_time, after_time, tail = runs[index]
+        number = first + 2 * n  # the event's id; its request's is the next (compose's digits)
         # _timestamp's text, made a second at a time: a row's pulls come within a few.
         second, micro = divmod(micros, 1_000_000)
         if second != last_second:
             last_second, second_text = second, _second_text(second)
         stamp = f"{second_text}.{micro:06d}Z" if micro else f"{second_text}Z"
-        text = f'{head}"{compose(prefix, number)}"{middle}"{stamp}"{after_time}'
-        if tail is not None:
-            text = f'{text}"{compose(prefix, number + 1)}"{tail}'
-        events.append(text)
+        if tail is None:
+            events.append(f"{before_id}{number:012x}{before_time}{stamp}{after_time}")
+        else:
+            events.append(
+                f"{before_id}{number:012x}{before_time}{stamp}{after_time}{number + 1:012x}{tail}"
+            )
     return events
 
 
