@@ -340,3 +340,52 @@ async def test_by_default_the_events_waiting_go_in_one_request(
 
     # Read 100 at a time: one request for each read, in order.
     assert envelopes == [[str(i) for i in range(1, 101)], [str(i) for i in range(101, 151)]]
+
+
+async def test_a_row_no_version_reads_is_logged_and_dropped_not_blocking_the_rest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written by a newer version (a downgrade with events waiting), or damaged: the events
+    after it still go, and the row's text is in the log."""
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    envelopes: list[list[str]] = []
+
+    def endpoint_app(request: httpx.Request) -> httpx.Response:
+        envelopes.append([e["id"] for e in json.loads(request.content)["events"]])
+        return httpx.Response(204)
+
+    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
+    unreadable = ["p:[1,2]", "z:not base64!", "q:a future format", ""]
+    outbox = Outbox(['{"id":"1"}', *unreadable, '{"id":"2"}'])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            if not outbox.events:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+
+    assert envelopes == [["1", "2"]]
+    dropped = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(dropped) == len(unreadable)
+    assert all(payload in message for payload, message in zip(unreadable, dropped, strict=True))
+
+
+async def test_rows_none_of_which_can_be_read_are_dropped_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
+    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
+    outbox = Outbox(["q:1", "q:2"])
+    sent: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(204))
+    async with httpx.AsyncClient(transport=transport) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            if not outbox.events:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+
+    assert outbox.events == []
+    assert sent == []

@@ -129,12 +129,22 @@ def _row_payload(pulls: Sequence[_RowPull], prefix: str, first: int) -> str:
     return PULLS + json.dumps([prefix, first, templates, entries], separators=(",", ":"))
 
 
+class UnreadableRow(ValueError):
+    """An outbox row in no format this version reads: written by a newer one, or damaged."""
+
+
 def unpack(payload: str) -> list[str]:
-    """The events of an outbox row's payload, in order."""
-    if payload.startswith(PULLS):
-        return _pull_events(payload)
-    if payload.startswith(PACKED):
-        payload = zlib.decompress(base64.b64decode(payload[len(PACKED) :])).decode("ascii")
+    """The events of an outbox row's payload, in order; UnreadableRow if it has none."""
+    try:
+        if payload.startswith(PULLS):
+            return _pull_events(payload)
+        if payload.startswith(PACKED):
+            payload = zlib.decompress(base64.b64decode(payload[len(PACKED) :])).decode("ascii")
+    except (ValueError, TypeError, LookupError, zlib.error) as error:
+        raise UnreadableRow(f"{type(error).__name__}: {error}") from None
+    # An event's JSON is an object: anything else is a format this version does not know.
+    if not payload.startswith("{"):
+        raise UnreadableRow(f"no known format begins {payload[:8]!r}")
     return payload.split(EVENT_SEPARATOR)
 
 

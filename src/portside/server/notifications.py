@@ -33,7 +33,7 @@ import httpx
 
 from portside.config.notifications import EndpointSettings
 from portside.config.settings import Settings
-from portside.metadata.base import JournalStore
+from portside.metadata.base import JournalStore, OutboxEvent
 from portside.metrics import notifications as metrics
 from portside.registry.event_buffer import Buffer
 from portside.registry.events import (
@@ -41,6 +41,7 @@ from portside.registry.events import (
     EndpointRules,
     Recorder,
     Renderer,
+    UnreadableRow,
     unpack,
 )
 from portside.registry.gc import default_holder
@@ -140,13 +141,11 @@ class Courier:
         endpoint = self.endpoint
         while True:
             rows = await self._store.pending_events(endpoint.name, READ_BATCH)
-            events: list[str] = []
-            ends: list[int] = []  # where each row's events end in `events`
-            for row in rows:
-                events.extend(unpack(row.payload))
-                ends.append(len(events))
+            events, ends = self._read(rows)
             self._pending.set(len(events))
             if not events:
+                if rows:  # unreadable, every one: they would be read again for ever
+                    await self._store.delete_events([row.id for row in rows])
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             # What was sent is forgotten in one write per read, not one per request: only a
@@ -181,6 +180,26 @@ class Courier:
                 if delivered:
                     await asyncio.shield(self._store.delete_events(delivered))
             await asyncio.sleep(delay)
+
+    def _read(self, rows: Sequence[OutboxEvent]) -> tuple[list[str], list[int]]:
+        """The rows' events, and where each row's end in them. A row this version cannot read
+        is logged whole, so nothing is lost, and counts as a row of no events: it is deleted
+        with those before it, rather than stopping every later event for ever."""
+        events: list[str] = []
+        ends: list[int] = []
+        for row in rows:
+            try:
+                events.extend(unpack(row.payload))
+            except UnreadableRow as error:
+                log.error(
+                    "notifications: %s: outbox row %d dropped, unreadable (%s): %s",
+                    self.endpoint.name,
+                    row.id,
+                    error,
+                    row.payload,
+                )
+            ends.append(len(events))
+        return events, ends
 
     async def send(self, events: Sequence[str]) -> None:
         body = envelope(events)
