@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from portside.config.notifications import NotificationsSettings
+from portside.config.notifications import EndpointSettings, NotificationsSettings
 from portside.metadata.base import Journal, OutboxEvent
 from portside.metrics import notifications as notification_metrics
 from portside.registry.events import (
@@ -261,6 +262,34 @@ class Outbox:
         self.events = [e for e in self.events if e.id not in set(ids)]
 
 
+async def deliver(
+    settings: EndpointSettings,
+    outbox: Outbox,
+    endpoint_app: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    """Run a courier against endpoint_app until the outbox is empty (or 2 s have passed)."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
+        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
+        for _ in range(200):
+            if not outbox.events:
+                break
+            await asyncio.sleep(0.01)
+        courier.cancel()
+
+
+async def taken(outbox: Outbox) -> list[list[str]]:
+    """The ids in each envelope that an endpoint of the default settings, answering 204, takes."""
+    envelopes: list[list[str]] = []
+
+    def endpoint_app(request: httpx.Request) -> httpx.Response:
+        envelopes.append([e["id"] for e in json.loads(request.content)["events"]])
+        return httpx.Response(204)
+
+    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
+    await deliver(settings, outbox, endpoint_app)
+    return envelopes
+
+
 async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -293,13 +322,7 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
     before = {kind: notification_metrics.events.labels(kind, "ci").total for kind in kinds}
     codes = ("200", "204", "500", "503")
     before_codes = {code: notification_metrics.status.labels(code, "ci").total for code in codes}
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(200):
-            if not outbox.events:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
+    await deliver(settings, outbox, endpoint_app)
 
     assert [ids for ids, _ in received] == [["1"], ["2"], ["3"]]
     counted = {k: notification_metrics.events.labels(k, "ci").total - before[k] for k in kinds}
@@ -322,24 +345,13 @@ async def test_by_default_the_events_waiting_go_in_one_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
-    envelopes: list[list[str]] = []
-
-    def endpoint_app(request: httpx.Request) -> httpx.Response:
-        envelopes.append([e["id"] for e in json.loads(request.content)["events"]])
-        return httpx.Response(204)
-
-    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
     outbox = Outbox([f'{{"id":"{i}"}}' for i in range(1, 151)])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(200):
-            if not outbox.events:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
 
     # Read 100 at a time: one request for each read, in order.
-    assert envelopes == [[str(i) for i in range(1, 101)], [str(i) for i in range(101, 151)]]
+    assert await taken(outbox) == [
+        [str(i) for i in range(1, 101)],
+        [str(i) for i in range(101, 151)],
+    ]
 
 
 async def test_a_row_no_version_reads_is_logged_and_dropped_not_blocking_the_rest(
@@ -348,24 +360,11 @@ async def test_a_row_no_version_reads_is_logged_and_dropped_not_blocking_the_res
     """Written by a newer version (a downgrade with events waiting), or damaged: the events
     after it still go, and the row's text is in the log."""
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
-    envelopes: list[list[str]] = []
-
-    def endpoint_app(request: httpx.Request) -> httpx.Response:
-        envelopes.append([e["id"] for e in json.loads(request.content)["events"]])
-        return httpx.Response(204)
-
-    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
     unreadable = ["p:[1,2]", "z:not base64!", "q:a future format", ""]
     outbox = Outbox(['{"id":"1"}', *unreadable, '{"id":"2"}'])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(200):
-            if not outbox.events:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
 
-    assert envelopes == [["1", "2"]]
+    assert await taken(outbox) == [["1", "2"]]
+    assert outbox.events == []
     dropped = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(dropped) == len(unreadable)
     assert all(payload in message for payload, message in zip(unreadable, dropped, strict=True))
@@ -375,17 +374,7 @@ async def test_rows_none_of_which_can_be_read_are_dropped_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
-    settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
     outbox = Outbox(["q:1", "q:2"])
-    sent: list[httpx.Request] = []
-    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(204))
-    async with httpx.AsyncClient(transport=transport) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(200):
-            if not outbox.events:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
 
+    assert await taken(outbox) == []
     assert outbox.events == []
-    assert sent == []
