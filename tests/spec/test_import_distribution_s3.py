@@ -45,7 +45,8 @@ class Calls:
     def __init__(self, client: Any) -> None:
         self.calls: list[tuple[str, str]] = []
         self.body_bytes = 0
-        client.meta.events.register("before-call.s3", self._call)
+        # Before the parameters are built: `params` are still the call's own (with its Key).
+        client.meta.events.register("before-parameter-build.s3", self._call)
         client.meta.events.register("before-send.s3", self._send)
 
     def _call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -110,7 +111,7 @@ async def run_import(
     return await DistributionImport(DistributionTree(source), target, progress).run()
 
 
-async def test_into_s3_the_blobs_are_copied_server_side_and_read_once_to_check_them(
+async def test_into_s3_the_blobs_are_read_once_to_check_them_and_copied_once_server_side(
     gc_registry: GcRegistry,
     tree: tuple[Tree, dict[str, Image]],
     bucket: BucketSource,
@@ -124,18 +125,19 @@ async def test_into_s3_the_blobs_are_copied_server_side_and_read_once_to_check_t
     assert problems(report) == expected_problems(images)
     assert report.placements == {Placement.SERVER_SIDE: report.taken}
     assert report.taken_bytes > 11 * MiB
-    # Nothing went up but manifests and the requests' XML (parts, deletes): no blob's bytes,
-    # and no blob was read from the tree through this process.
+    # Nothing went up but manifests and the requests' XML (parts, deletes): no blob's bytes.
     operations = {name for name, _ in written.calls}
     assert "UploadPart" not in operations
     assert written.body_bytes < 64 * 1024 < report.taken_bytes
-    layers = {
-        bucket.prefix + DistributionTree.blob_path(Digest.parse(digest))
-        for image in images.values()
-        for digest in image.blobs
-    }
-    assert layers
-    assert not layers & read.keys("GetObject")
+    # Each blob read once, at the tree, to check it; and copied once, straight to its own key:
+    # no temporary object copied, read back and copied again.
+    copied = {key for name, key in written.calls if name in ("CopyObject", "UploadPartCopy")}
+    assert len(copied) == report.taken
+    digests = [keys.blob_digest(key.removeprefix(s3_store.prefix)) for key in copied]
+    tree_reads = [key for name, key in read.calls if name == "GetObject"]
+    for digest in digests:
+        assert digest is not None
+        assert tree_reads.count(bucket.prefix + DistributionTree.blob_path(digest)) == 1
     assert "UploadPartCopy" in operations  # the 11 MiB layer
     for reference in ("team/app:v1", "team/big:v1"):
         for digest, data in images[reference].blobs.items():
@@ -207,3 +209,26 @@ async def test_a_blob_gone_from_the_bucket_after_the_listing_is_missing(
 
     assert (Issue.MISSING, layer) in problems(report)
     assert (Issue.DANGLING_TAG, "team/app:v1") in problems(report)
+
+
+async def test_a_blob_rewritten_after_the_listing_is_not_taken(
+    gc_registry: GcRegistry,
+    tree: tuple[Tree, dict[str, Image]],
+    bucket: BucketSource,
+    s3_store: S3BlobStore,
+) -> None:
+    """The version listed is read and copied (on its ETag): other bytes put there since are
+    neither checked in its stead nor copied as the blob."""
+    _, images = tree
+    layer = next(d for d, data in images["team/app:v1"].blobs.items() if len(data) == 700)
+    bucket.client.put_object(
+        Bucket=bucket.bucket,
+        Key=bucket.prefix + DistributionTree.blob_path(Digest.parse(layer)),
+        Body=b"other bytes",
+    )
+
+    report = await run_import(bucket, s3_store, gc_registry)
+
+    assert (Issue.MISSING, layer) in problems(report)
+    with pytest.raises(NotFound):
+        await s3_store.stat(keys.blob(Digest.parse(layer)))

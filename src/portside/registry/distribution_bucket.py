@@ -90,9 +90,10 @@ class BucketSource:
         if found.size == 0:
             return
         try:
-            body = await self._bucket.open(self.prefix + path, "bytes=0-")
+            # The version listed, as place() copies it: what is checked is what is copied.
+            body = await self._bucket.open(self.prefix + path, "bytes=0-", found.etag)
         except ClientError as error:
-            if error_code(error) in MISSING:
+            if error_code(error) in MISSING | {"PreconditionFailed"}:
                 raise NotFound(self.where(path)) from None
             raise
         async for chunk in Bucket.chunks(body):
@@ -104,16 +105,28 @@ class BucketSource:
             await to_thread.run_sync(hasher.update, chunk)
         return hasher.hexdigest()
 
+    def _same_server(self, storage: BlobStore) -> S3BlobStore | None:
+        """storage, if it is a bucket of this tree's server: one a server-side copy reaches."""
+        if isinstance(storage, S3BlobStore) and storage.endpoint == self.endpoint:
+            return storage
+        return None
+
+    def copies_as_read(self, storage: BlobStore) -> bool:
+        """Into a bucket of the same server: place() and open() both take the version listed
+        (CopySourceIfMatch and IfMatch its ETag)."""
+        return self._same_server(storage) is not None
+
     async def place(self, path: str, storage: BlobStore, key: str) -> Placement | None:
         """A server-side copy when storage is a bucket of the same server; the bytes copied are
         those listed (CopySourceIfMatch their ETag)."""
-        if not isinstance(storage, S3BlobStore) or storage.endpoint != self.endpoint:
+        bucket = self._same_server(storage)
+        if bucket is None:
             return None
         found = self._files.get(path)
         if found is None:
             raise NotFound(self.where(path))
         try:
-            await storage.copy_in(self.bucket, self.prefix + path, found.etag, found.size, key)
+            await bucket.copy_in(self.bucket, self.prefix + path, found.etag, found.size, key)
         except ClientError as error:
             if error_code(error) in MISSING | {"PreconditionFailed"}:
                 raise NotFound(self.where(path)) from None

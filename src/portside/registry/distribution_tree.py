@@ -76,6 +76,11 @@ class TreeSource(Protocol):
         (a hard link, a kernel copy, a server-side copy), unchecked; None when storage allows
         none of these. NotFound if there is no file."""
 
+    def copies_as_read(self, storage: BlobStore) -> bool:
+        """Whether place() into storage puts there the very bytes that open() and digest()
+        read, whatever happens to the file between the two (an object pinned by the version
+        listed): then a blob checked at the source may be placed at its key directly."""
+
 
 class FolderSource:
     """A tree in a local folder: distribution's filesystem driver."""
@@ -127,6 +132,9 @@ class FolderSource:
             return None
         copied = await to_thread.run_sync(place, self.v2 / path, local, True)
         return Placement.COPIED if copied else Placement.LINKED
+
+    def copies_as_read(self, storage: BlobStore) -> bool:
+        return False  # a file may be rewritten between its reading and its link or copy
 
 
 @dataclass(frozen=True, slots=True)

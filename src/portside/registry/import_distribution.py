@@ -249,9 +249,27 @@ class DistributionImport:
         return True
 
     async def _take(self, digest: Digest, size: int) -> None:
-        """The blob's bytes into a temporary object, checked, then moved to the blob's key.
-        DigestInvalid if they do not match, NotFound if they are gone."""
-        path = self._tree.blob_path(digest)
+        """The blob's bytes checked, then at the blob's key. DigestInvalid if they do not match,
+        NotFound if they are gone."""
+        source, path = self._tree.source, self._tree.blob_path(digest)
+        storage = self._into.storage
+        placement = None
+        if source.copies_as_read(storage):
+            # Read once at the source to hash it, then copied once, straight to the blob's key:
+            # both take the version listed, so what is checked is what is copied (not copied to
+            # a temporary object, read, and copied again).
+            check_digest(digest, await source.digest(path, digest.algorithm))
+            placement = await source.place(path, storage, keys.blob(digest))
+        if placement is None:
+            placement = await self._through_temporary(path, digest)
+        report = self._report
+        report.taken += 1
+        report.taken_bytes += size
+        report.copied += placement is not Placement.LINKED
+        report.placements[placement] = report.placements.get(placement, 0) + 1
+
+    async def _through_temporary(self, path: str, digest: Digest) -> Placement:
+        """The blob's bytes into a temporary object, checked, then moved to the blob's key."""
         temp = keys.upload_part(uuid.uuid4().hex, uuid.uuid4().hex)
         storage = self._into.storage
         try:
@@ -265,11 +283,7 @@ class DistributionImport:
             await storage.move(temp, keys.blob(digest))
         finally:
             await storage.delete(temp)  # gone already once moved
-        report = self._report
-        report.taken += 1
-        report.taken_bytes += size
-        report.copied += placement is not Placement.LINKED
-        report.placements[placement] = report.placements.get(placement, 0) + 1
+        return placement
 
     async def _stream(self, path: str, temp: str, digest: Digest) -> None:
         """Between a folder and a bucket, or buckets of two servers: read and written through,

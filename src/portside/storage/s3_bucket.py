@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.literals import ServerSideEncryptionType
     from mypy_boto3_s3.type_defs import (
         CompletedPartTypeDef,
+        GetObjectOutputTypeDef,
         ObjectIdentifierTypeDef,
         PartTypeDef,
     )
@@ -137,13 +138,22 @@ class Bucket:
             raise
         return Head(head["ContentLength"], head["ETag"], head["Metadata"], head["LastModified"])
 
-    async def open(self, name: str, byte_range: str) -> StreamingBody | None:
-        """The body of a ranged GET; None when the range starts at or past the end, ClientError
-        with a MISSING code when there is no object."""
-        try:
-            response = await self.run(
-                lambda: self.client.get_object(Bucket=self.name, Key=name, Range=byte_range)
+    async def open(
+        self, name: str, byte_range: str, etag: str | None = None
+    ) -> StreamingBody | None:
+        """The body of a ranged GET (of the object while still at etag, if given: else a
+        PreconditionFailed ClientError); None when the range starts at or past the end,
+        ClientError with a MISSING code when there is no object."""
+
+        def get() -> GetObjectOutputTypeDef:
+            if etag is None:
+                return self.client.get_object(Bucket=self.name, Key=name, Range=byte_range)
+            return self.client.get_object(
+                Bucket=self.name, Key=name, Range=byte_range, IfMatch=etag
             )
+
+        try:
+            response = await self.run(get)
         except ClientError as error:
             if error_code(error) == "InvalidRange":
                 return None
