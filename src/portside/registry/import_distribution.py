@@ -6,8 +6,10 @@ which checks its digest and references), so an import may run while Portside ser
 rerun, after a kill or not, finds done what is done and does the rest. A blob's bytes go over
 without passing through this process where the source can manage (distribution_tree.py's
 Placement: a hard link or a kernel copy between folders, a server-side copy between buckets of
-one S3 server), else streamed through it; either way they are hashed once in Portside's store
-and moved into place only if they match their digest. What cannot be imported (a link to no
+one S3 server), else streamed through it; either way they are hashed once and put at the
+blob's key only if they match their digest (between buckets of one server, the version listed
+is hashed at the source and that version copied, by its ETag; else the bytes are hashed in
+Portside's store, then moved into place). What cannot be imported (a link to no
 bytes, bytes that do not match their digest, a manifest Portside does not store, a manifest
 whose blobs are missing, a tag on no manifest) is reported and left out, as are blobs that no
 repository links (distribution's garbage).
