@@ -30,6 +30,7 @@ from portside.registry.events import (
     BLOB_MEDIA_TYPE,
     EVENT_SEPARATOR,
     PACKED,
+    PULLS,
     Action,
     EndpointRules,
     Origin,
@@ -141,6 +142,15 @@ def test_a_pulls_event_has_one_id_at_every_endpoint_and_its_own_request_id_if_an
     assert first["id"] != second["id"]
     assert second["request"]["id"] == "req-1"
     assert first["request"]["id"] not in (first["id"], second["id"], "req-1")
+
+
+def test_a_batchs_ids_are_its_block_of_the_counter_written_as_compose_writes_them() -> None:
+    renderer = Renderer([EndpointRules("ci")])
+    (notice,) = renderer.pull_notices([(MANIFEST, CLIENT, n) for n in range(3)])
+    prefix, first = json.loads(notice.payload[len(PULLS) :])[:2]
+    ids = [[e["id"], e["request"]["id"]] for e in events_of(notice.payload)]
+    expected = [event_ids.compose(prefix, first + n) for n in range(6)]
+    assert ids == [expected[0:2], expected[2:4], expected[4:6]]
 
 
 def test_templates_are_kept_by_identity_yet_an_equal_target_gets_its_own_event() -> None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from typing import Final
 
 _COUNTER_DIGITS = 12  # the UUID's last group: 48 bits of counter
+# How an id's counter is written after its prefix (compose; pull events write it so too).
+COUNTER_FORMAT: Final = f"0{_COUNTER_DIGITS}x"
 
 
 class _Ids:
@@ -48,4 +51,4 @@ def id_block(size: int) -> tuple[str, int]:
 
 
 def compose(prefix: str, number: int) -> str:
-    return f"{prefix}{number:012x}"
+    return f"{prefix}{number:{COUNTER_FORMAT}}"

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from portside.metadata.base import QUIET, AuditEntry, Journal, Notice
-from portside.registry.event_ids import id_block, next_id
+from portside.registry.event_ids import COUNTER_FORMAT, id_block, next_id
 
 EVENTS_MEDIA_TYPE: Final = "application/vnd.docker.distribution.events.v2+json"
 # What distribution gives a blob's events: it knows no better type for a blob.
@@ -160,19 +160,21 @@ def _pull_events(payload: str) -> list[str]:
     ]
     events: list[str] = []
     last_second, second_text = -1, ""
+    digits = COUNTER_FORMAT  # the ids written as compose() writes them
     for index, micros, n in zip(entries[0::3], entries[1::3], entries[2::3], strict=True):
         before_id, before_time, after_time, tail = runs[index]
-        number = first + 2 * n  # the event's id; its request's is the next (compose's digits)
+        number = first + 2 * n  # the event's id; its request's is the next
         # _timestamp's text, made a second at a time: a row's pulls come within a few.
         second, micro = divmod(micros, 1_000_000)
         if second != last_second:
             last_second, second_text = second, _second_text(second)
         stamp = f"{second_text}.{micro:06d}Z" if micro else f"{second_text}Z"
         if tail is None:
-            events.append(f"{before_id}{number:012x}{before_time}{stamp}{after_time}")
+            events.append(f"{before_id}{number:{digits}}{before_time}{stamp}{after_time}")
         else:
             events.append(
-                f"{before_id}{number:012x}{before_time}{stamp}{after_time}{number + 1:012x}{tail}"
+                f"{before_id}{number:{digits}}{before_time}{stamp}"
+                f"{after_time}{number + 1:{digits}}{tail}"
             )
     return events
 
