@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Final
 
 from portside.storage.base import NotFound
+from portside.storage.filesystem import FOLDER_RETRIES, make_parent
 
-# How often to remake a folder that a concurrent delete keeps pruning (the filesystem store
-# removes folders a delete leaves empty) before giving up.
-FOLDER_RETRIES: Final = 10
 # Errors of os.link that a copy gets around: another filesystem, a link refused by
 # fs.protected_hardlinks (a file of another user), too many links.
 NO_LINK: Final = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK})
@@ -23,11 +21,7 @@ def place(source: Path, target: Path, link: bool) -> bool:
     """Make target hold source's bytes, a new name of the same file if link and the filesystem
     lets it, else a durable copy; whether it was copied. NotFound if source is not there."""
     for _ in range(FOLDER_RETRIES):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            # pathlib found the folder there, then gone (pruned) when it checked it is one
-            continue
+        make_parent(target)  # the filesystem store prunes folders a delete leaves empty
         try:
             return _place(source, target, link)
         except FileNotFoundError:

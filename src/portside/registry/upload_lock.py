@@ -27,6 +27,7 @@ from portside.metadata.base import LeaseStore
 from portside.registry import keys
 from portside.registry.errors import UploadOutOfOrder
 from portside.storage.base import BlobStore
+from portside.storage.filesystem import make_parent
 
 LEASE_TTL: Final = timedelta(seconds=30)
 # How often to make the lock file again when a closing request moved or removed it meanwhile.
@@ -84,9 +85,7 @@ def _lock(path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except FileNotFoundError:  # the folder, pruned by a delete
-            # FileExistsError: made by another, then pruned again before pathlib checked it
-            with contextlib.suppress(FileExistsError):
-                path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent(path)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -28,6 +28,14 @@ TEMP_PREFIX = ".tmp-"
 FOLDER_RETRIES = 10
 
 
+def make_parent(path: Path) -> None:
+    """Make path's folder where it is missing. A delete elsewhere may prune it meanwhile
+    (pathlib then raises FileExistsError, having found it there and then gone): callers retry
+    what they do in it, up to FOLDER_RETRIES times."""
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _check_offset(offset: int) -> None:
     if offset < 0:
         raise ValueError(f"negative offset: {offset}")
@@ -104,8 +112,7 @@ class FilesystemBlobStore:
         between the two steps, so make it again while create() finds it gone."""
         attempts = FOLDER_RETRIES
         while True:
-            with contextlib.suppress(FileExistsError, FileNotFoundError):
-                path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent(path)
             try:
                 return create()
             except FileNotFoundError:
