@@ -3,11 +3,9 @@ its signature, the retry delays, and a courier against a fake endpoint."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +13,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from portside.config.notifications import EndpointSettings, NotificationsSettings
-from portside.metadata.base import Journal, OutboxEvent
+from outbox import Outbox, run_courier
+from portside.config.notifications import NotificationsSettings
+from portside.metadata.base import Journal
 from portside.metrics import notifications as notification_metrics
 from portside.registry.events import (
     BLOB_MEDIA_TYPE,
@@ -29,7 +28,7 @@ from portside.registry.events import (
     Target,
 )
 from portside.server import notifications
-from portside.server.notifications import Courier, envelope, retry_delay, signature
+from portside.server.notifications import envelope, retry_delay, signature
 
 IMAGE = "application/vnd.oci.image.manifest.v1+json"
 DIGEST = "sha256:" + "a" * 64
@@ -249,34 +248,6 @@ def test_retries_are_quick_up_to_the_threshold_then_back_off_doubling() -> None:
     assert retry_delay(40, threshold=3, backoff=600.0) == 600.0
 
 
-class Outbox:
-    """A JournalStore's delivery half, in memory."""
-
-    def __init__(self, payloads: list[str]) -> None:
-        self.events = [OutboxEvent(i, "ci", p) for i, p in enumerate(payloads, start=1)]
-
-    async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
-        return [e for e in self.events if e.endpoint == endpoint][:limit]
-
-    async def delete_events(self, ids: Any) -> None:
-        self.events = [e for e in self.events if e.id not in set(ids)]
-
-
-async def deliver(
-    settings: EndpointSettings,
-    outbox: Outbox,
-    endpoint_app: Callable[[httpx.Request], httpx.Response],
-) -> None:
-    """Run a courier against endpoint_app until the outbox is empty (or 2 s have passed)."""
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(200):
-            if not outbox.events:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
-
-
 async def taken(outbox: Outbox) -> list[list[str]]:
     """The ids in each envelope that an endpoint of the default settings, answering 204, takes."""
     envelopes: list[list[str]] = []
@@ -286,7 +257,7 @@ async def taken(outbox: Outbox) -> list[list[str]]:
         return httpx.Response(204)
 
     settings = NotificationsSettings.model_validate({"endpoints": [endpoint()]}).endpoints[0]
-    await deliver(settings, outbox, endpoint_app)
+    await run_courier(settings, outbox, endpoint_app)
     return envelopes
 
 
@@ -322,7 +293,7 @@ async def test_a_courier_retries_until_the_endpoint_takes_each_event_in_order(
     before = {kind: notification_metrics.events.labels(kind, "ci").total for kind in kinds}
     codes = ("200", "204", "500", "503")
     before_codes = {code: notification_metrics.status.labels(code, "ci").total for code in codes}
-    await deliver(settings, outbox, endpoint_app)
+    await run_courier(settings, outbox, endpoint_app)
 
     assert [ids for ids, _ in received] == [["1"], ["2"], ["3"]]
     counted = {k: notification_metrics.events.labels(k, "ci").total - before[k] for k in kinds}
@@ -364,7 +335,7 @@ async def test_a_row_no_version_reads_is_logged_and_dropped_not_blocking_the_res
     outbox = Outbox(['{"id":"1"}', *unreadable, '{"id":"2"}'])
 
     assert await taken(outbox) == [["1", "2"]]
-    assert outbox.events == []
+    assert outbox.rows == []
     dropped = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(dropped) == len(unreadable)
     assert all(payload in message for payload, message in zip(unreadable, dropped, strict=True))
@@ -377,4 +348,4 @@ async def test_rows_none_of_which_can_be_read_are_dropped_too(
     outbox = Outbox(["q:1", "q:2"])
 
     assert await taken(outbox) == []
-    assert outbox.events == []
+    assert outbox.rows == []

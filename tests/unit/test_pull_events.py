@@ -20,10 +20,11 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from outbox import Outbox, run_courier
 from portside.api import origins
 from portside.api.urls import PublicAddress
 from portside.config.notifications import NotificationsSettings
-from portside.metadata.base import Journal, OutboxEvent
+from portside.metadata.base import Journal
 from portside.registry import event_ids
 from portside.registry.event_buffer import Buffer
 from portside.registry.events import (
@@ -195,23 +196,9 @@ def test_ids_are_uuid_shaped_and_unique_in_forked_processes_too() -> None:
     assert not {one[:24] for one in theirs} & {made[0][:24]}
 
 
-class Outbox:
-    """A JournalStore's delivery half, in memory, with rows of several events."""
-
-    def __init__(self, rows: list[list[str]]) -> None:
-        self.rows = [
-            OutboxEvent(n, "ci", EVENT_SEPARATOR.join(events)) for n, events in enumerate(rows, 1)
-        ]
-        self.deleted: list[list[int]] = []
-        self.reads = 0
-
-    async def pending_events(self, endpoint: str, limit: int) -> list[OutboxEvent]:
-        self.reads += 1
-        return self.rows[:limit]
-
-    async def delete_events(self, ids: Any) -> None:
-        self.deleted.append(list(ids))
-        self.rows = [row for row in self.rows if row.id not in set(ids)]
+def outbox_of(rows: list[list[str]]) -> Outbox:
+    """An outbox of rows of several events (as pulls are written)."""
+    return Outbox([EVENT_SEPARATOR.join(events) for events in rows])
 
 
 async def deliver(outbox: Outbox, answers: list[int], batch: int) -> list[list[str]]:
@@ -228,13 +215,7 @@ async def deliver(outbox: Outbox, answers: list[int], batch: int) -> list[list[s
     settings = NotificationsSettings.model_validate(
         {"endpoints": [{"name": "ci", "url": "http://ci/hook", "batch": batch, "backoff": "10ms"}]}
     ).endpoints[0]
-    async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint_app)) as client:
-        courier = asyncio.create_task(Courier(settings, outbox, client).run())  # type: ignore[arg-type]
-        for _ in range(300):
-            if not outbox.rows:
-                break
-            await asyncio.sleep(0.01)
-        courier.cancel()
+    await run_courier(settings, outbox, endpoint_app)
     return taken
 
 
@@ -242,7 +223,7 @@ async def test_rows_of_events_go_in_envelopes_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
-    outbox = Outbox([['{"id":"1"}', '{"id":"2"}', '{"id":"3"}'], ['{"id":"4"}'], ['{"id":"5"}']])
+    outbox = outbox_of([['{"id":"1"}', '{"id":"2"}', '{"id":"3"}'], ['{"id":"4"}'], ['{"id":"5"}']])
 
     taken = await deliver(outbox, [], batch=2)
 
@@ -272,7 +253,7 @@ async def test_a_row_sent_in_part_stays_until_all_its_events_are_taken(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.01)
-    outbox = Outbox([['{"id":"1"}'], ['{"id":"2"}', '{"id":"3"}', '{"id":"4"}']])
+    outbox = outbox_of([['{"id":"1"}'], ['{"id":"2"}', '{"id":"3"}', '{"id":"4"}']])
 
     taken = await deliver(outbox, [200, 503], batch=2)
 
@@ -285,7 +266,7 @@ async def test_a_courier_that_sent_all_there_was_waits_before_reading_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(notifications, "POLL_SECONDS", 0.5)
-    outbox = Outbox([['{"id":"1"}', '{"id":"2"}']])
+    outbox = outbox_of([['{"id":"1"}', '{"id":"2"}']])
 
     settings = NotificationsSettings.model_validate(
         {"endpoints": [{"name": "ci", "url": "http://ci/hook"}]}
