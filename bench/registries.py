@@ -3,8 +3,9 @@
 `--backend filesystem` runs Portside and distribution on local folders. `--backend s3` runs both
 on the same S3 bucket (distribution's S3 driver; Portside's with PostgreSQL metadata), each
 twice: sending blob bytes itself, and redirecting blob GETs to presigned URLs of the bucket.
-`--cache` runs both as pull-through caches of one more distribution, the upstream, whose access
-log counts what each cache fetched.
+`--floor` runs bench/floor.py beside them: granian with an app that does only what any registry
+must with a blob. `--cache` runs both as pull-through caches of one more distribution, the
+upstream, whose access log counts what each cache fetched.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ PORTSIDE_REDIRECT = "portside-redirect"
 # with all three on (metrics by default; audit on; every event sent to a receiver).
 PORTSIDE_PLAIN = "portside-plain"
 DISTRIBUTION_REDIRECT = "distribution-redirect"
+# With --floor: bench/floor.py on granian, the least any registry served by granian does.
+FLOOR = "floor"
+FLOOR_REGISTRY_NAMES = (PORTSIDE, FLOOR, DISTRIBUTION)
 # With --cache: the registry both caches pull from, a plain distribution with its access log on.
 UPSTREAM = "upstream"
 DISTRIBUTION_NAMES = (DISTRIBUTION, DISTRIBUTION_REDIRECT, UPSTREAM)
@@ -203,6 +207,25 @@ def distribution_command(
     return ["docker-registry", "serve", str(config)]
 
 
+def floor_command(port: int) -> list[str]:
+    """granian serving bench/floor.py; its storage is FLOOR_STORAGE (environment())."""
+    granian = Path(sys.executable).with_name("granian")
+    return [
+        str(granian) if granian.is_file() else "granian",
+        "--interface",
+        "asgi",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(Path(__file__).resolve().parent),
+        "floor:app",
+    ]
+
+
 def portside_command(
     workdir: Path,
     port: int,
@@ -297,12 +320,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def environment(name: str) -> dict[str, str]:
+def environment(name: str, storage: Path) -> dict[str, str]:
     """The harness's environment, but for distribution without AWS_CA_BUNDLE: the AWS SDK of
     distribution 2.8 panics at start when it is set ("unable to load custom CA bundle,
-    HTTPClient's transport unsupported type")."""
+    HTTPClient's transport unsupported type"); for the floor, with its storage."""
     if name in DISTRIBUTION_NAMES:
         return {key: value for key, value in os.environ.items() if key != "AWS_CA_BUNDLE"}
+    if name == FLOOR:
+        return {**os.environ, "FLOOR_STORAGE": str(storage)}
     return dict(os.environ)
 
 
@@ -338,6 +363,9 @@ def running(
         if name in DISTRIBUTION_NAMES:
             command = distribution_command(workdir, port, services, name, htpasswd, cache_of)
             version = version_of(["docker-registry", "--version"])
+        elif name == FLOOR:
+            command = floor_command(port)
+            version = version_of([command[0], "--version"])
         else:
             command = portside_command(workdir, port, services, name, htpasswd, cache_of, events_to)
             version = version_of([command[0], "--version"])
@@ -357,7 +385,7 @@ def running(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=environment(name),
+                env=environment(name, workdir / "storage"),
             )
         except OSError as error:
             raise RegistryStartError(f"cannot run {command[0]}: {error}") from error

@@ -10,6 +10,7 @@ from pathlib import Path
 from registries import (
     DISTRIBUTION,
     DISTRIBUTION_REDIRECT,
+    FLOOR,
     PORTSIDE,
     PORTSIDE_PLAIN,
     PORTSIDE_POLICIES,
@@ -24,6 +25,7 @@ COLUMN_TITLES = {
     DISTRIBUTION_REDIRECT: "distribution redirect",
     PORTSIDE_PLAIN: "Portside, all off",
     PORTSIDE_POLICIES: "Portside, policies",
+    FLOOR: "floor (granian alone)",
 }
 # Each ratio compares the two registries on the same storage setup; its column follows theirs.
 RATIOS = (
@@ -33,6 +35,8 @@ RATIOS = (
     (PORTSIDE, PORTSIDE_PLAIN, "on/off"),
     # --policies-ab: what quotas and immutable tags cost, Portside with them over without.
     (PORTSIDE_POLICIES, PORTSIDE, "policies/none"),
+    # --floor: the most any registry served by granian could reach.
+    (FLOOR, DISTRIBUTION, "floor ratio"),
 )
 
 

@@ -33,6 +33,7 @@ from cache import (
 )
 from receiver import receiving
 from registries import (
+    FLOOR_REGISTRY_NAMES,
     OBSERVABILITY_REGISTRY_NAMES,
     POLICIES_REGISTRY_NAMES,
     PORTSIDE,
@@ -141,6 +142,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "own CPU time (small-image-push-cpu), unless --only says otherwise",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="add the floor: granian serving bench/floor.py, an app that does only what any "
+        "registry must with a blob (hash, write, sync, pathsend), beside Portside and "
+        "distribution, with its own ratio to distribution, the most a registry served by "
+        "granian could reach; the blob scenarios unless --only says otherwise",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
@@ -170,6 +179,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.columns = POLICIES_REGISTRY_NAMES
         args.registries = args.registries or [PORTSIDE_POLICIES, PORTSIDE]
         args.only = args.only or ["small-image-push", "small-image-push-cpu"]
+    if args.floor:
+        if args.backend != "filesystem" or args.cache or args.observability_ab or args.policies_ab:
+            parser.error("--floor runs on the filesystem backend, on its own")
+        if args.auth != "none":
+            parser.error("--floor runs without auth")
+        args.columns = FLOOR_REGISTRY_NAMES
+        args.only = args.only or [name for name in names if name.startswith("blob-")]
     if args.only is None and not args.cache:  # by CPU time: for A/B runs, when asked for
         args.only = [name for name in names if name != "small-image-push-cpu"]
     if args.registries is None:
@@ -281,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.observability_ab
         else "policies-"
         if args.policies_ab
+        else "floor-"
+        if args.floor
         else ""
     )
     started = time.monotonic()
