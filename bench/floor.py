@@ -1,16 +1,19 @@
-"""The floor under the blob rows (`--floor`): the least that any registry served by granian must do
-with a blob, and nothing else, so that its ratio to distribution bounds what Portside can reach.
+"""The floor (`bench/run.py --floor`): the least that any registry served by granian must do with
+an image, and nothing else, so that its ratio to distribution bounds what Portside can reach.
 
 Uploads are hashed and written as Portside does it at its fastest (4 MiB batches, hashed in one
 thread and written in another while the next batch arrives), made durable where Portside's
 promise needs it (each PATCH synced before its 202, as an acknowledged chunk must survive a
 crash; a finished blob synced, renamed into place and its folder synced); blobs go out through
-granian's pathsend. No metadata,
-no names checked, no auth, no errors beyond what the bench's requests need: not a registry.
+granian's pathsend. A manifest is written durably by digest, and its tag is a symlink to it, put
+in place durably. No names checked, no metadata beyond that, no auth, no errors beyond what the
+bench's requests need: not a registry.
 
-Run by `bench/run.py --floor` as `granian --interface asgi --workers 1 floor:app` with its storage
-in FLOOR_STORAGE; one worker, so that an upload's hash, kept in memory between its requests,
-is always at hand (Portside re-reads none either, on these requests).
+Run as `granian --interface asgi --workers N floor:app` with its storage in FLOOR_STORAGE. An
+upload's hash is kept in the memory of the worker that took its bytes, and its digest so far in a
+file beside it: a PUT that closes it on another worker reads that, but a PATCH there must hash
+the upload again from the start. So one worker for the blob rows (Portside re-hashes nothing on
+them), two for many small images or skopeo (one PATCH an upload at most).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ BATCH_BYTES: Final = 4 * 1024 * 1024
 STORAGE: Final = Path(os.environ.get("FLOOR_STORAGE", "floor-storage"))
 UPLOADS: Final = STORAGE / "uploads"
 BLOBS: Final = STORAGE / "blobs"
+MANIFESTS: Final = STORAGE / "manifests"
+TAGS: Final = STORAGE / "tags"
+# Both registries answer these; skopeo wants the type back as it was pushed.
+MANIFEST_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
 
 # An upload's hash of the bytes so far, and its size, by upload id.
 _uploads: dict[str, tuple[hashlib._Hash, int]] = {}
@@ -40,8 +47,8 @@ _uploads: dict[str, tuple[hashlib._Hash, int]] = {}
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
-            UPLOADS.mkdir(parents=True, exist_ok=True)
-            BLOBS.mkdir(parents=True, exist_ok=True)
+            for folder in (UPLOADS, BLOBS, MANIFESTS, TAGS):
+                folder.mkdir(parents=True, exist_ok=True)
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
@@ -52,7 +59,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif method == "POST" and path.endswith("/blobs/uploads/"):
         upload = uuid.uuid4().hex
         (UPLOADS / upload).touch()
-        _uploads[upload] = (hashlib.sha256(), 0)
         await _answer(send, 202, {"location": f"{path}{upload}"})
     elif method == "PATCH" and head.endswith("/blobs/uploads"):
         size = await _append(last, receive, durable=True)
@@ -60,12 +66,32 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif method == "PUT" and head.endswith("/blobs/uploads"):
         await _append(last, receive, durable=False)  # _place syncs it
         digest = _query(scope, "digest")
-        hasher, _ = _uploads.pop(last)
-        if digest != f"sha256:{hasher.hexdigest()}":
+        if digest != f"sha256:{_digest(last)}":
             await _answer(send, 400)
             return
         await asyncio.to_thread(_place, UPLOADS / last, BLOBS / digest)
         await _answer(send, 201, {"location": f"{head.removesuffix('/uploads')}/{digest}"})
+    elif method == "PUT" and head.endswith("/manifests"):
+        content = await _body(receive)
+        digest = f"sha256:{hashlib.sha256(content).hexdigest()}"
+        await asyncio.to_thread(_put_manifest, _repository(head), last, digest, content)
+        headers = {"location": f"{head}/{digest}", "docker-content-digest": digest}
+        await _answer(send, 201, headers)
+    elif method in ("GET", "HEAD") and head.endswith("/manifests"):
+        manifest = MANIFESTS / last if last.startswith("sha256:") else _tag(_repository(head), last)
+        try:
+            content = manifest.read_bytes()
+        except FileNotFoundError:
+            await _answer(send, 404)
+            return
+        digest = f"sha256:{hashlib.sha256(content).hexdigest()}"
+        headers = [
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", MANIFEST_TYPE.encode()),
+            (b"docker-content-digest", digest.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else content})
     elif method in ("GET", "HEAD") and head.endswith("/blobs"):
         blob = BLOBS / last
         if not blob.is_file():
@@ -84,8 +110,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _append(upload: str, receive: Receive, durable: bool) -> int:
     """Hash and write the request's body onto the upload (synced if durable); its size after."""
-    hasher, size = _uploads[upload]
-    fd = os.open(UPLOADS / upload, os.O_WRONLY | os.O_APPEND)
+    path = UPLOADS / upload
+    hasher, size = _uploads.get(upload) or await asyncio.to_thread(_hash_file, path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         batch: list[bytes] = []
         batched = 0
@@ -113,7 +140,72 @@ async def _append(upload: str, receive: Receive, durable: bool) -> int:
     finally:
         os.close(fd)
     _uploads[upload] = (hasher, size)
+    # What a PUT on another worker reads: written, not synced (a crash ends the upload anyway).
+    path.with_suffix(".sha256").write_text(hasher.copy().hexdigest())
     return size
+
+
+def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
+    """The hash and size of an upload this worker has not seen: read again from the start."""
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while chunk := file.read(BATCH_BYTES):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher, size
+
+
+def _digest(upload: str) -> str:
+    """The upload's sha256 so far, hex, and forget its hash."""
+    found = _uploads.pop(upload, None)
+    if found is not None:
+        return found[0].hexdigest()
+    beside = (UPLOADS / upload).with_suffix(".sha256")
+    return beside.read_text() if beside.exists() else hashlib.sha256().hexdigest()
+
+
+async def _body(receive: Receive) -> bytes:
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(parts)
+
+
+def _repository(head: str) -> str:
+    """The repository of a path's head, /v2/<name>/manifests, as a file name."""
+    return head.removeprefix("/v2/").removesuffix("/manifests").replace("/", "%")
+
+
+def _tag(repository: str, tag: str) -> Path:
+    return TAGS / f"{repository}:{tag}"
+
+
+def _put_manifest(repository: str, reference: str, digest: str, content: bytes) -> None:
+    _durably(MANIFESTS / digest, lambda temp: temp.write_bytes(content))
+    if not reference.startswith("sha256:"):
+        _durably(_tag(repository, reference), lambda temp: temp.symlink_to(MANIFESTS / digest))
+
+
+def _durably(path: Path, make: Callable[[Path], object]) -> None:
+    """Make path through a temporary name, synced, renamed into place, its folder synced."""
+    temp = path.with_name(f".{uuid.uuid4().hex}")
+    make(temp)
+    if not temp.is_symlink():
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    temp.rename(path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -129,6 +221,7 @@ def _place(upload: Path, blob: Path) -> None:
     finally:
         os.close(fd)
     upload.rename(blob)
+    upload.with_suffix(".sha256").unlink(missing_ok=True)
     folder = os.open(BLOBS, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(folder)

@@ -207,7 +207,7 @@ def distribution_command(
     return ["docker-registry", "serve", str(config)]
 
 
-def floor_command(port: int) -> list[str]:
+def floor_command(port: int, workers: int) -> list[str]:
     """granian serving bench/floor.py; its storage is FLOOR_STORAGE (environment())."""
     granian = Path(sys.executable).with_name("granian")
     return [
@@ -215,7 +215,7 @@ def floor_command(port: int) -> list[str]:
         "--interface",
         "asgi",
         "--workers",
-        "1",
+        str(workers),
         "--host",
         "127.0.0.1",
         "--port",
@@ -350,6 +350,7 @@ def running(
     authorization: str | None = None,
     cache_of: str | None = None,
     events_to: str | None = None,
+    floor_workers: int = 1,
 ) -> Iterator[Registry]:
     """Run registry `name` with its storage under `workdir`, or in the S3 bucket and PostgreSQL
     database of services, until the block exits; with htpasswd, behind Basic auth; with
@@ -364,7 +365,7 @@ def running(
             command = distribution_command(workdir, port, services, name, htpasswd, cache_of)
             version = version_of(["docker-registry", "--version"])
         elif name == FLOOR:
-            command = floor_command(port)
+            command = floor_command(port, floor_workers)
             version = version_of([command[0], "--version"])
         else:
             command = portside_command(workdir, port, services, name, htpasswd, cache_of, events_to)

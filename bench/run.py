@@ -150,6 +150,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "granian could reach; the blob scenarios unless --only says otherwise",
     )
     parser.add_argument(
+        "--floor-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the floor's worker processes (default 1: an upload's hash stays in one worker's "
+        "memory; 2, as Portside has here, for small-image-push and the skopeo rows)",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="print the table as README-ready markdown"
     )
     args = parser.parse_args(argv)
@@ -342,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                             authorization,
                             cache_of,
                             events_to if name == PORTSIDE else None,
+                            args.floor_workers,
                         )
                     )
                 except RegistryStartError as error:
