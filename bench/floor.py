@@ -10,10 +10,10 @@ in place durably. No names checked, no metadata beyond that, no auth, no errors 
 bench's requests need: not a registry.
 
 Run as `granian --interface asgi --workers N floor:app` with its storage in FLOOR_STORAGE. An
-upload's hash is kept in the memory of the worker that took its bytes, and its digest so far in a
-file beside it: a PUT that closes it on another worker reads that, but a PATCH there must hash
-the upload again from the start. So one worker for the blob rows (Portside re-hashes nothing on
-them), two for many small images or skopeo (one PATCH an upload at most).
+upload's hash is kept in the memory of the worker that took its last bytes, and its digest so far
+in a file beside it: a PUT that closes it on any worker reads that, but a PATCH on another worker
+must hash the upload again from the start. So one worker for the blob rows (Portside re-hashes
+nothing on them), two for many small images or skopeo (one PATCH an upload at most).
 """
 
 from __future__ import annotations
@@ -111,7 +111,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 async def _append(upload: str, receive: Receive, durable: bool) -> int:
     """Hash and write the request's body onto the upload (synced if durable); its size after."""
     path = UPLOADS / upload
-    hasher, size = _uploads.get(upload) or await asyncio.to_thread(_hash_file, path)
+    kept = _uploads.get(upload)
+    if kept is None or kept[1] != path.stat().st_size:  # another worker took the last chunk
+        kept = await asyncio.to_thread(_hash_file, path)
+    hasher, size = kept
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         batch: list[bytes] = []
@@ -157,10 +160,9 @@ def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
 
 
 def _digest(upload: str) -> str:
-    """The upload's sha256 so far, hex, and forget its hash."""
-    found = _uploads.pop(upload, None)
-    if found is not None:
-        return found[0].hexdigest()
+    """The upload's sha256, hex, as its last chunk left it (on whichever worker), and forget
+    its hash."""
+    _uploads.pop(upload, None)
     beside = (UPLOADS / upload).with_suffix(".sha256")
     return beside.read_text() if beside.exists() else hashlib.sha256().hexdigest()
 
@@ -195,17 +197,18 @@ def _durably(path: Path, make: Callable[[Path], object]) -> None:
     temp = path.with_name(f".{uuid.uuid4().hex}")
     make(temp)
     if not temp.is_symlink():
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        _sync(temp)
     temp.rename(path)
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _sync(path.parent)
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or a folder (a file's name is not durable until its folder is synced)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(folder)
+        os.fsync(fd)
     finally:
-        os.close(folder)
+        os.close(fd)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -215,18 +218,10 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def _place(upload: Path, blob: Path) -> None:
-    fd = os.open(upload, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+    _sync(upload)
     upload.rename(blob)
     upload.with_suffix(".sha256").unlink(missing_ok=True)
-    folder = os.open(BLOBS, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    _sync(blob.parent)
 
 
 def _query(scope: Scope, name: str) -> str:
