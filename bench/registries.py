@@ -4,7 +4,7 @@
 on the same S3 bucket (distribution's S3 driver; Portside's with PostgreSQL metadata), each
 twice: sending blob bytes itself, and redirecting blob GETs to presigned URLs of the bucket.
 `--floor` runs bench/floor.py beside them: granian with an app that does only what any registry
-must with a blob. `--cache` runs both as pull-through caches of one more distribution, the
+must with an image. `--cache` runs both as pull-through caches of one more distribution, the
 upstream, whose access log counts what each cache fetched.
 """
 

@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--floor",
         action="store_true",
         help="add the floor: granian serving bench/floor.py, an app that does only what any "
-        "registry must with a blob (hash, write, sync, pathsend), beside Portside and "
+        "registry must with an image (hash, write, sync, pathsend), beside Portside and "
         "distribution, with its own ratio to distribution, the most a registry served by "
         "granian could reach; the blob scenarios unless --only says otherwise",
     )
@@ -192,6 +192,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--floor runs on the filesystem backend, on its own")
         if args.auth != "none":
             parser.error("--floor runs without auth")
+        if args.floor_workers < 1:
+            parser.error("--floor-workers must be at least 1")
         args.columns = FLOOR_REGISTRY_NAMES
         args.only = args.only or [name for name in names if name.startswith("blob-")]
     if args.only is None and not args.cache:  # by CPU time: for A/B runs, when asked for
