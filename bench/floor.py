@@ -37,7 +37,7 @@ UPLOADS: Final = STORAGE / "uploads"
 BLOBS: Final = STORAGE / "blobs"
 MANIFESTS: Final = STORAGE / "manifests"
 TAGS: Final = STORAGE / "tags"
-# Both registries answer these; skopeo wants the type back as it was pushed.
+# The bench pushes OCI image manifests only, and skopeo wants their type back as pushed.
 MANIFEST_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
 
 # An upload's hash of the bytes so far, and its size, by upload id.
