@@ -35,7 +35,7 @@ RATIOS = (
     (PORTSIDE, PORTSIDE_PLAIN, "on/off"),
     # --policies-ab: what quotas and immutable tags cost, Portside with them over without.
     (PORTSIDE_POLICIES, PORTSIDE, "policies/none"),
-    # --floor: the most any registry served by granian could reach.
+    # --floor: about the most a registry served by granian could reach.
     (FLOOR, DISTRIBUTION, "floor ratio"),
 )
 
