@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="add the floor: granian serving bench/floor.py, an app that does only what any "
         "registry must with an image (hash, write, sync, pathsend), beside Portside and "
-        "distribution, with its own ratio to distribution, the most a registry served by "
+        "distribution, with its own ratio to distribution, about the most a registry served by "
         "granian could reach; the blob scenarios unless --only says otherwise",
     )
     parser.add_argument(
