@@ -41,6 +41,7 @@ from portside.metadata.base import (
     RefreshToken,
     RepositorySummary,
     Reservation,
+    Unrecordable,
     Upload,
 )
 from portside.registry.events import EndpointRules, Origin, Renderer, Target
@@ -929,6 +930,86 @@ class MetadataStoreContract(PolicyStoreContract):
         await store.link_blob("team/app", digest("layer"), 10, token)
         with pytest.raises(Conflict):
             await store.link_blob("team/other", digest("layer"), 10, token)
+
+    # unreserved records: a writer that can write the bytes again saves the reservation
+
+    async def test_an_unreserved_blob_is_stored_once_recorded(self, store: MetadataStore) -> None:
+        claim = await store.check_blob(digest("layer"))
+        assert claim is not None
+        assert not claim.stored
+        assert await store.blob_size(digest("layer")) is None  # checking writes nothing
+        await store.link_blob("team/app", digest("layer"), 10, claim)
+        assert await store.linked_blob_size("team/app", digest("layer")) == 10
+        again = await store.check_blob(digest("layer"))
+        assert again is not None
+        assert again.stored
+        manifest = image("team/app", "m")
+        claim = await store.check_blob(manifest.digest)
+        assert claim is not None
+        await store.put_manifest(manifest, [], "latest", claim)
+        assert await store.get_manifest("team/app", "latest") == manifest
+
+    async def test_an_unreserved_record_fails_once_a_collector_forgot_a_blob(
+        self, store: MetadataStore
+    ) -> None:
+        # Its bytes may have been deleted between their write and its record.
+        claim = await store.check_blob(digest("layer"))
+        assert claim is not None
+        assert await store.claim_orphans({digest("layer"): 10}, "gc") == [digest("layer")]
+        await store.forget_blobs([digest("layer")], "gc")
+        with pytest.raises(Unrecordable):
+            await store.link_blob("team/app", digest("layer"), 10, claim)
+        with pytest.raises(Unrecordable):
+            await store.complete_upload("c" * 32, "team/app", digest("layer"), 10, claim)
+        assert await store.linked_blob_size("team/app", digest("layer")) is None
+        assert await store.blob_size(digest("layer")) is None
+        fresh = await store.check_blob(digest("layer"))
+        assert fresh is not None
+        await store.link_blob("team/app", digest("layer"), 10, fresh)
+        assert await store.linked_blob_size("team/app", digest("layer")) == 10
+
+    async def test_a_forget_that_removed_no_record_fails_no_unreserved_record(
+        self, store: MetadataStore
+    ) -> None:
+        claim = await store.check_blob(digest("layer"))
+        assert claim is not None
+        await store.forget_blobs([digest("layer")], "gc")  # nothing of its mark: nothing forgotten
+        await store.link_blob("team/app", digest("layer"), 10, claim)
+        assert await store.linked_blob_size("team/app", digest("layer")) == 10
+
+    async def test_an_unreserved_record_of_a_blob_being_collected_fails(
+        self, store: MetadataStore
+    ) -> None:
+        claim = await store.check_blob(digest("layer"))
+        assert claim is not None
+        assert await store.claim_orphans({digest("layer"): 10}, "gc") == [digest("layer")]
+        assert await store.check_blob(digest("layer")) is None  # reserve, and wait for it
+        with pytest.raises(Unrecordable):
+            await store.link_blob("team/app", digest("layer"), 10, claim)
+        manifest = image("team/app", "m")
+        early = await store.check_blob(manifest.digest)
+        assert early is not None
+        assert await store.claim_orphans({manifest.digest: manifest.size}, "gc") == [
+            manifest.digest
+        ]
+        with pytest.raises(Unrecordable):
+            await store.put_manifest(manifest, [], "latest", early)
+        assert await store.get_manifest("team/app", "latest") is None
+
+    async def test_an_unreserved_record_that_found_the_bytes_stored_needs_them_stored(
+        self, store: MetadataStore
+    ) -> None:
+        # A writer that found the blob stored wrote nothing: a pending blob (a reservation's,
+        # whose bytes may not be there yet) does not do for it.
+        await reserve(store, digest("layer"), 10)
+        claim = await store.check_blob(digest("layer"))
+        assert claim is not None
+        assert not claim.stored
+        found_stored = replace(claim, stored=True)
+        with pytest.raises(Unrecordable):
+            await store.link_blob("team/app", digest("layer"), 10, found_stored)
+        await store.link_blob("team/app", digest("layer"), 10, claim)  # wrote them itself
+        assert await store.linked_blob_size("team/app", digest("layer")) == 10
 
     async def test_mount_links_a_stored_blob_the_source_can_read(
         self, store: MetadataStore

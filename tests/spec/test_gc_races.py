@@ -200,6 +200,52 @@ async def test_an_upload_whose_bytes_are_on_their_way_keeps_them_from_the_collec
     assert (await gc_registry.client.get(f"/v2/app/blobs/{digest_of(data)}")).content == data
 
 
+async def test_an_unreserved_upload_whose_bytes_were_collected_writes_them_again(
+    gc_registry: GcRegistry,
+) -> None:
+    """Window: a whole small blob (its length known: recorded without a reservation) has been
+    written and not recorded yet, and the collector, taking the bytes for an orphan, deletes
+    them: the record fails, and the upload writes them again."""
+    data = random_bytes(300)
+    digest = digest_of(data)
+    paused = Paused(gc_registry.metadata, "link_blob")
+    uploads = Uploads(gc_registry.storage, paused, None)
+    upload = asyncio.create_task(uploads.upload("app", Digest.parse(digest), body(data), len(data)))
+    await until(paused.reached, upload)
+    age(gc_registry.path(digest), 60)  # as if left by a writer that died
+
+    summary = await gc_registry.collect()
+    assert summary.orphans == 1
+    assert not gc_registry.has_bytes(digest)
+    paused.go.set()
+
+    assert await upload == len(data)
+    assert gc_registry.has_bytes(digest)
+    assert (await gc_registry.client.get(f"/v2/app/blobs/{digest}")).content == data
+
+
+async def test_an_unreserved_upload_of_a_stored_blob_collected_meanwhile_writes_it_again(
+    gc_registry: GcRegistry,
+) -> None:
+    """Window: the upload found the blob stored (and wrote nothing), the collector deletes it,
+    linked nowhere, before the upload links it: the record fails, and the upload writes the
+    bytes after all."""
+    data = await garbage_blob(gc_registry)
+    digest = digest_of(data)
+    paused = Paused(gc_registry.metadata, "link_blob")
+    uploads = Uploads(gc_registry.storage, paused, None)
+    upload = asyncio.create_task(uploads.upload("app", Digest.parse(digest), body(data), len(data)))
+    await until(paused.reached, upload)
+
+    summary = await gc_registry.collect()
+    assert summary.blobs == 1  # no reservation kept it
+    paused.go.set()
+
+    assert await upload == len(data)
+    assert gc_registry.has_bytes(digest)
+    assert (await gc_registry.client.get(f"/v2/app/blobs/{digest}")).content == data
+
+
 async def test_a_chunked_upload_finishing_while_the_collector_runs_keeps_its_blob(
     gc_registry: GcRegistry,
 ) -> None:

@@ -89,6 +89,27 @@ class BlobState(StrEnum):
     DELETING = "deleting"  # marked by a collector, which deletes the bytes, then the row
 
 
+@dataclass(frozen=True, slots=True)
+class Unreserved:
+    """What a writer of bytes it can write again (a blob or manifest held in memory) records them
+    with instead of a reservation (check_blob): how many blobs collectors had forgotten when it
+    looked, and whether the bytes were in place then (so it did not write them). Its record
+    fails with Unrecordable if a collector has forgotten any blob since (the bytes may have gone
+    with it), is deleting this one, or, where the writer wrote nothing, has left it unstored."""
+
+    forgotten: int
+    stored: bool
+
+
+# What records a blob's bytes: a reservation's token, or Unreserved.
+Claim = str | Unreserved
+
+
+class Unrecordable(Exception):
+    """An Unreserved record that cannot be trusted: write the bytes again and retry, or take a
+    reservation."""
+
+
 class Reservation(StrEnum):
     """What reserve_blob found."""
 
@@ -400,10 +421,11 @@ class RequestStore(Protocol):
         """The size of a blob readable in repository (pushed, mounted or a manifest there)."""
 
     async def link_blob(
-        self, repository: str, digest: str, size: int, reservation: str, journal: Journal = QUIET
+        self, repository: str, digest: str, size: int, reservation: Claim, journal: Journal = QUIET
     ) -> None:
         """Record the blob as stored, ending its reservation, and link it to repository,
-        creating the repository. Conflict if the reservation has ended (expired)."""
+        creating the repository. Conflict if the reservation has ended (expired); Unrecordable
+        if it is Unreserved and untrustworthy."""
 
     async def complete_upload(
         self,
@@ -411,7 +433,7 @@ class RequestStore(Protocol):
         repository: str,
         digest: str,
         size: int,
-        reservation: str,
+        reservation: Claim,
         journal: Journal = QUIET,
     ) -> None:
         """In one transaction: link_blob(repository, digest, size, reservation) and end the
@@ -429,6 +451,11 @@ class RequestStore(Protocol):
 
     async def release_blob(self, token: str) -> None:
         """End a reservation without recording anything; no error if it has ended."""
+
+    async def check_blob(self, digest: str) -> Unreserved | None:
+        """For a writer that can write the bytes again: the claim to record them with in place
+        of a reservation, which costs no write (its `stored`: whether to write them). None while
+        a collector is deleting the blob: then reserve_blob, which waits for it."""
 
     async def mount_blob(
         self, repository: str, digest: str, source: str, journal: Journal = QUIET
@@ -464,7 +491,7 @@ class RequestStore(Protocol):
         manifest: Manifest,
         references: Sequence[Reference],
         tag: str | None,
-        reservation: str,
+        reservation: Claim,
         journal: Journal = QUIET,
         immutable: bool = False,
         limits: NamespaceLimits | None = None,
@@ -595,7 +622,7 @@ class CacheStore(RequestStore, LeaseStore, Protocol):
         manifest: Manifest,
         references: Sequence[Reference],
         tag: str | None,
-        reservation: str,
+        reservation: Claim,
         at: datetime,
     ) -> None:
         """put_manifest for a manifest an upstream served (its digest verified): its references

@@ -3,9 +3,19 @@ records, links, mounts."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from portside.metadata.base import MARK_TTL, QUIET, BlobState, Conflict, Journal, Reservation
+from portside.metadata.base import (
+    MARK_TTL,
+    QUIET,
+    BlobState,
+    Claim,
+    Conflict,
+    Journal,
+    Reservation,
+    Unrecordable,
+    Unreserved,
+)
 from portside.metadata.engine import Database
 from portside.metadata.journal import write_journal
 from portside.metadata.prepared import Prepared
@@ -16,7 +26,13 @@ from portside.metadata.statements import (
     now,
     utc,
 )
-from portside.metadata.tables import blob_reservations, blobs, repositories, repository_blobs
+from portside.metadata.tables import (
+    blob_forgets,
+    blob_reservations,
+    blobs,
+    repositories,
+    repository_blobs,
+)
 
 # A blob's size once its bytes are stored: anywhere, and readable in one repository.
 _STORED_SIZE = Prepared(
@@ -59,11 +75,52 @@ _STORED = Prepared(
     update(blobs).where(blobs.c.digest == bindparam("digest")).values(state=BlobState.STORED)
 )
 
+# A record without a reservation (base.py Unreserved): the count of forgotten blobs, and the
+# blob's state, read before its bytes are written and again in its record.
+# No row yet: none forgotten.
+_FORGOTTEN = func.coalesce(
+    select(blob_forgets.c.forgotten).where(blob_forgets.c.id == 1).scalar_subquery(), 0
+)
+_CHECK = Prepared(
+    select(
+        _FORGOTTEN,
+        select(blobs.c.state).where(blobs.c.digest == bindparam("digest")).scalar_subquery(),
+    )
+)
+_COUNT_FORGOTTEN = Prepared(select(_FORGOTTEN))
 
-def record_blob(conn: Connection, digest: str, reservation: str) -> None:
-    """Record the blob as stored and end its reservation; Conflict if it has ended."""
+
+def record_blob(conn: Connection, digest: str, reservation: Claim, size: int) -> None:
+    """Record the blob as stored and end its reservation; Conflict if it has ended. Unreserved:
+    Unrecordable unless its bytes are sure to be in place (base.py Unreserved)."""
+    if isinstance(reservation, Unreserved):
+        _record_unreserved(conn, digest, reservation, size)
+        return
     if _END_RESERVATION.run(conn, token=reservation, digest=digest).rowcount != 1:
         raise Conflict(f"the reservation of {digest} has ended")
+    _STORED.run(conn, digest=digest)
+
+
+def _record_unreserved(conn: Connection, digest: str, claim: Unreserved, size: int) -> None:
+    # The blob's row first, locked on PostgreSQL: a collector marking it now has marked it
+    # (DELETING below) or waits and then finds it linked. A collector deletes bytes only once it
+    # has marked their row or claimed them without one, and forgets the row after: so with no
+    # blob forgotten since the writer looked and this one not marked now, the bytes the writer
+    # wrote, or found stored, are in place.
+    row = _BLOB_STATE.run(conn, digest=digest).first()
+    if _COUNT_FORGOTTEN.run(conn).scalar() != claim.forgotten:
+        raise Unrecordable(f"a collector forgot blobs since {digest} was written")
+    if row is None:
+        if insert_missing(
+            conn, blobs, digest=digest, size=size, created_at=now(), state=BlobState.STORED
+        ):
+            return
+        row = _BLOB_STATE.run(conn, digest=digest).first()  # a collector's orphan, or a writer's
+        if row is None:
+            raise Unrecordable(f"{digest} was forgotten meanwhile")
+    state = BlobState(row[0])
+    if state is BlobState.DELETING or (claim.stored and state is not BlobState.STORED):
+        raise Unrecordable(f"{digest} is {state}")
     _STORED.run(conn, digest=digest)
 
 
@@ -118,11 +175,17 @@ class SqlBlobs(Database):
     async def release_blob(self, token: str) -> None:
         await self._write(lambda conn: _RELEASE.run(conn, token=token), durable=False)
 
+    async def check_blob(self, digest: str) -> Unreserved | None:
+        row = await self._first(_CHECK, digest=digest)
+        if row is None or row[1] == BlobState.DELETING:
+            return None
+        return Unreserved(int(row[0]), stored=row[1] == BlobState.STORED)
+
     async def link_blob(
-        self, repository: str, digest: str, size: int, reservation: str, journal: Journal = QUIET
+        self, repository: str, digest: str, size: int, reservation: Claim, journal: Journal = QUIET
     ) -> None:
         def run(conn: Connection) -> None:
-            record_blob(conn, digest, reservation)
+            record_blob(conn, digest, reservation, size)
             link(conn, ensure_repository(conn, repository), digest)
             write_journal(conn, journal)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from portside.metadata.base import AuditEntry, Manifest, Reference
+from portside.metadata.base import AuditEntry, Claim, Manifest, Reference
 from portside.metadata.engine import Database
 from portside.metadata.journal import like, write_audit
 from portside.metadata.manifests import delete_manifest_rows, races_as_conflicts, store_manifest
@@ -33,7 +33,7 @@ class SqlCache(Database):
         manifest: Manifest,
         references: Sequence[Reference],
         tag: str | None,
-        reservation: str,
+        reservation: Claim,
         at: datetime,
     ) -> None:
         def run(conn: Connection) -> None:

@@ -41,8 +41,9 @@ from portside.metadata.base import (
 from portside.metadata.engine import Database
 from portside.metadata.journal import like, write_audit, write_journal
 from portside.metadata.pairs import Pair, by_name, pair_chunks, pairs, pairs_of, repository_ids
-from portside.metadata.statements import CHUNK, chunks, insert_missing, now, utc
+from portside.metadata.statements import CHUNK, chunks, insert_missing, now, upsert, utc
 from portside.metadata.tables import (
+    blob_forgets,
     blob_reservations,
     blobs,
     cached_manifests,
@@ -382,12 +383,22 @@ class SqlCollection(Database):
 
     async def forget_blobs(self, digests: Collection[str], token: str) -> None:
         def run(conn: Connection) -> None:
+            forgotten = 0
             for chunk in chunks(digests):
-                conn.execute(
+                forgotten += conn.execute(
                     delete(blobs).where(
                         blobs.c.digest.in_(chunk),
                         blobs.c.state == BlobState.DELETING,
                         blobs.c.marked_by == token,
+                    )
+                ).rowcount
+            if forgotten:  # base.py Unreserved: records made meanwhile without a reservation fail
+                conn.execute(
+                    upsert(conn.dialect, blob_forgets)
+                    .values(id=1, forgotten=forgotten)
+                    .on_conflict_do_update(
+                        index_elements=[blob_forgets.c.id],
+                        set_={"forgotten": blob_forgets.c.forgotten + forgotten},
                     )
                 )
 

@@ -12,6 +12,7 @@ from sqlalchemy.sql.base import Executable
 
 from portside.metadata.base import (
     QUIET,
+    Claim,
     Conflict,
     Journal,
     Manifest,
@@ -176,13 +177,13 @@ def store_manifest(
     manifest: Manifest,
     references: Sequence[Reference],
     tag: str | None,
-    reservation: str,
+    reservation: Claim,
     track_tag: bool = False,
 ) -> str | None:
     """Record the manifest's bytes as a stored blob (ending reservation), the manifest and its
     references, link it to the repository and point tag at it. With track_tag, the digest the
     tag pointed at before, if the push moved it from another manifest."""
-    record_blob(conn, manifest.digest, reservation)
+    record_blob(conn, manifest.digest, reservation, manifest.size)
     # Held, so that a collector deleting an untagged manifest cannot take the record or
     # the link away from under a tag or a push of the same manifest.
     inserted = _hold(
@@ -313,7 +314,7 @@ class SqlManifests(Database):
         manifest: Manifest,
         references: Sequence[Reference],
         tag: str | None,
-        reservation: str,
+        reservation: Claim,
         journal: Journal = QUIET,
         immutable: bool = False,
         limits: NamespaceLimits | None = None,

@@ -99,6 +99,16 @@ blob_reservations = Table(
     Index("ix_blob_reservations_digest", "digest"),
 )
 
+# One row (none before the first forget: 0): how many blobs collectors have forgotten (rows
+# deleted after their bytes), so that a write recorded without a reservation can tell whether
+# its bytes may have gone (base.py Unreserved) (0014)
+blob_forgets = Table(
+    "blob_forgets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("forgotten", BigInteger, nullable=False),
+)
+
 # Named leases with an expiry: which process collects garbage, and when the next run is due (0003)
 leases = Table(
     "leases",

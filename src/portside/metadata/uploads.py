@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from portside.metadata.base import QUIET, Conflict, Journal, Upload
+from portside.metadata.base import QUIET, Claim, Conflict, Journal, Upload
 from portside.metadata.blobs import link, record_blob
 from portside.metadata.engine import Database
 from portside.metadata.journal import write_journal
@@ -100,11 +100,11 @@ class SqlUploads(Database):
         repository: str,
         digest: str,
         size: int,
-        reservation: str,
+        reservation: Claim,
         journal: Journal = QUIET,
     ) -> None:
         def run(conn: Connection) -> None:
-            record_blob(conn, digest, reservation)
+            record_blob(conn, digest, reservation, size)
             link(conn, ensure_repository(conn, repository), digest)
             _DELETE.run(conn, id=id)
             write_journal(conn, journal)

@@ -44,7 +44,8 @@ Why a push never loses a blob it references, whatever the interleaving:
   token) at most MARK_TTL/2 before, and forgets a record only once its bytes are gone.
 - So: while d is marked, no reservation of d exists (marking re-checks there is none, and none
   can start), nor any link or reference (marking re-checks; link_blob and put_manifest need a
-  reservation, mount_blob a `stored` record, put_manifest a held link); so no writer puts or
+  reservation or an unreserved record's checks, below; mount_blob a `stored` record,
+  put_manifest a held link); so no writer puts or
   relies on bytes of d between the mark and the forget, and the delete between them destroys
   nothing anyone recorded. A writer that reserved d before the mark has ended its reservation
   (else no mark): it recorded d, and then d is in use and not marked, or it recorded nothing.
@@ -54,6 +55,14 @@ Why a push never loses a blob it references, whatever the interleaving:
   and no collector paused for longer than that between its check and a delete. Bytes without a
   record are claimed by inserting a marked record, which a reservation of d would have had to
   insert first: no writer holds them.
+- A writer that holds d's bytes in memory (a small blob or a manifest, registry/ingest.py
+  `rewritable`) records them without a reservation: it reads the count of forgotten records
+  (which every forget raises in its transaction) before it writes the bytes, and its record,
+  having locked d's row, fails unless that count is unchanged, d is not marked and (if it
+  found d stored and wrote nothing) d is still stored. Its bytes can only be destroyed by a
+  delete between a mark or claim of d and its forget: if the forget came before the record,
+  the count moved; if not, the record sees the mark (or claim) and fails. It then writes the
+  bytes again and retries, and in the end reserves.
 - Links and manifests: a push's held row cannot be locked by the collector, which skips it; a
   row the collector locked first is deleted before the push's transaction reads it, and the
   push finds it missing. Either the collector's re-check sees the push's reference, or the push

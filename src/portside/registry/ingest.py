@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 
 from anyio import to_thread
 
-from portside.metadata.base import RequestStore
+from portside.metadata.base import Claim, RequestStore, Unrecordable
 from portside.registry import keys
 from portside.registry.errors import DigestInvalid, SizeInvalid, TooLarge
 from portside.registry.names import Digest
@@ -33,6 +33,9 @@ SMALL_BLOB_BYTES: Final = 4 * 1024 * 1024
 # Hashed in the event loop up to this (less than a hop to a thread costs); larger ones in a
 # thread, so that the loop does not stand still for the 5 ms that 4 MiB take.
 HASH_IN_LOOP_BYTES: Final = 64 * 1024
+# Records without a reservation tried before taking one: each fails only when a collector has
+# forgotten blobs meanwhile, which it does for moments of a run.
+UNRESERVED_TRIES: Final = 3
 
 
 async def _absorb(writer: Writer, hasher: hashlib._Hash | None, data: bytes) -> None:
@@ -128,11 +131,28 @@ async def store(
     digest: Digest,
     size: int,
     put: Callable[[], Awaitable[None]],
-    record: Callable[[str], Awaitable[T]],
+    record: Callable[[Claim], Awaitable[T]],
+    rewritable: bool = False,
 ) -> T:
     """Make checked bytes the blob of digest with put(), unless the registry stores that blob
     already, and record it with record(reservation): under a reservation, so that no collector
-    deletes the bytes before the record makes them reachable."""
+    deletes the bytes before the record makes them reachable.
+
+    rewritable: put() can write the bytes again (they are in memory). Then they are recorded
+    without a reservation first, which saves its transaction: the record itself checks that no
+    collector can have deleted them (metadata.base.Unreserved), and where it cannot be sure,
+    the bytes are written again and recorded again, then under a reservation."""
+    if rewritable:
+        for _ in range(UNRESERVED_TRIES):
+            claim = await metadata.check_blob(str(digest))
+            if claim is None:  # being collected: the reservation waits for the collector
+                break
+            if not claim.stored:
+                await put()
+            try:
+                return await record(claim)
+            except Unrecordable:
+                continue
     async with reserved(metadata, digest, size) as reservation:
         if not reservation.stored:
             await put()
@@ -157,7 +177,7 @@ async def _in_memory(body: AsyncIterator[bytes], length: int, limit: int | None)
 
 
 async def _recorded_size(
-    record: Callable[[int, str], Awaitable[None]], size: int, token: str
+    record: Callable[[int, Claim], Awaitable[None]], size: int, token: Claim
 ) -> int:
     await record(size, token)
     return size
@@ -168,7 +188,7 @@ async def ingest(
     metadata: RequestStore,
     digest: Digest,
     body: AsyncIterator[bytes],
-    record: Callable[[int, str], Awaitable[None]],
+    record: Callable[[int, Claim], Awaitable[None]],
     length: int | None = None,
     limit: int | None = None,
     owner: str | None = None,
@@ -190,6 +210,7 @@ async def ingest(
             length,
             lambda: storage.put(keys.blob(digest), data),
             lambda token: _recorded_size(record, length, token),
+            rewritable=True,
         )
     part = keys.upload_part(owner or uuid.uuid4().hex, uuid.uuid4().hex)
     hasher = hashlib.new(digest.algorithm)

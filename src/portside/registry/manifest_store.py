@@ -13,6 +13,7 @@ from typing import Final
 
 from portside.metadata.base import (
     QUIET,
+    Claim,
     Conflict,
     Journal,
     Manifest,
@@ -190,8 +191,9 @@ class ManifestStore:
                 references=references(body) if self._recorder.include_references else (),
             )
             journal = self._recorder.journal(Action.PUSH, target, origin)
-        # The bytes are stored under a reservation, and the references checked again where
-        # they are recorded, so that garbage collection takes neither away meanwhile.
+        # The bytes are stored where the record can tell that no collector took them away (else
+        # under a reservation), and the references checked again where they are recorded, so
+        # that garbage collection takes neither away meanwhile.
         try:
             await store(
                 self._metadata,
@@ -201,6 +203,7 @@ class ManifestStore:
                 lambda token: self._record(
                     manifest, parsed.references, tag, token, journal, immutable, limits
                 ),
+                rewritable=True,
             )
         except OverQuota as over:
             assert quotas is not None  # only limits from quotas are checked
@@ -216,7 +219,7 @@ class ManifestStore:
         manifest: Manifest,
         references: Sequence[Reference],
         tag: str | None,
-        token: str,
+        token: Claim,
         journal: Journal,
         immutable: bool,
         limits: NamespaceLimits | None,

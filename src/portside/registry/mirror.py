@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from portside.metadata.base import CacheStore, Manifest
+from portside.metadata.base import CacheStore, Claim, Manifest
 from portside.metrics import proxy as proxy_metrics
 from portside.registry import keys
 from portside.registry.errors import (
@@ -440,7 +440,7 @@ class Mirror:
     async def _fetch_blob(self, route: Route, name: str, fill: _Fill, lease: str) -> int:
         digest = fill.digest
 
-        def link(size: int, token: str) -> Awaitable[None]:
+        def link(size: int, token: Claim) -> Awaitable[None]:
             return self._metadata.link_blob(name, str(digest), size, token)
 
         try:

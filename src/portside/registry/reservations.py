@@ -7,7 +7,9 @@ complete_upload or put_manifest), or release it if anything fails before.
 
 A reservation costs one more transaction per blob or manifest pushed, committed without waiting
 for the disk: a power cut ends the writers it protects, and bytes one had moved into place are
-then bytes without a record, which a collection removes after the grace period.
+then bytes without a record, which a collection removes after the grace period. A writer that
+can write the bytes again (they are in memory) saves it: registry/ingest.py's `store`, with
+`rewritable`, records them without one first (metadata.base.Unreserved).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from portside.metadata.base import CacheStore
+from portside.metadata.base import CacheStore, Claim
 from portside.registry.errors import ManifestInvalid, RegistryError
 from portside.registry.gc import Progress
 from portside.registry.ingest import ingest, store
@@ -245,7 +245,7 @@ class Sync:
     async def _fetch(self, name: str, target: str, digest: Digest, report: Report) -> None:
         async with self._upstream.open_blob(name, str(digest)) as stream:
 
-            async def link(size: int, token: str) -> None:
+            async def link(size: int, token: Claim) -> None:
                 await self._metadata.link_blob(target, str(digest), size, token)
 
             size = await ingest(self._storage, self._metadata, digest, aiter(stream), link)

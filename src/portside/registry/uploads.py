@@ -20,7 +20,15 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from typing import Final, Protocol
 
-from portside.metadata.base import QUIET, Conflict, Journal, LeaseStore, RequestStore, Upload
+from portside.metadata.base import (
+    QUIET,
+    Claim,
+    Conflict,
+    Journal,
+    LeaseStore,
+    RequestStore,
+    Upload,
+)
 from portside.registry import keys
 from portside.registry.errors import (
     BlobUploadInvalid,
@@ -205,7 +213,7 @@ class Uploads:
         if upload.offset == 0:
             # The whole blob came with this request (POST then PUT): it is checked and stored
             # from an object of its own, with no lock on the session, which ends either way.
-            async def complete(size: int, token: str) -> None:
+            async def complete(size: int, token: Claim) -> None:
                 await self._check_quota(name, size, digest)
                 journal = self._pushed(name, digest, size, origin)
                 await _recorded(
@@ -277,7 +285,7 @@ class Uploads:
         if length is not None:
             await self._check_quota(name, length, digest)
 
-        async def link(size: int, token: str) -> None:
+        async def link(size: int, token: Claim) -> None:
             if length is None:
                 await self._check_quota(name, size, digest)
             journal = self._pushed(name, digest, size, origin)
