@@ -75,9 +75,9 @@ _STORED = Prepared(
     update(blobs).where(blobs.c.digest == bindparam("digest")).values(state=BlobState.STORED)
 )
 
-# A record without a reservation (base.py Unreserved): the count of forgotten blobs, and the
-# blob's state, read before its bytes are written and again in its record.
-# No row yet: none forgotten.
+# A record without a reservation (base.py Unreserved): the count of forgotten blobs (0 while
+# its row is not there yet) and the blob's state, read before its bytes are written and again
+# in its record.
 _FORGOTTEN = func.coalesce(
     select(blob_forgets.c.forgotten).where(blob_forgets.c.id == 1).scalar_subquery(), 0
 )
