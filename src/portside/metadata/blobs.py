@@ -27,6 +27,7 @@ from portside.metadata.statements import (
     utc,
 )
 from portside.metadata.tables import (
+    BLOB_FORGETS_ROW,
     blob_forgets,
     blob_reservations,
     blobs,
@@ -79,7 +80,8 @@ _STORED = Prepared(
 # its row is not there yet) and the blob's state, read before its bytes are written and again
 # in its record.
 _FORGOTTEN = func.coalesce(
-    select(blob_forgets.c.forgotten).where(blob_forgets.c.id == 1).scalar_subquery(), 0
+    select(blob_forgets.c.forgotten).where(blob_forgets.c.id == BLOB_FORGETS_ROW).scalar_subquery(),
+    0,
 )
 _CHECK = Prepared(
     select(

@@ -43,6 +43,7 @@ from portside.metadata.journal import like, write_audit, write_journal
 from portside.metadata.pairs import Pair, by_name, pair_chunks, pairs, pairs_of, repository_ids
 from portside.metadata.statements import CHUNK, chunks, insert_missing, now, upsert, utc
 from portside.metadata.tables import (
+    BLOB_FORGETS_ROW,
     blob_forgets,
     blob_reservations,
     blobs,
@@ -395,7 +396,7 @@ class SqlCollection(Database):
             if forgotten:  # base.py Unreserved: records made meanwhile without a reservation fail
                 conn.execute(
                     upsert(conn.dialect, blob_forgets)
-                    .values(id=1, forgotten=forgotten)
+                    .values(id=BLOB_FORGETS_ROW, forgotten=forgotten)
                     .on_conflict_do_update(
                         index_elements=[blob_forgets.c.id],
                         set_={"forgotten": blob_forgets.c.forgotten + forgotten},

@@ -102,6 +102,7 @@ blob_reservations = Table(
 # One row (none before the first forget: 0): how many blobs collectors have forgotten (rows
 # deleted after their bytes), so that a write recorded without a reservation can tell whether
 # its bytes may have gone (base.py Unreserved) (0014)
+BLOB_FORGETS_ROW = 1  # the id of its one row
 blob_forgets = Table(
     "blob_forgets",
     metadata,
